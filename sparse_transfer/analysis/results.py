@@ -1,0 +1,183 @@
+"""The canonical results table: one row per final run, whatever produced it.
+
+Two on-disk formats are read into the same frame:
+
+- the canonical one (``RESULT_COLUMNS``, top1 in percent), written by our sweeps and reports;
+- the paper's published raw results (``dset,model,sparsity,seed,val_acc``, accuracy as a
+  fraction), so the paper's numbers go through exactly the same summary code as ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["RESULT_COLUMNS", "DENSE_METHOD", "is_dense", "load_table", "to_canonical"]
+
+# A list, not a tuple: pandas reads ``frame[tuple]`` as one column key.
+RESULT_COLUMNS: list[str] = ["arch", "mode", "method", "sparsity", "dataset", "seed", "top1"]
+
+DENSE_METHOD = "dense"
+
+_TEXT_COLUMNS = ("arch", "mode", "method", "dataset", "seed")
+_OPTIONAL_COLUMNS = ("arch", "mode")
+_PAPER_RENAMES = {"dset": "dataset", "model": "method"}
+_PAPER_ACCURACY = "val_acc"
+_UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")
+
+
+def is_dense(method: str) -> bool:
+    """True for the dense baseline: the paper writes ``Dense``, our sweeps write ``dense``."""
+    return str(method).strip().lower() == DENSE_METHOD
+
+
+def load_table(
+    path: str | Path, *, mode: str | None = None, arch: str | None = None
+) -> pd.DataFrame:
+    """Read a results CSV or Parquet file into the canonical table.
+
+    ``mode``/``arch`` fill those columns where the file has none (the paper's files carry
+    neither: the transfer mode and architecture are in the file name). Extra columns of a CSV
+    are kept as text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"results file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame, lines = _read_csv(path)
+        return _canonical(frame, str(path), mode, arch, lines)
+    if suffix in (".parquet", ".pq"):
+        return _canonical(pd.read_parquet(path), str(path), mode, arch, None)
+    raise ValueError(f"{path}: unsupported results format {suffix!r}; use .csv or .parquet")
+
+
+def to_canonical(
+    frame: pd.DataFrame,
+    *,
+    source: str = "<table>",
+    mode: str | None = None,
+    arch: str | None = None,
+) -> pd.DataFrame:
+    """Validate and normalise an in-memory table (canonical or paper format).
+
+    Columns beyond the canonical ones (``run_id``, ``cell``, ...) are kept after them;
+    ``source`` names the table in error messages.
+    """
+    return _canonical(frame, source, mode, arch, None)
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """All fields as text, and each data row's line number, tolerating trailing commas.
+
+    Read with ``csv`` rather than pandas: pandas silently drops (or shifts into the index) a
+    field past the header; here a trailing empty field is dropped and a non-empty one is an
+    error, so columns can never shift.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        records = list(csv.reader(handle))
+    if not records:
+        raise ValueError(f"{path}: empty results file (no header)")
+    header = [name.strip() for name in records[0]]
+    while header and not header[-1]:
+        header.pop()
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: duplicate column names in header {header}")
+    rows, lines = [], []
+    for line, fields in enumerate(records[1:], start=2):
+        if not any(field.strip() for field in fields):
+            continue
+        if len(fields) < len(header) or any(f.strip() for f in fields[len(header) :]):
+            raise ValueError(
+                f"{path}: line {line} has {len(fields)} fields but the header names "
+                f"{len(header)} columns {header}"
+            )
+        rows.append(fields[: len(header)])
+        lines.append(line)
+    return pd.DataFrame(rows, columns=header, dtype=str), lines
+
+
+def _canonical(
+    frame: pd.DataFrame,
+    source: str,
+    mode: str | None,
+    arch: str | None,
+    lines: Sequence[int] | None,
+) -> pd.DataFrame:
+    frame = _drop_empty_unnamed(frame.rename(columns=lambda c: str(c).strip()), source)
+    frame = _from_paper_format(frame)
+    _check_columns(frame, source)
+    frame = frame.copy()
+    for column, fill in (("mode", mode), ("arch", arch)):
+        if column not in frame.columns:
+            frame[column] = fill or ""
+        frame[column] = frame[column].fillna(fill or "").astype(str).str.strip()
+        if fill:
+            frame.loc[frame[column] == "", column] = fill
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].map(_as_text)
+    for column in ("sparsity", "top1"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame = frame.reset_index(drop=True)
+    _check_ranges(frame, source, lines)
+    extras = [c for c in frame.columns if c not in RESULT_COLUMNS]
+    return frame[RESULT_COLUMNS + extras]
+
+
+def _as_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return str(value).strip()
+
+
+def _drop_empty_unnamed(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Drop the blank column a trailing comma creates; refuse one that holds data."""
+    for column in [c for c in frame.columns if _UNNAMED.match(c)]:
+        values = frame[column].map(_as_text)
+        if (values != "").any():
+            raise ValueError(
+                f"{source}: column {column!r} has no header but holds values; "
+                "the rows have more fields than the header"
+            )
+        frame = frame.drop(columns=column)
+    return frame
+
+
+def _from_paper_format(frame: pd.DataFrame) -> pd.DataFrame:
+    renames = {old: new for old, new in _PAPER_RENAMES.items() if new not in frame.columns}
+    frame = frame.rename(columns=renames)
+    if "top1" not in frame.columns and _PAPER_ACCURACY in frame.columns:
+        # The paper stores accuracy as a fraction; we report percent everywhere.
+        accuracy = pd.to_numeric(frame[_PAPER_ACCURACY], errors="coerce")
+        frame = frame.drop(columns=_PAPER_ACCURACY).assign(top1=accuracy * 100.0)
+    return frame
+
+
+def _check_columns(frame: pd.DataFrame, source: str) -> None:
+    required = [c for c in RESULT_COLUMNS if c not in _OPTIONAL_COLUMNS]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{source}: missing required columns {missing}; found {list(frame.columns)}. "
+            f"Expected the canonical columns {RESULT_COLUMNS} (arch and mode optional) "
+            "or the paper's raw format dset,model,sparsity,seed,val_acc"
+        )
+
+
+def _check_ranges(frame: pd.DataFrame, source: str, lines: Sequence[int] | None) -> None:
+    checks = (
+        ("sparsity", ~frame["sparsity"].between(0.0, 1.0, inclusive="left"), "[0, 1)"),
+        ("top1", ~frame["top1"].between(0.0, 100.0), "[0, 100] (percent)"),
+    )
+    for column, bad, allowed in checks:
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            where = f"data row {row + 1}" + (f" (line {lines[row]})" if lines else "")
+            value = float(frame[column].iloc[row])
+            raise ValueError(
+                f"{source}: {where}: {column} {value} is missing or outside {allowed}"
+            )

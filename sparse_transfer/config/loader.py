@@ -1,0 +1,105 @@
+"""Read sweep specs: YAML -> `key=value` overrides -> pydantic, with errors naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sparse_transfer.config.spec import SweepSpec
+
+__all__ = ["SpecError", "apply_overrides", "dump_spec", "load_spec", "parse_spec"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message names the file and the dotted key."""
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return parse_spec(raw, source=str(path), overrides=overrides)
+
+
+def parse_spec(raw: Any, *, source: str, overrides: list[str] | None = None) -> SweepSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [], source=source)
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format(err, source)) from None
+
+
+def apply_overrides(raw: dict, overrides: list[str], *, source: str) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) before validation."""
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"{source}: override {item!r} is not of the form key=value")
+        parts = key.split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = _child(node, part, key, source)
+        last = parts[-1]
+        value = yaml.safe_load(text) if text else ""
+        if isinstance(node, list):
+            node[_index(node, last, key, source)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def _child(node: Any, part: str, key: str, source: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key, source)]
+    if not isinstance(node, dict):
+        raise SpecError(f"{source}: override {key!r}: {part!r} is inside a plain value")
+    return node.setdefault(part, {})
+
+
+def _index(node: list, part: str, key: str, source: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise SpecError(f"{source}: override {key!r}: no list index {part!r} (length {len(node)})")
+    return int(part)
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid sweep spec ({err.error_count()} problem(s))"]
+    for problem in err.errors():
+        lines.append(f"  {_dotted(problem['loc'])}: {_message(problem)}")
+    return "\n".join(lines)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        # Union members and tagged-union tags add loc parts that mean nothing to a user.
+        if isinstance(part, str) and (part.startswith("function-") or part in _UNION_TAGS):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_UNION_TAGS = {"loguniform", "uniform", "int", "choice", "float", "str", "int-str"}
+
+
+def _message(problem: dict) -> str:
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        return "unknown key (not allowed here)"
+    if problem["type"] == "union_tag_invalid":
+        return message.replace("Input tag", "distribution")
+    return message
+
+
+def dump_spec(spec: SweepSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -1,0 +1,64 @@
+"""Linear-probe feature cache: features of a frozen backbone, computed once, stored with pyarrow.
+
+Keyed by (upstream weights hash, dataset, split, preprocessing): every trial of a linear cell,
+and every later sweep over the same storage, reads the same file instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+__all__ = ["cache_key", "cached_features"]
+
+_VERSION = 1  # bump when feature extraction changes meaning
+
+
+def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict) -> str:
+    blob = json.dumps(
+        {"v": _VERSION, "weights": weights_sha256, "dataset": dataset, "split": split,
+         "preprocessing": preprocessing},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cached_features(
+    cache_dir: Path, key: str, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(features, labels, hit). On a miss, `compute()` runs and its result is written atomically."""
+    path = Path(cache_dir) / f"{key}.parquet"
+    if path.is_file():
+        table = pq.read_table(path)
+        return _from_table(table) + (True,)
+    features, labels = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent trials may compute the same key; each writes its own file and the rename is
+    # atomic, so a reader sees either nothing or a whole file.
+    tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(_to_table(features, labels), tmp)
+    os.replace(tmp, path)
+    return features, labels, False
+
+
+def _to_table(features: torch.Tensor, labels: torch.Tensor) -> pa.Table:
+    flat = pa.array(features.numpy().astype(np.float32).ravel())
+    column = pa.FixedSizeListArray.from_arrays(flat, features.shape[1])
+    return pa.table({"features": column, "label": pa.array(labels.numpy())})
+
+
+def _from_table(table: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
+    column = table.column("features").combine_chunks()
+    width = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    labels = table.column("label").to_numpy()
+    return torch.from_numpy(values.copy()), torch.from_numpy(labels.copy())

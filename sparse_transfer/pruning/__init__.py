@@ -1,0 +1,30 @@
+"""Pruning methods, one file each behind the `PruningMethod` protocol; masks and accounting."""
+
+from sparse_transfer.pruning import dense as _dense  # noqa: F401  (each import registers)
+from sparse_transfer.pruning import gmp as _gmp  # noqa: F401
+from sparse_transfer.pruning import magnitude as _magnitude  # noqa: F401
+from sparse_transfer.pruning.masks import (
+    Masks,
+    SparsityDriftError,
+    apply_masks,
+    check_sparsity,
+    global_magnitude_masks,
+    masks_from_zeros,
+    prunable_weights,
+    sparsity_report,
+)
+from sparse_transfer.pruning.method import METHODS, PruneContext, PruningMethod
+
+__all__ = [
+    "METHODS",
+    "Masks",
+    "PruneContext",
+    "PruningMethod",
+    "SparsityDriftError",
+    "apply_masks",
+    "check_sparsity",
+    "global_magnitude_masks",
+    "masks_from_zeros",
+    "prunable_weights",
+    "sparsity_report",
+]

@@ -1,0 +1,104 @@
+"""Tune callbacks on the driver: MLflow runs per trial, and a live progress line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from sparse_transfer import metrics as M
+from sparse_transfer.tracking import SweepRecorder
+
+__all__ = ["MlflowTrials", "Progress"]
+
+_EPOCH_METRICS = (M.TRAIN_LOSS, M.LR, M.VAL_TOP1, M.VAL_MEAN_CLASS_ACC, M.TEST_TOP1,
+                  M.TEST_MEAN_CLASS_ACC, M.EPOCH)
+_FINAL_METRICS = (M.FINAL_SPARSITY, M.UPSTREAM_SPARSITY, M.FEATURE_CACHE_HIT)
+
+
+def _settings(trial) -> dict:
+    return trial.config["trial"]
+
+
+class MlflowTrials(Callback):
+    def __init__(self, recorder: SweepRecorder, parent_run_id: str, commit: str) -> None:
+        self.recorder = recorder
+        self.parent_run_id = parent_run_id
+        self.commit = commit
+        self._last: dict[str, dict] = {}
+
+    def _open(self, trial) -> None:
+        s = _settings(trial)
+        tags = {
+            "method": s["method"], "sparsity": str(s["sparsity"]), "arch": s["arch"],
+            "dataset": s["dataset"], "mode": s["mode"], "cell": s["cell"],
+            "seed": str(s["seed"]), "phase": s["phase"], "upstream": s["upstream"],
+            "git_commit": self.commit,
+        }
+        if "optuna_trial" in s:
+            tags["optuna_trial"] = str(s["optuna_trial"])
+        self.recorder.open_trial(trial.trial_id, self.parent_run_id, tags, s["hparams"],
+                                 run_name=f"{s['phase']}/{s['cell']}/{trial.trial_id}")
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._open(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._open(trial)
+        self._last[trial.trial_id] = result
+        epoch_metrics = {k: result[k] for k in _EPOCH_METRICS if k in result}
+        self.recorder.log_epoch(trial.trial_id, int(result[M.EPOCH]), epoch_metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._open(trial)
+        result = self._last.pop(trial.trial_id, trial.last_result or {})
+        s = _settings(trial)
+        # test_top1 of final runs was logged with every epoch; its last value is the score.
+        finals = {k: result[k] for k in _FINAL_METRICS if k in result}
+        epochs = int(s["hparams"]["epochs"])
+        stopped_early = int(result.get(M.EPOCH, 0)) < epochs
+        tags = {"node": result.get("node", ""), "epochs_run": result.get(M.EPOCH, 0),
+                "stopped_early": str(stopped_early).lower()}
+        artifacts = None
+        if s["phase"] == "final" and trial.checkpoint is not None:
+            artifacts = Path(trial.checkpoint.path)  # the final (= best kept) checkpoint
+        self.recorder.close_trial(trial.trial_id, "FINISHED", metrics=finals, tags=tags,
+                                  artifacts=artifacts)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._open(trial)
+        error = str(getattr(trial, "error_file", "") or "")
+        self.recorder.close_trial(trial.trial_id, "FAILED", tags={"error_file": error})
+
+
+class Progress(Callback):
+    """One line per finished trial, plus the count so far: readable in any terminal or log."""
+
+    def __init__(self, phase: str, total: int, metric: str, stream=sys.stdout) -> None:
+        self.phase, self.total, self.metric, self.stream = phase, total, metric, stream
+        self.done = self.failed = self.stopped = 0
+        self.started = time.monotonic()
+
+    def _line(self, trial, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        count = self.done + self.failed
+        print(f"[{self.phase} {count}/{self.total} {elapsed:6.0f}s] {_settings(trial)['cell']}: "
+              f"{text}", file=self.stream, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.done += 1
+        result = trial.last_result or {}
+        epochs = int(_settings(trial)["hparams"]["epochs"])
+        ran = int(result.get(M.EPOCH, 0))
+        note = ""
+        if ran < epochs:
+            self.stopped += 1
+            note = f" (stopped by ASHA at epoch {ran}/{epochs})"
+        score = result.get(self.metric, float("nan"))
+        self._line(trial, f"{self.metric}={score:.2f}{note}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.failed += 1
+        self._line(trial, f"FAILED, see {getattr(trial, 'error_file', '')}")

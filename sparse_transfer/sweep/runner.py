@@ -1,0 +1,236 @@
+"""Run and resume a study: search each cell, re-run each cell's best configuration per seed,
+report. The sweep directory holds everything needed to resume after the driver dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from sparse_transfer import metrics as M
+from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
+from sparse_transfer.sweep.callbacks import MlflowTrials, Progress
+from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
+from sparse_transfer.sweep.scheduler import CellASHA
+from sparse_transfer.sweep.search import CellSearcher, optuna_storage, study_name, to_distributions
+from sparse_transfer.sweep.trainable import transfer_trainable
+from sparse_transfer.sweep.upstream import resolve_upstreams
+from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
+
+__all__ = ["SweepState", "resume_sweep", "run_sweep"]
+
+SPEC_FILE = "spec.resolved.yaml"
+STATE_FILE = "state.json"
+CELLS_FILE = "cells.json"
+FINAL_PLAN_FILE = "final_plan.json"
+SEARCH, FINAL, DONE = "search", "final", "done"
+
+
+@dataclass
+class SweepState:
+    sweep_id: str
+    sweep_dir: str
+    storage_root: str
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    phase: str
+    commit: str
+
+    def save(self) -> None:
+        path = Path(self.sweep_dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> SweepState:
+        path = Path(sweep_dir) / STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {STATE_FILE})")
+        return cls(**json.loads(path.read_text()))
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepState:
+    root = Path(spec.storage).expanduser().resolve()
+    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = root / "sweeps" / sweep_id
+    sweep_dir.mkdir(parents=True, exist_ok=False)
+    (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
+    upstream_paths = resolve_upstreams(spec, root / "zoo", log=log)
+    save_cells(sweep_dir / CELLS_FILE, plan_cells(spec, upstream_paths))
+
+    tracking_uri = default_tracking_uri(spec.tracking.uri)
+    experiment = spec.tracking.experiment or spec.name
+    recorder = SweepRecorder(tracking_uri, experiment, sweep_id)
+    commit = git_commit()
+    parent = recorder.parent_run({"spec": spec.name, "git_commit": commit, "storage": str(root)})
+    recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
+    state = SweepState(sweep_id, str(sweep_dir), str(root), tracking_uri, experiment, parent,
+                       SEARCH, commit)
+    state.save()
+    log(f"sweep {sweep_id}: {sweep_dir}")
+    log(f"mlflow: {tracking_uri} (experiment {experiment!r})")
+    return _continue(state, spec, address=address, log=log, restore=False)
+
+
+def resume_sweep(sweep_dir: Path, *, address: str | None = None, log=print) -> SweepState:
+    state = SweepState.load(sweep_dir)
+    spec = load_spec(Path(sweep_dir) / SPEC_FILE)
+    log(f"resuming sweep {state.sweep_id} in phase {state.phase!r}")
+    if state.phase == DONE:
+        log("nothing to do: the sweep already finished")
+        return state
+    SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id).parent_run({})
+    return _continue(state, spec, address=address, log=log, restore=True)
+
+
+def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool) -> SweepState:
+    _start_ray(address)
+    sweep_dir = Path(state.sweep_dir)
+    cells = load_cells(sweep_dir / CELLS_FILE)
+    if state.phase == SEARCH:
+        _run_phase(SEARCH, _search_tuner, state, spec, cells, restore=restore, log=log)
+        plan = plan_final_runs(state, spec, cells, log=log)
+        (sweep_dir / FINAL_PLAN_FILE).write_text(json.dumps(plan, indent=2))
+        state.phase = FINAL
+        state.save()
+        restore = False
+    if state.phase == FINAL:
+        _run_phase(FINAL, _final_tuner, state, spec, cells, restore=restore, log=log)
+        state.phase = DONE
+        state.save()
+    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder.close_parent(state.parent_run_id)
+    return state
+
+
+def _start_ray(address: str | None) -> None:
+    # Save Tune's experiment state often: a killed driver then loses at most a few seconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Per-epoch checkpoints with num_to_keep force frequent snapshots; at this scale they are
+    # cheap (measured: the quickstart's 120 trials finish in under a minute), so don't warn.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
+
+
+def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:
+    path = Path(state.sweep_dir) / phase
+    tuner = make_tuner(state, spec, cells)
+    if restore and tune.Tuner.can_restore(str(path)):
+        log(f"{phase}: restoring Tune experiment {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=_trainable(spec), resume_unfinished=True)
+    else:
+        log(f"{phase}: starting")
+    results = tuner.fit()
+    errors = [r for r in results if r.error]
+    log(f"{phase}: {len(results)} trials, {len(errors)} failed")
+
+
+def _trainable(spec: SweepSpec):
+    return tune.with_resources(transfer_trainable,
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _base_config(state: SweepState, spec: SweepSpec) -> dict:
+    return {"feature_cache_dir": str(Path(state.storage_root) / "features"),
+            "threads": max(1, int(spec.resources.cpu))}
+
+
+def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.RunConfig:
+    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    return tune.RunConfig(
+        name=phase,
+        storage_path=state.sweep_dir,
+        callbacks=[MlflowTrials(recorder, state.parent_run_id, state.commit),
+                   Progress(phase, total, metric)],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=0),
+        verbose=0,
+    )
+
+
+def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
+    metric = spec.search.metric
+    searcher = CellSearcher(
+        sweep_dir=Path(state.sweep_dir), sweep_id=state.sweep_id, cells=cells,
+        spaces={mode: spec.space(mode) for mode in spec.modes},
+        trials_per_cell=spec.search.trials_per_cell, sampler=spec.search.sampler,
+        seed=spec.search.seed, metric=metric, base_config=_base_config(state, spec),
+    )
+    if spec.early_stopping.scheduler == "asha":
+        scheduler = CellASHA(
+            metric=metric, max_t={m: max_epochs(spec.space(m)) for m in spec.modes},
+            grace_period=spec.early_stopping.grace_period,
+            reduction_factor=spec.early_stopping.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    total = len(cells) * spec.search.trials_per_cell
+    return tune.Tuner(
+        _trainable(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=total,
+            max_concurrent_trials=spec.search.max_concurrent_trials, reuse_actors=True,
+        ),
+        run_config=_run_config(SEARCH, state, total, metric),
+    )
+
+
+def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
+    plan = json.loads((Path(state.sweep_dir) / FINAL_PLAN_FILE).read_text())
+    return tune.Tuner(
+        _trainable(spec),
+        param_space={"trial": tune.grid_search(plan)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=spec.search.max_concurrent_trials, reuse_actors=True,
+        ),
+        run_config=_run_config(FINAL, state, len(plan), M.TEST_TOP1),
+    )
+
+
+def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=print) -> list:
+    """The best search configuration of each cell, once per seed, scored on the test split."""
+    storage = optuna_storage(Path(state.sweep_dir))
+    plan = []
+    for cell in cells:
+        study = optuna.load_study(study_name=study_name(state.sweep_id, cell), storage=storage)
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not complete:
+            log(f"WARNING {cell.id}: no search trial completed; the cell has no final runs")
+            continue
+        best = max(complete, key=lambda t: t.value)
+        _, fixed = to_distributions(spec.space(cell.mode))
+        hparams = {**fixed, **best.params}
+        for seed in spec.seeds:
+            plan.append({**_base_config(state, spec), **cell.to_dict(), "cell": cell.id,
+                         "phase": FINAL, "hparams": hparams, "seed": seed,
+                         "search_best_value": best.value, "search_best_trial": best.number})
+    return plan
+
+
+def git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,156 @@
+"""Per-cell hyperparameter search: one Optuna study per cell behind one Tune `Searcher`.
+
+Tune sees a single searcher, but each cell keeps its own Optuna study (persisted in the sweep's
+SQLite database) and its own budget of `trials_per_cell`; cells are served round-robin, so a
+strong cell can never take trials from a weak one. Trials that ASHA stops before their last
+epoch are told to Optuna as PRUNED, so TPE does not learn from truncated curves as if complete.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from sparse_transfer.config.spec import HYPERPARAMETERS, Choice, IntRange, LogUniform, SpaceValue, Uniform
+from sparse_transfer.sweep.cells import Cell
+
+__all__ = ["CellSearcher", "optuna_storage", "study_name", "to_distributions"]
+
+
+def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
+    """(searched distributions, fixed values) of a spec's search space."""
+    searched, fixed = {}, {}
+    for name, value in space.items():
+        if isinstance(value, LogUniform):
+            searched[name] = FloatDistribution(value.low, value.high, log=True)
+        elif isinstance(value, Uniform):
+            searched[name] = FloatDistribution(value.low, value.high)
+        elif isinstance(value, IntRange):
+            searched[name] = IntDistribution(value.low, value.high, step=value.step)
+        elif isinstance(value, Choice):
+            searched[name] = CategoricalDistribution(value.choices)
+        else:
+            fixed[name] = value
+    return searched, fixed
+
+
+def optuna_storage(sweep_dir: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}")
+
+
+def study_name(sweep_id: str, cell: Cell) -> str:
+    # The sweep id makes names unique: reusing a name on persistent storage would merge sweeps.
+    return f"{sweep_id}/{cell.id}"
+
+
+class CellSearcher(Searcher):
+    def __init__(self, *, sweep_dir: Path, sweep_id: str, cells: list[Cell],
+                 spaces: dict[str, dict[str, SpaceValue]], trials_per_cell: int,
+                 sampler: str, seed: int, metric: str, base_config: dict) -> None:
+        super().__init__(metric=metric, mode="max")
+        self.sweep_dir = Path(sweep_dir)
+        self.sweep_id = sweep_id
+        self.cells = cells
+        self.spaces = spaces
+        self.trials_per_cell = trials_per_cell
+        self.sampler = sampler
+        self.seed = seed
+        self.base_config = base_config
+        # Tune trial id -> (cell index, Optuna trial number, epochs the trial was asked to run)
+        self.assigned: dict[str, tuple[int, int, int]] = {}
+        self.asked = [0] * len(cells)
+        self._studies: dict[int, optuna.Study] = {}
+
+    # Optuna studies hold database connections: never pickle them, reopen on demand.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_studies"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._studies = {}
+
+    def study(self, index: int) -> optuna.Study:
+        if index not in self._studies:
+            self._studies[index] = optuna.create_study(
+                storage=optuna_storage(self.sweep_dir),
+                study_name=study_name(self.sweep_id, self.cells[index]),
+                direction="maximize",
+                sampler=self._make_sampler(index),
+                load_if_exists=True,
+            )
+        return self._studies[index]
+
+    def _make_sampler(self, index: int) -> optuna.samplers.BaseSampler:
+        seed = self.seed + index
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        startup = max(1, min(10, self.trials_per_cell // 2))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        open_cells = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
+        if not open_cells:
+            return Searcher.FINISHED
+        index = min(open_cells, key=lambda i: (self.asked[i], i))  # round-robin over cells
+        cell = self.cells[index]
+        searched, fixed = to_distributions(self.spaces[cell.mode])
+        trial = self.study(index).ask(searched)
+        trial.set_user_attr("tune_trial_id", trial_id)
+        self.asked[index] += 1
+        hparams = {**fixed, **trial.params}
+        epochs = int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
+        self.assigned[trial_id] = (index, trial.number, epochs)
+        return {"trial": {**self.base_config, **cell.to_dict(), "cell": cell.id,
+                          "phase": "search", "hparams": hparams, "seed": self.seed,
+                          "optuna_trial": trial.number}}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.assigned or self.metric not in result:
+            return
+        index, number, _ = self.assigned[trial_id]
+        study = self.study(index)
+        frozen = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        optuna.trial.Trial(study, frozen).report(float(result[self.metric]), int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id not in self.assigned:
+            return
+        index, number, epochs = self.assigned[trial_id]
+        study = self.study(index)
+        if study.trials[number].state.is_finished():
+            return  # already told (a resumed trial can complete twice in Tune's eyes)
+        if error or not result or self.metric not in result:
+            study.tell(number, state=TrialState.FAIL)
+        elif int(result["epoch"]) < epochs:
+            study.tell(number, state=TrialState.PRUNED)  # stopped early by ASHA
+        else:
+            study.tell(number, float(result[self.metric]))
+
+    def fail_orphans(self) -> None:
+        """Mark Optuna trials asked but unknown to Tune (lost in a crash) as failed."""
+        known = {(i, n) for i, n, _ in self.assigned.values()}
+        for index in range(len(self.cells)):
+            for trial in self.study(index).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if (index, trial.number) not in known:
+                    self.study(index).tell(trial.number, state=TrialState.FAIL)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"assigned": self.assigned, "asked": self.asked}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self.assigned, self.asked = state["assigned"], state["asked"]
+        self.fail_orphans()

@@ -1,0 +1,48 @@
+"""What one transfer trial trains, and what it reports each epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sparse_transfer.config.spec import HYPERPARAMETERS
+
+__all__ = ["EpochOutcome", "TransferJob"]
+
+
+@dataclass(frozen=True)
+class TransferJob:
+    upstream_path: Path
+    dataset: str
+    mode: str  # "full" | "linear"
+    phase: str  # "search": train on train, score val; "final": train on trainval, score test
+    hparams: dict
+    seed: int
+    feature_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})
+
+    @property
+    def splits(self) -> tuple[str, str]:
+        return ("train", "val") if self.phase == "search" else ("trainval", "test")
+
+    @property
+    def eval_prefix(self) -> str:
+        return "val" if self.phase == "search" else "test"
+
+
+@dataclass
+class EpochOutcome:
+    epoch: int  # 1-based
+    metrics: dict[str, float]
+    state: Callable[[], dict] = field(repr=False)  # everything needed to resume after this epoch
+    done: bool = False
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,105 @@
+"""Linear finetuning: the backbone is frozen; a linear head trains on cached features."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from sparse_transfer import metrics as M
+from sparse_transfer.data import DATASETS
+from sparse_transfer.data.features import cache_key, cached_features
+from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream
+from sparse_transfer.pruning import prunable_weights, sparsity_report
+from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
+from sparse_transfer.transfer.loop import (
+    batches,
+    evaluate,
+    make_optimizer,
+    make_schedule,
+    normalize,
+    train_epoch,
+)
+
+__all__ = ["extract_features", "finetune_linear"]
+
+
+@torch.no_grad()
+def extract_features(
+    upstream: UpstreamCheckpoint, dataset: str, split: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate-layer features, no augmentation (as the paper), in eval mode."""
+    arch = ARCHS.get(upstream.arch)
+    model = upstream.build_model().eval()
+    _set_classifier(model, arch.classifier, nn.Identity())
+    images, labels = DATASETS.get(dataset).load(split)
+    images = normalize(images, upstream.metadata["preprocessing"])
+    features = torch.cat([model(images[i]) for i in batches(len(labels), 512, None)])
+    return features, labels
+
+
+def _set_classifier(model: nn.Module, path: str, module: nn.Module) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        model = getattr(model, part)
+    setattr(model, last, module)
+
+
+def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[EpochOutcome]:
+    upstream = load_upstream(job.upstream_path)
+    arch = ARCHS.get(upstream.arch)
+    dataset = DATASETS.get(job.dataset)
+    generator = seeded_generator(job.seed)
+    preprocessing = upstream.metadata["preprocessing"]
+    if job.feature_cache_dir is None:
+        raise ValueError("linear finetuning needs a feature cache directory")
+
+    hits = []
+
+    def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = cache_key(upstream.sha256, job.dataset, split, preprocessing)
+        x, y, hit = cached_features(job.feature_cache_dir, key,
+                                    lambda: extract_features(upstream, job.dataset, split))
+        hits.append(hit)
+        return x, y
+
+    train_split, eval_split = job.splits
+    train_x, train_y = features(train_split)
+    eval_x, eval_y = features(eval_split)
+    backbone_sparsity = sparsity_report(
+        prunable_weights(upstream.build_model(), exclude=(arch.classifier,))
+    )[0]
+
+    hp = job.hparams
+    head = nn.Linear(train_x.shape[1], dataset.num_classes)
+    optimizer = make_optimizer(head.parameters(), hp)
+    schedule = make_schedule(optimizer, hp)
+    start = 0
+    if resume is not None:
+        head.load_state_dict(resume["head"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        generator.set_state(resume["generator"])
+        start = int(resume["epoch"])
+
+    def state(epoch: int) -> dict:
+        return {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                "epoch": epoch}
+
+    epochs = int(hp["epochs"])
+    for epoch in range(start + 1, epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        loss = train_epoch(head, train_x, train_y, optimizer, batch_size=int(hp["batch_size"]),
+                           generator=generator, label_smoothing=float(hp["label_smoothing"]))
+        schedule.step()
+        scores = evaluate(head, eval_x, eval_y, dataset.num_classes)
+        metrics = {
+            M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.LR: lr,
+            f"{job.eval_prefix}_top1": scores["top1"],
+            f"{job.eval_prefix}_mean_class_acc": scores["mean_class_acc"],
+            M.FINAL_SPARSITY: backbone_sparsity, M.UPSTREAM_SPARSITY: backbone_sparsity,
+            M.FEATURE_CACHE_HIT: float(all(hits)),
+        }
+        yield EpochOutcome(epoch, metrics, lambda e=epoch: state(e), done=epoch == epochs)
