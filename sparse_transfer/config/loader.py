@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +74,40 @@ def _index(node: list, part: str, key: str, source: str) -> int:
 
 
 def _format(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid sweep spec ({err.error_count()} problem(s))"]
+    problems = []
     for problem in err.errors():
-        lines.append(f"  {_dotted(problem['loc'])}: {_message(problem)}")
+        key, message = _dotted(problem["loc"]), _message(problem)
+        # Cross-field checks name their key first: "early_stopping.grace_period: ...".
+        found = _KEYED.match(message)
+        if found and key == "(top level)":
+            key, message = found.group(1), found.group(2)
+        problems.append((key, message, problem))
+    problems = _drop_union_noise(problems)
+    lines = [f"{source}: invalid sweep spec ({len(problems)} problem(s))"]
+    lines += [f"  {key}: {message}" for key, message, _ in problems]
     return "\n".join(lines)
+
+
+_KEYED = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.S)
+_SCALAR_MISMATCH = {"float_parsing", "float_type", "int_parsing", "int_type", "string_type",
+                    "int_from_float", "bool_parsing"}
+
+
+def _drop_union_noise(problems: list) -> list:
+    """A search-space value is a distribution or a scalar: when the distribution branch reports
+    a real problem, the scalar branches' 'not a number/string' complaints are noise."""
+    keys_with_real = {key for key, _, p in problems if p["type"] not in _SCALAR_MISMATCH}
+    return [(k, m, p) for k, m, p in problems
+            if not (p["type"] in _SCALAR_MISMATCH and k in keys_with_real)]
 
 
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
         # Union members and tagged-union tags add loc parts that mean nothing to a user.
-        if isinstance(part, str) and (part.startswith("function-") or part in _UNION_TAGS):
+        if isinstance(part, str) and (
+            part.startswith(("function-", "tagged-union[")) or part in _UNION_TAGS
+        ):
             continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "HYPERPARAMETERS",
@@ -94,6 +94,15 @@ Distribution = Annotated[
 SpaceValue = Distribution | float | int | str
 
 
+def _known_dataset(value: str) -> str:
+    from sparse_transfer.data import DATASETS
+
+    return _known(value, DATASETS, "dataset")
+
+
+DatasetName = Annotated[str, AfterValidator(_known_dataset)]
+
+
 class Upstream(Strict):
     """One upstream (pretrained, possibly pruned) model."""
 
@@ -164,7 +173,7 @@ class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
     upstream: list[Upstream] = Field(min_length=1)
-    datasets: list[str] = Field(min_length=1)
+    datasets: list[DatasetName] = Field(min_length=1)
     modes: list[Literal["full", "linear"]] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     search_space: dict[Literal["full", "linear"], dict[str, SpaceValue]]
@@ -174,33 +183,24 @@ class SweepSpec(Strict):
     storage: str = "./sparse-transfer-runs"
     tracking: Tracking = Tracking()
 
-    @field_validator("datasets")
-    @classmethod
-    def _known_datasets(cls, values: list[str]) -> list[str]:
-        from sparse_transfer.data import DATASETS
-
-        for value in values:
-            _known(value, DATASETS, "dataset")
-        return values
-
     @model_validator(mode="after")
     def _cross_fields(self) -> SweepSpec:
-        _check_unique([u.name for u in self.upstream], "upstream names")
+        _check_unique([u.name for u in self.upstream], "upstream")
         _check_unique(self.datasets, "datasets")
         _check_unique(self.seeds, "seeds")
         for mode in self.modes:
             if mode not in self.search_space:
-                raise ValueError(f"search_space has no entry for mode {mode!r}")
+                raise ValueError(f"search_space: no entry for mode {mode!r} (listed in modes)")
             _check_space(mode, self.search_space[mode])
-        for upstream in self.upstream:
+        for index, upstream in enumerate(self.upstream):
             if upstream.method == "dense" and upstream.sparsity != 0.0:
-                raise ValueError(f"upstream {upstream.name!r}: a dense model has sparsity 0.0")
+                raise ValueError(f"upstream[{index}].sparsity: a dense model has sparsity 0.0")
         if self.early_stopping.scheduler == "asha":
             for mode in self.modes:
                 most = max_epochs(self.search_space[mode])
                 if self.early_stopping.grace_period > most:
                     raise ValueError(
-                        f"early_stopping.grace_period ({self.early_stopping.grace_period}) is "
+                        f"early_stopping.grace_period: {self.early_stopping.grace_period} is "
                         f"above the most epochs a {mode} trial can run ({most})"
                     )
         return self
@@ -218,16 +218,16 @@ def _known(value: str, registry, kind: str) -> str:
 def _check_unique(values: list, what: str) -> None:
     seen = {v for v in values if values.count(v) > 1}
     if seen:
-        raise ValueError(f"duplicate {what}: {sorted(seen, key=str)}")
+        raise ValueError(f"{what}: duplicates {sorted(seen, key=str)}")
 
 
 def _check_space(mode: str, space: dict[str, SpaceValue]) -> None:
     if not space:
-        raise ValueError(f"search_space.{mode} is empty: give at least one hyperparameter")
+        raise ValueError(f"search_space.{mode}: empty; give at least one hyperparameter")
     unknown = sorted(set(space) - set(HYPERPARAMETERS))
     if unknown:
         raise ValueError(
-            f"search_space.{mode} has unknown hyperparameters {unknown}; "
+            f"search_space.{mode}: unknown hyperparameters {unknown}; "
             f"valid: {', '.join(HYPERPARAMETERS)}"
         )
     for name, value in space.items():
@@ -250,15 +250,15 @@ def _check_value(mode: str, name: str, value: object) -> None:
             raise ValueError(f"{where}: unknown schedule {value!r}; valid: {LR_SCHEDULES}")
         return
     if isinstance(value, str) or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
+        raise ValueError(f"{where}: must be a finite number, got {value!r}")
     if name in ("epochs", "batch_size") and (float(value) < 1 or float(value) != int(value)):
-        raise ValueError(f"{where} must be a positive integer, got {value!r}")
+        raise ValueError(f"{where}: must be a positive integer, got {value!r}")
     if name in ("lr",) and float(value) <= 0:
-        raise ValueError(f"{where} must be > 0, got {value!r}")
+        raise ValueError(f"{where}: must be > 0, got {value!r}")
     if name in ("weight_decay", "momentum", "label_smoothing") and float(value) < 0:
-        raise ValueError(f"{where} must be >= 0, got {value!r}")
+        raise ValueError(f"{where}: must be >= 0, got {value!r}")
     if name == "label_smoothing" and float(value) >= 1:
-        raise ValueError(f"{where} must be < 1, got {value!r}")
+        raise ValueError(f"{where}: must be < 1, got {value!r}")
 
 
 def max_epochs(space: dict[str, SpaceValue]) -> int:

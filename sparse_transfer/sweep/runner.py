@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from sparse_transfer import metrics as M
+from sparse_transfer.analysis import ReportPaths, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.sweep.callbacks import MlflowTrials, Progress
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
@@ -25,8 +25,9 @@ from sparse_transfer.sweep.search import CellSearcher, optuna_storage, study_nam
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
+from sparse_transfer.tracking.runs_table import load_final_runs
 
-__all__ = ["SweepState", "resume_sweep", "run_sweep"]
+__all__ = ["SweepState", "resume_sweep", "run_sweep", "write_sweep_report"]
 
 SPEC_FILE = "spec.resolved.yaml"
 STATE_FILE = "state.json"
@@ -110,8 +111,19 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.phase = DONE
         state.save()
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    paths = write_sweep_report(state)
+    recorder.log_parent_artifact(state.parent_run_id, paths.summary)
+    recorder.log_parent_artifact(state.parent_run_id, paths.html)
     recorder.close_parent(state.parent_run_id)
     return state
+
+
+def write_sweep_report(state: SweepState) -> ReportPaths:
+    """The sweep's report from its final runs in MLflow, in `<sweep_dir>/report`."""
+    results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
+    return write_report(results, Path(state.sweep_dir) / "report",
+                        title=f"sparse-transfer: {state.sweep_id}",
+                        source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}")
 
 
 def _start_ray(address: str | None) -> None:
@@ -230,7 +242,3 @@ def git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -19,8 +19,11 @@ _FINAL_FILTER = f"tags.phase = '{FINAL_PHASE}' and attributes.status = 'FINISHED
 _PAGE_SIZE = 1000
 
 
-def load_final_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Every FINISHED run tagged ``phase=final`` in ``experiment``, as the canonical table.
+def load_final_runs(
+    tracking_uri: str, experiment: str, *, sweep_id: str | None = None
+) -> pd.DataFrame:
+    """Every FINISHED run tagged ``phase=final`` in ``experiment`` (of one sweep if
+    ``sweep_id`` is given), as the canonical table.
 
     ``top1`` is the run's ``test_top1`` metric (percent); ``run_id``, ``sweep_id`` and
     ``cell`` are kept as extra columns.
@@ -35,7 +38,8 @@ def load_final_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
             f"no MLflow experiment named {experiment!r} at {tracking_uri}; existing: {names}"
         )
     ids = [found.experiment_id]
-    runs = list(_pages(client.search_runs, experiment_ids=ids, filter_string=_FINAL_FILTER))
+    final_filter = _FINAL_FILTER + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
+    runs = list(_pages(client.search_runs, experiment_ids=ids, filter_string=final_filter))
     if not runs:
         total = sum(1 for _ in _pages(client.search_runs, experiment_ids=ids))
         raise ValueError(

@@ -1,0 +1,173 @@
+"""The `sparse-transfer` command line: parse, call, print."""
+
+from __future__ import annotations
+
+import sys
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Sweeps over how well sparse ImageNet models transfer (Ray Tune + Optuna + MLflow).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+zoo_app = typer.Typer(help="The upstream zoo of pretrained and pruned models.",
+                      no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
+
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a spec key before validation, e.g. --set search.trials_per_cell=8")]
+Address = Annotated[str | None, typer.Option(
+    help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(specs: Annotated[list[Path], typer.Argument(help="Sweep spec YAML files.")]) -> None:
+    """Check sweep specs without running anything (exit 0 when all are valid)."""
+    from sparse_transfer.config import SpecError, load_spec
+
+    bad = 0
+    for path in specs:
+        try:
+            spec = load_spec(path)
+        except SpecError as err:
+            bad += 1
+            typer.echo(str(err), err=True)
+            continue
+        typer.echo(f"{path}: ok ({_describe(spec)})")
+    if bad:
+        raise typer.Exit(1)
+
+
+def _describe(spec) -> str:
+    from sparse_transfer.sweep.budget import describe
+
+    return describe(spec)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec YAML file.")],
+    overrides: Overrides = None,
+    address: Address = None,
+) -> None:
+    """Run a study: search every cell, re-run each cell's best config per seed, report."""
+    from sparse_transfer.config import SpecError, load_spec
+
+    try:
+        loaded = load_spec(spec, overrides or [])
+    except SpecError as err:
+        _fail(str(err))
+    _run(loaded, address)
+
+
+@app.command()
+def quickstart(
+    storage: Annotated[Path, typer.Option(help="Where runs, zoo and features go.")] = Path(
+        "sparse-transfer-runs"),
+    overrides: Overrides = None,
+) -> None:
+    """Run the embedded offline quickstart study (handwritten digits, a few minutes on a CPU)."""
+    from sparse_transfer.config import load_spec
+
+    _run(load_spec(Path(str(QUICKSTART_SPEC)), [f"storage={storage}", *(overrides or [])]), None)
+
+
+def _run(spec, address: str | None) -> None:
+    from sparse_transfer.sweep import run_sweep
+
+    state = run_sweep(spec, address=address)
+    _print_outcome(state)
+
+
+@app.command()
+def resume(
+    sweep_dir: Annotated[Path, typer.Argument(help="The sweep directory to finish.")],
+    address: Address = None,
+) -> None:
+    """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    from sparse_transfer.sweep import resume_sweep
+
+    try:
+        state = resume_sweep(sweep_dir, address=address)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    _print_outcome(state)
+
+
+def _print_outcome(state) -> None:
+    import pandas as pd
+
+    from sparse_transfer.analysis import format_summary
+
+    report = Path(state.sweep_dir) / "report"
+    typer.echo("\nSummary: mean over datasets of (accuracy - dense accuracy), in points\n")
+    typer.echo(format_summary(pd.read_csv(report / "summary.csv", keep_default_na=False,
+                                          na_values=[""], dtype={"mode": str})))
+    typer.echo(f"\nreport:  {report / 'report.html'}")
+    typer.echo(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
+    typer.echo(f"         mlflow ui --backend-store-uri {state.tracking_uri}")
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Directory for the report files.")],
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment to read.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    sweep_id: Annotated[str | None, typer.Option(help="Only this sweep's runs.")] = None,
+    from_table: Annotated[Path | None, typer.Option(
+        help="A results table (CSV/Parquet), including the paper's raw-results format.")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="Transfer mode of a table that has no mode column (full or linear).")] = None,
+) -> None:
+    """Write results.parquet, summary.csv, a plot and report.html from MLflow or a table."""
+    from sparse_transfer.analysis import format_summary, load_table, summarize, write_report
+
+    if (experiment is None) == (from_table is None):
+        _fail("give exactly one of --experiment or --from-table")
+    try:
+        if from_table is not None:
+            results, source = load_table(from_table, mode=mode), str(from_table)
+        else:
+            from sparse_transfer.tracking import default_tracking_uri
+            from sparse_transfer.tracking.runs_table import load_final_runs
+
+            uri = default_tracking_uri(tracking_uri)
+            results = load_final_runs(uri, experiment, sweep_id=sweep_id)
+            source = f"MLflow {uri}, experiment {experiment!r}"
+        paths = write_report(results, out, source=source)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(format_summary(summarize(results)))
+    typer.echo(f"\nwrote {paths.results}, {paths.summary}, {paths.figure}, {paths.html}")
+
+
+@zoo_app.command("list")
+def zoo_list(
+    storage: Annotated[Path, typer.Option(help="Storage root holding zoo/.")] = Path(
+        "sparse-transfer-runs"),
+) -> None:
+    """List the upstream zoo entries under a storage root."""
+    from sparse_transfer.zoo import list_entries
+
+    entries = list_entries(storage / "zoo")
+    if not entries:
+        typer.echo(f"no zoo entries under {storage / 'zoo'}")
+    for e in entries:
+        typer.echo(f"{e['name']:28s} {e['method']:10s} target {e['target_sparsity']:.2f} "
+                   f"measured {e['sparsity']:.4f}  upstream val top1 {e['upstream_val_top1']:.1f}%"
+                   f"  sha256 {e['sha256'][:12]}")
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())
