@@ -181,6 +181,7 @@ class SweepSpec(Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
     storage: str = "./sparse-transfer-runs"
+    zoo_dir: str | None = None  # default: <storage>/zoo
     tracking: Tracking = Tracking()
 
     @model_validator(mode="after")

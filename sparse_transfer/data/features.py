@@ -6,6 +6,7 @@ and every later sweep over the same storage, reads the same file instead of reco
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -38,15 +39,18 @@ def cached_features(
     """(features, labels, hit). On a miss, `compute()` runs and its result is written atomically."""
     path = Path(cache_dir) / f"{key}.parquet"
     if path.is_file():
-        table = pq.read_table(path)
-        return _from_table(table) + (True,)
-    features, labels = compute()
+        return _from_table(pq.read_table(path)) + (True,)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Concurrent trials may compute the same key; each writes its own file and the rename is
-    # atomic, so a reader sees either nothing or a whole file.
-    tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(_to_table(features, labels), tmp)
-    os.replace(tmp, path)
+    # Concurrent trials of a cell wait for the one computing the features instead of
+    # computing them again; the rename is atomic, so no reader ever sees half a file.
+    with open(path.with_name(f".{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return _from_table(pq.read_table(path)) + (True,)
+        features, labels = compute()
+        tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
+        pq.write_table(_to_table(features, labels), tmp)
+        os.replace(tmp, path)
     return features, labels, False
 
 

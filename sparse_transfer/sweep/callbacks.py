@@ -76,16 +76,25 @@ class MlflowTrials(Callback):
 class Progress(Callback):
     """One line per finished trial, plus the count so far: readable in any terminal or log."""
 
-    def __init__(self, phase: str, total: int, metric: str, stream=sys.stdout) -> None:
-        self.phase, self.total, self.metric, self.stream = phase, total, metric, stream
+    def __init__(self, phase: str, total: int, metric: str) -> None:
+        self.phase, self.total, self.metric = phase, total, metric
         self.done = self.failed = self.stopped = 0
         self.started = time.monotonic()
+
+    def setup(self, **info) -> None:
+        # Also runs after a restore: count trials that finished before the crash.
+        self.started = time.monotonic()
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if iteration == 0 and self.done == 0:
+            self.done = sum(t.status == "TERMINATED" for t in trials)
+            self.failed = sum(t.status == "ERROR" for t in trials)
 
     def _line(self, trial, text: str) -> None:
         elapsed = time.monotonic() - self.started
         count = self.done + self.failed
         print(f"[{self.phase} {count}/{self.total} {elapsed:6.0f}s] {_settings(trial)['cell']}: "
-              f"{text}", file=self.stream, flush=True)
+              f"{text}", file=sys.stdout, flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1

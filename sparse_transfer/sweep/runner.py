@@ -67,7 +67,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
     sweep_dir = root / "sweeps" / sweep_id
     sweep_dir.mkdir(parents=True, exist_ok=False)
     (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
-    upstream_paths = resolve_upstreams(spec, root / "zoo", log=log)
+    zoo_dir = Path(spec.zoo_dir).expanduser().resolve() if spec.zoo_dir else root / "zoo"
+    upstream_paths = resolve_upstreams(spec, zoo_dir, log=log)
     save_cells(sweep_dir / CELLS_FILE, plan_cells(spec, upstream_paths))
 
     tracking_uri = default_tracking_uri(spec.tracking.uri)

@@ -115,12 +115,20 @@ class CellSearcher(Searcher):
                           "optuna_trial": trial.number}}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self.assigned or self.metric not in result:
-            return
+        if trial_id in self.assigned and self.metric in result:
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        """Record the epoch's score as an Optuna intermediate value (learning curves in
+        optuna-dashboard; the value a PRUNED trial is told with)."""
         index, number, _ = self.assigned[trial_id]
         study = self.study(index)
-        frozen = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        optuna.trial.Trial(study, frozen).report(float(result[self.metric]), int(result["epoch"]))
+        storage_id = study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number
+        )
+        step = int(result["epoch"])
+        if step not in study._storage.get_trial(storage_id).intermediate_values:
+            optuna.trial.Trial(study, storage_id).report(float(result[self.metric]), step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -132,7 +140,10 @@ class CellSearcher(Searcher):
             return  # already told (a resumed trial can complete twice in Tune's eyes)
         if error or not result or self.metric not in result:
             study.tell(number, state=TrialState.FAIL)
-        elif int(result["epoch"]) < epochs:
+            return
+        # Tune skips on_trial_result for the result that made the scheduler stop the trial.
+        self._report(trial_id, result)
+        if int(result["epoch"]) < epochs:
             study.tell(number, state=TrialState.PRUNED)  # stopped early by ASHA
         else:
             study.tell(number, float(result[self.metric]))

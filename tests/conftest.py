@@ -1,0 +1,33 @@
+"""Shared fixtures: a real local Ray runtime and a real MLflow SQLite store per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """One real local Ray instance for the in-process sweep tests (2 CPUs, like CI)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory) -> Path:
+    """The quickstart zoo, built once per test session (a few seconds) and shared."""
+    from sparse_transfer.zoo import QUICKSTART_RECIPE, ensure_entry
+
+    path = tmp_path_factory.mktemp("zoo")
+    for method, sparsity in QUICKSTART_RECIPE.entries:
+        ensure_entry(path, QUICKSTART_RECIPE.entry_name(method, sparsity), log=lambda _: None)
+    return path

@@ -1,0 +1,68 @@
+"""Small sweep specs for the end-to-end tests, and readers of what a sweep left behind."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import optuna
+from mlflow import MlflowClient
+
+from sparse_transfer.config import SweepSpec, parse_spec
+
+
+def small_spec(tmp_path: Path, zoo_dir: Path, **changes) -> SweepSpec:
+    raw = {
+        "name": "small",
+        "upstream": [
+            {"name": "dense", "arch": "quickstart_cnn", "method": "dense", "sparsity": 0.0,
+             "zoo": "quickstart/dense"},
+            {"name": "gmp_90", "arch": "quickstart_cnn", "method": "gmp", "sparsity": 0.9,
+             "zoo": "quickstart/gmp_90"},
+        ],
+        "datasets": ["digits_5to9"],
+        "modes": ["full", "linear"],
+        "seeds": [0, 1],
+        "search_space": {
+            "full": {"lr": {"distribution": "loguniform", "low": 0.005, "high": 0.05},
+                     "batch_size": {"distribution": "choice", "choices": [32, 64]},
+                     "epochs": 4},
+            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2},
+                       "epochs": 4},
+        },
+        "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
+        "early_stopping": {"scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+        "storage": str(tmp_path / "runs"),
+        "zoo_dir": str(zoo_dir),
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "small"},
+    }
+    raw.update(changes)
+    return parse_spec(raw, source="test spec")
+
+
+def child_runs(tracking_uri: str, experiment: str, sweep_id: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}'", max_results=5000)
+    return [r for r in runs if r.data.tags.get("role") != "sweep"]
+
+
+def parent_runs(tracking_uri: str, experiment: str, sweep_id: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs(
+        [experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'"
+    )
+
+
+def optuna_trials(sweep_dir: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+    return {
+        summary.study_name: optuna.load_study(study_name=summary.study_name,
+                                              storage=storage).get_trials(deepcopy=False)
+        for summary in optuna.get_all_study_summaries(storage)
+    }
+
+
+def count_by(runs, *tags: str) -> Counter:
+    return Counter(tuple(r.data.tags.get(t) for t in tags) for r in runs)
