@@ -14,16 +14,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-zoo_app = typer.Typer(help="The upstream zoo of pretrained and pruned models.",
-                      no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="The upstream zoo of pretrained and pruned models.", no_args_is_help=True
+)
 app.add_typer(zoo_app, name="zoo")
 
 QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
 
-Overrides = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a spec key before validation, e.g. --set search.trials_per_cell=8")]
-Address = Annotated[str | None, typer.Option(
-    help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a spec key before validation, e.g. --set search.trials_per_cell=8"
+    ),
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray."
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -74,7 +83,8 @@ def sweep(
 @app.command()
 def quickstart(
     storage: Annotated[Path, typer.Option(help="Where runs, zoo and features go.")] = Path(
-        "sparse-transfer-runs"),
+        "sparse-transfer-runs"
+    ),
     overrides: Overrides = None,
 ) -> None:
     """Run the embedded offline quickstart study (handwritten digits, a few minutes on a CPU)."""
@@ -112,8 +122,13 @@ def _print_outcome(state) -> None:
 
     report = Path(state.sweep_dir) / "report"
     typer.echo("\nSummary: mean over datasets of (accuracy - dense accuracy), in points\n")
-    typer.echo(format_summary(pd.read_csv(report / "summary.csv", keep_default_na=False,
-                                          na_values=[""], dtype={"mode": str})))
+    typer.echo(
+        format_summary(
+            pd.read_csv(
+                report / "summary.csv", keep_default_na=False, na_values=[""], dtype={"mode": str}
+            )
+        )
+    )
     typer.echo(f"\nreport:  {report / 'report.html'}")
     typer.echo(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
     typer.echo(f"         mlflow ui --backend-store-uri {state.tracking_uri}")
@@ -125,10 +140,16 @@ def report(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment to read.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     sweep_id: Annotated[str | None, typer.Option(help="Only this sweep's runs.")] = None,
-    from_table: Annotated[Path | None, typer.Option(
-        help="A results table (CSV/Parquet), including the paper's raw-results format.")] = None,
-    mode: Annotated[str | None, typer.Option(
-        help="Transfer mode of a table that has no mode column (full or linear).")] = None,
+    from_table: Annotated[
+        Path | None,
+        typer.Option(
+            help="A results table (CSV/Parquet), including the paper's raw-results format."
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Transfer mode of a table that has no mode column (full or linear)."),
+    ] = None,
 ) -> None:
     """Write results.parquet, summary.csv, a plot and report.html from MLflow or a table."""
     from sparse_transfer.analysis import format_summary, load_table, summarize, write_report
@@ -155,7 +176,8 @@ def report(
 @zoo_app.command("list")
 def zoo_list(
     storage: Annotated[Path, typer.Option(help="Storage root holding zoo/.")] = Path(
-        "sparse-transfer-runs"),
+        "sparse-transfer-runs"
+    ),
 ) -> None:
     """List the upstream zoo entries under a storage root."""
     from sparse_transfer.zoo import list_entries
@@ -164,10 +186,16 @@ def zoo_list(
     if not entries:
         typer.echo(f"no zoo entries under {storage / 'zoo'}")
     for e in entries:
-        typer.echo(f"{e['name']:28s} {e['method']:10s} target {e['target_sparsity']:.2f} "
-                   f"measured {e['sparsity']:.4f}  upstream val top1 {e['upstream_val_top1']:.1f}%"
-                   f"  sha256 {e['sha256'][:12]}")
+        typer.echo(
+            f"{e['name']:28s} {e['method']:10s} target {e['target_sparsity']:.2f} "
+            f"measured {e['sparsity']:.4f}  upstream val top1 {e['upstream_val_top1']:.1f}%"
+            f"  sha256 {e['sha256'][:12]}"
+        )
 
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m sparse_transfer.cli
+    main()

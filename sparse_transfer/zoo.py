@@ -37,7 +37,11 @@ class ZooRecipe:
     seed: int = 0
 
     def entry_name(self, method: str, sparsity: float) -> str:
-        return f"{self.name}/{method}" if method == "dense" else f"{self.name}/{method}_{round(sparsity * 100)}"
+        return (
+            f"{self.name}/{method}"
+            if method == "dense"
+            else f"{self.name}/{method}_{round(sparsity * 100)}"
+        )
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -50,8 +54,13 @@ QUICKSTART_RECIPE = ZooRecipe(
     pretrain_epochs=15,
     prune_epochs=9,
     entries=(("dense", 0.0), ("magnitude", 0.7), ("magnitude", 0.9), ("gmp", 0.7), ("gmp", 0.9)),
-    hparams={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
-             "label_smoothing": 0.0},
+    hparams={
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 64,
+        "label_smoothing": 0.0,
+    },
 )
 RECIPES = {QUICKSTART_RECIPE.name: QUICKSTART_RECIPE}
 
@@ -102,27 +111,50 @@ def build_recipe(zoo_dir: Path, recipe: ZooRecipe, log=print) -> None:
     optimizer = make_optimizer(dense.parameters(), hparams)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.pretrain_epochs)
     for _ in range(recipe.pretrain_epochs):
-        train_epoch(dense, train_x, train_y, optimizer, batch_size=hparams["batch_size"],
-                    generator=generator, augment=True)
+        train_epoch(
+            dense,
+            train_x,
+            train_y,
+            optimizer,
+            batch_size=hparams["batch_size"],
+            generator=generator,
+            augment=True,
+        )
         schedule.step()
-    log(f"zoo {recipe.name}: pretrained {recipe.arch} on {recipe.dataset} "
-        f"(val top1 {evaluate(dense, val_x, val_y, dataset.num_classes)['top1']:.1f}%)")
+    log(
+        f"zoo {recipe.name}: pretrained {recipe.arch} on {recipe.dataset} "
+        f"(val top1 {evaluate(dense, val_x, val_y, dataset.num_classes)['top1']:.1f}%)"
+    )
     for method_name, sparsity in recipe.entries:
         model = copy.deepcopy(dense)
-        ctx = PruneContext(train_x, train_y, recipe.prune_epochs,
-                           {**hparams, "lr": hparams["lr"] / 5}, generator, exclude=(arch.classifier,))
+        ctx = PruneContext(
+            train_x,
+            train_y,
+            recipe.prune_epochs,
+            {**hparams, "lr": hparams["lr"] / 5},
+            generator,
+            exclude=(arch.classifier,),
+        )
         masks = METHODS.get(method_name).prune(model, sparsity, ctx)
         name = recipe.entry_name(method_name, sparsity)
         metrics = evaluate(model, val_x, val_y, dataset.num_classes)
         total, per_layer = sparsity_report(prunable_weights(model, exclude=(arch.classifier,)))
         metadata = {
-            "name": name, "recipe": recipe.digest(), "method": method_name, "arch": recipe.arch,
-            "target_sparsity": sparsity, "sparsity": total, "per_layer_sparsity": per_layer,
-            "upstream_dataset": recipe.dataset, "upstream_val_top1": metrics["top1"],
-            "preprocessing": preprocessing, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "name": name,
+            "recipe": recipe.digest(),
+            "method": method_name,
+            "arch": recipe.arch,
+            "target_sparsity": sparsity,
+            "sparsity": total,
+            "per_layer_sparsity": per_layer,
+            "upstream_dataset": recipe.dataset,
+            "upstream_val_top1": metrics["top1"],
+            "preprocessing": preprocessing,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        checkpoint = UpstreamCheckpoint(recipe.arch, dataset.num_classes, model.state_dict(),
-                                        masks, metadata)
+        checkpoint = UpstreamCheckpoint(
+            recipe.arch, dataset.num_classes, model.state_dict(), masks, metadata
+        )
         path = entry_path(zoo_dir, name)
         metadata["sha256"] = save_upstream(path, checkpoint)
         path.with_suffix(".json").write_text(json.dumps(metadata, indent=2))

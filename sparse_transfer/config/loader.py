@@ -89,16 +89,26 @@ def _format(err: ValidationError, source: str) -> str:
 
 
 _KEYED = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.S)
-_SCALAR_MISMATCH = {"float_parsing", "float_type", "int_parsing", "int_type", "string_type",
-                    "int_from_float", "bool_parsing"}
+_SCALAR_MISMATCH = {
+    "float_parsing",
+    "float_type",
+    "int_parsing",
+    "int_type",
+    "string_type",
+    "int_from_float",
+    "bool_parsing",
+}
 
 
 def _drop_union_noise(problems: list) -> list:
     """A search-space value is a distribution or a scalar: when the distribution branch reports
     a real problem, the scalar branches' 'not a number/string' complaints are noise."""
     keys_with_real = {key for key, _, p in problems if p["type"] not in _SCALAR_MISMATCH}
-    return [(k, m, p) for k, m, p in problems
-            if not (p["type"] in _SCALAR_MISMATCH and k in keys_with_real)]
+    return [
+        (k, m, p)
+        for k, m, p in problems
+        if not (p["type"] in _SCALAR_MISMATCH and k in keys_with_real)
+    ]
 
 
 def _dotted(loc: tuple) -> str:

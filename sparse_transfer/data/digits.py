@@ -63,7 +63,12 @@ def _register(name: str, digits: tuple[int, ...], label_of: dict[int, int], doc:
 
 
 _register("digits_0to4", (0, 1, 2, 3, 4), {d: d for d in range(5)}, "digits 0-4, 5 classes")
-_register("digits_5to9", (5, 6, 7, 8, 9), {d: d - 5 for d in range(5, 10)},
-          "digits 5-9, 5 classes")
-_register("digits_5to9_parity", (5, 6, 7, 8, 9), {d: d % 2 for d in range(5, 10)},
-          "digits 5-9, odd vs even")
+_register(
+    "digits_5to9", (5, 6, 7, 8, 9), {d: d - 5 for d in range(5, 10)}, "digits 5-9, 5 classes"
+)
+_register(
+    "digits_5to9_parity",
+    (5, 6, 7, 8, 9),
+    {d: d % 2 for d in range(5, 10)},
+    "digits 5-9, odd vs even",
+)

@@ -26,8 +26,13 @@ _VERSION = 1  # bump when feature extraction changes meaning
 
 def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict) -> str:
     blob = json.dumps(
-        {"v": _VERSION, "weights": weights_sha256, "dataset": dataset, "split": split,
-         "preprocessing": preprocessing},
+        {
+            "v": _VERSION,
+            "weights": weights_sha256,
+            "dataset": dataset,
+            "split": split,
+            "preprocessing": preprocessing,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

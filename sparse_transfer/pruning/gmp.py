@@ -12,7 +12,12 @@ from __future__ import annotations
 from torch import nn
 
 from sparse_transfer.pruning.magnitude import finetune
-from sparse_transfer.pruning.masks import Masks, apply_masks, global_magnitude_masks, prunable_weights
+from sparse_transfer.pruning.masks import (
+    Masks,
+    apply_masks,
+    global_magnitude_masks,
+    prunable_weights,
+)
 from sparse_transfer.pruning.method import METHODS, PruneContext
 from sparse_transfer.transfer.loop import make_optimizer, train_epoch
 
@@ -38,10 +43,15 @@ class GradualMagnitude:
             masks = global_magnitude_masks(weights, target)
             apply_masks(model, masks)
             loss = train_epoch(
-                model, ctx.inputs, ctx.labels, optimizer,
-                batch_size=int(ctx.hparams["batch_size"]), generator=ctx.generator,
+                model,
+                ctx.inputs,
+                ctx.labels,
+                optimizer,
+                batch_size=int(ctx.hparams["batch_size"]),
+                generator=ctx.generator,
                 label_smoothing=float(ctx.hparams.get("label_smoothing", 0.0)),
-                masks=masks, augment=True,
+                masks=masks,
+                augment=True,
             )
             ctx.log.append({"target_sparsity": target, "train_loss": loss})
         finetune(model, masks, ctx, epochs=ctx.epochs - ramp)

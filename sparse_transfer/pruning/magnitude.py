@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from sparse_transfer.pruning.masks import Masks, apply_masks, global_magnitude_masks, prunable_weights
+from sparse_transfer.pruning.masks import (
+    Masks,
+    apply_masks,
+    global_magnitude_masks,
+    prunable_weights,
+)
 from sparse_transfer.pruning.method import METHODS, PruneContext
 from sparse_transfer.transfer.loop import make_optimizer, train_epoch
 
@@ -28,10 +33,15 @@ def finetune(model: nn.Module, masks: Masks, ctx: PruneContext, *, epochs: int) 
     optimizer = make_optimizer(model.parameters(), ctx.hparams)
     for _ in range(epochs):
         loss = train_epoch(
-            model, ctx.inputs, ctx.labels, optimizer,
-            batch_size=int(ctx.hparams["batch_size"]), generator=ctx.generator,
+            model,
+            ctx.inputs,
+            ctx.labels,
+            optimizer,
+            batch_size=int(ctx.hparams["batch_size"]),
+            generator=ctx.generator,
             label_smoothing=float(ctx.hparams.get("label_smoothing", 0.0)),
-            masks=masks, augment=True,
+            masks=masks,
+            augment=True,
         )
         ctx.log.append({"train_loss": loss})
 

@@ -23,7 +23,9 @@ class SparsityDriftError(RuntimeError):
     """A trial's weights no longer have the sparsity of the upstream model they came from."""
 
 
-def prunable_weights(model: nn.Module, *, exclude: tuple[str, ...] = ()) -> dict[str, nn.Parameter]:
+def prunable_weights(
+    model: nn.Module, *, exclude: tuple[str, ...] = ()
+) -> dict[str, nn.Parameter]:
     """Weights of every Conv and Linear layer, except modules whose name starts with `exclude`."""
     out = {}
     for module_name, module in model.named_modules():

@@ -13,8 +13,15 @@ from sparse_transfer.tracking import SweepRecorder
 
 __all__ = ["MlflowTrials", "Progress"]
 
-_EPOCH_METRICS = (M.TRAIN_LOSS, M.LR, M.VAL_TOP1, M.VAL_MEAN_CLASS_ACC, M.TEST_TOP1,
-                  M.TEST_MEAN_CLASS_ACC, M.EPOCH)
+_EPOCH_METRICS = (
+    M.TRAIN_LOSS,
+    M.LR,
+    M.VAL_TOP1,
+    M.VAL_MEAN_CLASS_ACC,
+    M.TEST_TOP1,
+    M.TEST_MEAN_CLASS_ACC,
+    M.EPOCH,
+)
 _FINAL_METRICS = (M.FINAL_SPARSITY, M.UPSTREAM_SPARSITY, M.FEATURE_CACHE_HIT)
 
 
@@ -23,24 +30,48 @@ def _settings(trial) -> dict:
 
 
 class MlflowTrials(Callback):
-    def __init__(self, recorder: SweepRecorder, parent_run_id: str, commit: str) -> None:
+    def __init__(
+        self, recorder: SweepRecorder, parent_run_id: str, commit: str, phase: str
+    ) -> None:
         self.recorder = recorder
         self.parent_run_id = parent_run_id
         self.commit = commit
+        self.phase = phase
         self._last: dict[str, dict] = {}
+        self._reconciled = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_last": {}, "_reconciled": False}
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if not self._reconciled:  # the first step, also after a restore
+            self._reconciled = True
+            known = {t.trial_id for t in trials}
+            self.recorder.discard_lost_runs(self.phase, known)
 
     def _open(self, trial) -> None:
         s = _settings(trial)
         tags = {
-            "method": s["method"], "sparsity": str(s["sparsity"]), "arch": s["arch"],
-            "dataset": s["dataset"], "mode": s["mode"], "cell": s["cell"],
-            "seed": str(s["seed"]), "phase": s["phase"], "upstream": s["upstream"],
+            "method": s["method"],
+            "sparsity": str(s["sparsity"]),
+            "arch": s["arch"],
+            "dataset": s["dataset"],
+            "mode": s["mode"],
+            "cell": s["cell"],
+            "seed": str(s["seed"]),
+            "phase": s["phase"],
+            "upstream": s["upstream"],
             "git_commit": self.commit,
         }
         if "optuna_trial" in s:
             tags["optuna_trial"] = str(s["optuna_trial"])
-        self.recorder.open_trial(trial.trial_id, self.parent_run_id, tags, s["hparams"],
-                                 run_name=f"{s['phase']}/{s['cell']}/{trial.trial_id}")
+        self.recorder.open_trial(
+            trial.trial_id,
+            self.parent_run_id,
+            tags,
+            s["hparams"],
+            run_name=f"{s['phase']}/{s['cell']}/{trial.trial_id}",
+        )
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._open(trial)
@@ -59,13 +90,17 @@ class MlflowTrials(Callback):
         finals = {k: result[k] for k in _FINAL_METRICS if k in result}
         epochs = int(s["hparams"]["epochs"])
         stopped_early = int(result.get(M.EPOCH, 0)) < epochs
-        tags = {"node": result.get("node", ""), "epochs_run": result.get(M.EPOCH, 0),
-                "stopped_early": str(stopped_early).lower()}
+        tags = {
+            "node": result.get("node", ""),
+            "epochs_run": result.get(M.EPOCH, 0),
+            "stopped_early": str(stopped_early).lower(),
+        }
         artifacts = None
         if s["phase"] == "final" and trial.checkpoint is not None:
             artifacts = Path(trial.checkpoint.path)  # the final (= best kept) checkpoint
-        self.recorder.close_trial(trial.trial_id, "FINISHED", metrics=finals, tags=tags,
-                                  artifacts=artifacts)
+        self.recorder.close_trial(
+            trial.trial_id, "FINISHED", metrics=finals, tags=tags, artifacts=artifacts
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._open(trial)
@@ -93,8 +128,12 @@ class Progress(Callback):
     def _line(self, trial, text: str) -> None:
         elapsed = time.monotonic() - self.started
         count = self.done + self.failed
-        print(f"[{self.phase} {count}/{self.total} {elapsed:6.0f}s] {_settings(trial)['cell']}: "
-              f"{text}", file=sys.stdout, flush=True)
+        print(
+            f"[{self.phase} {count}/{self.total} {elapsed:6.0f}s] {_settings(trial)['cell']}: "
+            f"{text}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1

@@ -27,9 +27,15 @@ class Cell:
         return f"{self.upstream}/{self.dataset}/{self.mode}"
 
     def tags(self) -> dict[str, str]:
-        return {"cell": self.id, "upstream": self.upstream, "dataset": self.dataset,
-                "mode": self.mode, "arch": self.arch, "method": self.method,
-                "sparsity": str(self.sparsity)}
+        return {
+            "cell": self.id,
+            "upstream": self.upstream,
+            "dataset": self.dataset,
+            "mode": self.mode,
+            "arch": self.arch,
+            "method": self.method,
+            "sparsity": str(self.sparsity),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -77,8 +77,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
     commit = git_commit()
     parent = recorder.parent_run({"spec": spec.name, "git_commit": commit, "storage": str(root)})
     recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
-    state = SweepState(sweep_id, str(sweep_dir), str(root), tracking_uri, experiment, parent,
-                       SEARCH, commit)
+    state = SweepState(
+        sweep_id, str(sweep_dir), str(root), tracking_uri, experiment, parent, SEARCH, commit
+    )
     state.save()
     log(f"sweep {sweep_id}: {sweep_dir}")
     log(f"mlflow: {tracking_uri} (experiment {experiment!r})")
@@ -122,9 +123,12 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
 def write_sweep_report(state: SweepState) -> ReportPaths:
     """The sweep's report from its final runs in MLflow, in `<sweep_dir>/report`."""
     results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
-    return write_report(results, Path(state.sweep_dir) / "report",
-                        title=f"sparse-transfer: {state.sweep_id}",
-                        source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}")
+    return write_report(
+        results,
+        Path(state.sweep_dir) / "report",
+        title=f"sparse-transfer: {state.sweep_id}",
+        source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
+    )
 
 
 def _start_ray(address: str | None) -> None:
@@ -136,8 +140,9 @@ def _start_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        ray.init(
+            address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False
+        )
 
 
 def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:
@@ -154,13 +159,16 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
 
 
 def _trainable(spec: SweepSpec):
-    return tune.with_resources(transfer_trainable,
-                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.with_resources(
+        transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
 
 
 def _base_config(state: SweepState, spec: SweepSpec) -> dict:
-    return {"feature_cache_dir": str(Path(state.storage_root) / "features"),
-            "threads": max(1, int(spec.resources.cpu))}
+    return {
+        "feature_cache_dir": str(Path(state.storage_root) / "features"),
+        "threads": max(1, int(spec.resources.cpu)),
+    }
 
 
 def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.RunConfig:
@@ -168,8 +176,10 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
     return tune.RunConfig(
         name=phase,
         storage_path=state.sweep_dir,
-        callbacks=[MlflowTrials(recorder, state.parent_run_id, state.commit),
-                   Progress(phase, total, metric)],
+        callbacks=[
+            MlflowTrials(recorder, state.parent_run_id, state.commit, phase),
+            Progress(phase, total, metric),
+        ],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=0),
         verbose=0,
@@ -179,14 +189,20 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
 def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
     metric = spec.search.metric
     searcher = CellSearcher(
-        sweep_dir=Path(state.sweep_dir), sweep_id=state.sweep_id, cells=cells,
+        sweep_dir=Path(state.sweep_dir),
+        sweep_id=state.sweep_id,
+        cells=cells,
         spaces={mode: spec.space(mode) for mode in spec.modes},
-        trials_per_cell=spec.search.trials_per_cell, sampler=spec.search.sampler,
-        seed=spec.search.seed, metric=metric, base_config=_base_config(state, spec),
+        trials_per_cell=spec.search.trials_per_cell,
+        sampler=spec.search.sampler,
+        seed=spec.search.seed,
+        metric=metric,
+        base_config=_base_config(state, spec),
     )
     if spec.early_stopping.scheduler == "asha":
         scheduler = CellASHA(
-            metric=metric, max_t={m: max_epochs(spec.space(m)) for m in spec.modes},
+            metric=metric,
+            max_t={m: max_epochs(spec.space(m)) for m in spec.modes},
             grace_period=spec.early_stopping.grace_period,
             reduction_factor=spec.early_stopping.reduction_factor,
         )
@@ -196,8 +212,11 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
     return tune.Tuner(
         _trainable(spec),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=total,
-            max_concurrent_trials=spec.search.max_concurrent_trials, reuse_actors=True,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=total,
+            max_concurrent_trials=spec.search.max_concurrent_trials,
+            reuse_actors=True,
         ),
         run_config=_run_config(SEARCH, state, total, metric),
     )
@@ -209,7 +228,8 @@ def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.
         _trainable(spec),
         param_space={"trial": tune.grid_search(plan)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.search.max_concurrent_trials, reuse_actors=True,
+            max_concurrent_trials=spec.search.max_concurrent_trials,
+            reuse_actors=True,
         ),
         run_config=_run_config(FINAL, state, len(plan), M.TEST_TOP1),
     )
@@ -229,17 +249,27 @@ def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=p
         _, fixed = to_distributions(spec.space(cell.mode))
         hparams = {**fixed, **best.params}
         for seed in spec.seeds:
-            plan.append({**_base_config(state, spec), **cell.to_dict(), "cell": cell.id,
-                         "phase": FINAL, "hparams": hparams, "seed": seed,
-                         "search_best_value": best.value, "search_best_trial": best.number})
+            plan.append(
+                {
+                    **_base_config(state, spec),
+                    **cell.to_dict(),
+                    "cell": cell.id,
+                    "phase": FINAL,
+                    "hparams": hparams,
+                    "seed": seed,
+                    "search_best_value": best.value,
+                    "search_best_trial": best.number,
+                }
+            )
     return plan
 
 
 def git_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -9,8 +9,9 @@ __all__ = ["CellASHA"]
 
 
 class CellASHA(FIFOScheduler):
-    def __init__(self, *, metric: str, max_t: dict[str, int], grace_period: int,
-                 reduction_factor: float) -> None:
+    def __init__(
+        self, *, metric: str, max_t: dict[str, int], grace_period: int, reduction_factor: float
+    ) -> None:
         super().__init__()
         self._metric = metric
         self.max_t = max_t  # mode -> most epochs a trial of that mode can run
@@ -26,8 +27,11 @@ class CellASHA(FIFOScheduler):
         cell = settings["cell"]
         if cell not in self._cells:
             self._cells[cell] = AsyncHyperBandScheduler(
-                time_attr="epoch", metric=self._metric, mode="max",
-                max_t=self.max_t[settings["mode"]], grace_period=self.grace_period,
+                time_attr="epoch",
+                metric=self._metric,
+                mode="max",
+                max_t=self.max_t[settings["mode"]],
+                grace_period=self.grace_period,
                 reduction_factor=self.reduction_factor,
             )
         return self._cells[cell]

@@ -21,7 +21,14 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from sparse_transfer.config.spec import HYPERPARAMETERS, Choice, IntRange, LogUniform, SpaceValue, Uniform
+from sparse_transfer.config.spec import (
+    HYPERPARAMETERS,
+    Choice,
+    IntRange,
+    LogUniform,
+    SpaceValue,
+    Uniform,
+)
 from sparse_transfer.sweep.cells import Cell
 
 __all__ = ["CellSearcher", "optuna_storage", "study_name", "to_distributions"]
@@ -54,9 +61,19 @@ def study_name(sweep_id: str, cell: Cell) -> str:
 
 
 class CellSearcher(Searcher):
-    def __init__(self, *, sweep_dir: Path, sweep_id: str, cells: list[Cell],
-                 spaces: dict[str, dict[str, SpaceValue]], trials_per_cell: int,
-                 sampler: str, seed: int, metric: str, base_config: dict) -> None:
+    def __init__(
+        self,
+        *,
+        sweep_dir: Path,
+        sweep_id: str,
+        cells: list[Cell],
+        spaces: dict[str, dict[str, SpaceValue]],
+        trials_per_cell: int,
+        sampler: str,
+        seed: int,
+        metric: str,
+        base_config: dict,
+    ) -> None:
         super().__init__(metric=metric, mode="max")
         self.sweep_dir = Path(sweep_dir)
         self.sweep_id = sweep_id
@@ -110,9 +127,17 @@ class CellSearcher(Searcher):
         hparams = {**fixed, **trial.params}
         epochs = int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
         self.assigned[trial_id] = (index, trial.number, epochs)
-        return {"trial": {**self.base_config, **cell.to_dict(), "cell": cell.id,
-                          "phase": "search", "hparams": hparams, "seed": self.seed,
-                          "optuna_trial": trial.number}}
+        return {
+            "trial": {
+                **self.base_config,
+                **cell.to_dict(),
+                "cell": cell.id,
+                "phase": "search",
+                "hparams": hparams,
+                "seed": self.seed,
+                "optuna_trial": trial.number,
+            }
+        }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.assigned and self.metric in result:
@@ -130,8 +155,9 @@ class CellSearcher(Searcher):
         if step not in study._storage.get_trial(storage_id).intermediate_values:
             optuna.trial.Trial(study, storage_id).report(float(result[self.metric]), step)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
         if trial_id not in self.assigned:
             return
         index, number, epochs = self.assigned[trial_id]
@@ -148,13 +174,26 @@ class CellSearcher(Searcher):
         else:
             study.tell(number, float(result[self.metric]))
 
-    def fail_orphans(self) -> None:
-        """Mark Optuna trials asked but unknown to Tune (lost in a crash) as failed."""
-        known = {(i, n) for i, n, _ in self.assigned.values()}
+    def reconcile(self) -> None:
+        """After a crash, make Optuna and the restored Tune state agree.
+
+        Tune's state is a snapshot a few seconds old. An Optuna trial it does not know of was
+        either still running (its Tune trial is lost: mark it FAIL, a new trial takes its
+        place) or already told (it finished between snapshot and crash: it counts against
+        the cell's budget, so the budget is spent exactly once)."""
+        known = {(index, number) for index, number, _ in self.assigned.values()}
+        self.asked = [0] * len(self.cells)
+        for index, _, _ in self.assigned.values():
+            self.asked[index] += 1
         for index in range(len(self.cells)):
-            for trial in self.study(index).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if (index, trial.number) not in known:
-                    self.study(index).tell(trial.number, state=TrialState.FAIL)
+            study = self.study(index)
+            for trial in study.get_trials(deepcopy=False):
+                if (index, trial.number) in known:
+                    continue
+                if trial.state == TrialState.RUNNING:
+                    study.tell(trial.number, state=TrialState.FAIL)
+                elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    self.asked[index] += 1
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:
@@ -164,4 +203,4 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
         self.assigned, self.asked = state["assigned"], state["asked"]
-        self.fail_orphans()
+        self.reconcile()

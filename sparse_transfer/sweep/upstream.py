@@ -27,13 +27,17 @@ def resolve_upstreams(spec: SweepSpec, zoo_dir: Path, log=print) -> dict[str, Pa
                 raise FileNotFoundError(f"{where}.checkpoint: {path} does not exist")
         checkpoint = load_upstream(path)
         if checkpoint.arch != upstream.arch:
-            raise ValueError(f"{where}.arch: spec says {upstream.arch!r}, "
-                             f"checkpoint {path} holds {checkpoint.arch!r}")
+            raise ValueError(
+                f"{where}.arch: spec says {upstream.arch!r}, "
+                f"checkpoint {path} holds {checkpoint.arch!r}"
+            )
         model = checkpoint.build_model()
         classifier = ARCHS.get(checkpoint.arch).classifier
         measured = sparsity_report(prunable_weights(model, exclude=(classifier,)))[0]
         if abs(measured - upstream.sparsity) > DECLARED_SPARSITY_TOLERANCE:
-            raise ValueError(f"{where}.sparsity: spec says {upstream.sparsity}, "
-                             f"checkpoint {path} measures {measured:.4f}")
+            raise ValueError(
+                f"{where}.sparsity: spec says {upstream.sparsity}, "
+                f"checkpoint {path} measures {measured:.4f}"
+            )
         paths[upstream.name] = path
     return paths

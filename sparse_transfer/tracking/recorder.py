@@ -45,8 +45,11 @@ class SweepRecorder:
 
     # Pickled with Tune's experiment state: keep only the plain settings.
     def __getstate__(self) -> dict:
-        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment,
-                "sweep_id": self.sweep_id}
+        return {
+            "tracking_uri": self.tracking_uri,
+            "experiment": self.experiment,
+            "sweep_id": self.sweep_id,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["tracking_uri"], state["experiment"], state["sweep_id"])
@@ -74,25 +77,39 @@ class SweepRecorder:
             return found[0]
         run = self.client.create_run(
             self.experiment_id,
-            tags={**tags, "sweep_id": self.sweep_id, "role": "sweep", MLFLOW_RUN_NAME: self.sweep_id},
+            tags={
+                **tags,
+                "sweep_id": self.sweep_id,
+                "role": "sweep",
+                MLFLOW_RUN_NAME: self.sweep_id,
+            },
         )
         return run.info.run_id
 
-    def open_trial(self, trial_id: str, parent_run_id: str, tags: Mapping[str, str],
-                   params: Mapping[str, object], run_name: str) -> str:
+    def open_trial(
+        self,
+        trial_id: str,
+        parent_run_id: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, object],
+        run_name: str,
+    ) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self._search(
-            f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'"
-        )
+        found = self._search(f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'")
         if found:
             run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, "epoch")
             self._last_step[run_id] = max((m.step for m in history), default=0)
         else:
-            all_tags = {**tags, "sweep_id": self.sweep_id, "trial_id": trial_id,
-                        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: run_name}
+            all_tags = {
+                **tags,
+                "sweep_id": self.sweep_id,
+                "trial_id": trial_id,
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                MLFLOW_RUN_NAME: run_name,
+            }
             run_id = self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
             self.client.log_batch(
                 run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())]
@@ -119,8 +136,15 @@ class SweepRecorder:
             self.client.log_batch(run_id, metrics=pending[start : start + _MAX_BATCH])
         self._flushed_at[run_id] = time.monotonic()
 
-    def close_trial(self, trial_id: str, status: str, *, metrics: Mapping[str, float] = (),
-                    tags: Mapping[str, str] = (), artifacts: Path | None = None) -> None:
+    def close_trial(
+        self,
+        trial_id: str,
+        status: str,
+        *,
+        metrics: Mapping[str, float] = (),
+        tags: Mapping[str, str] = (),
+        artifacts: Path | None = None,
+    ) -> None:
         run_id = self._runs.get(trial_id)
         if run_id is None:
             return
@@ -141,6 +165,22 @@ class SweepRecorder:
 
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
+
+    def discard_lost_runs(self, phase: str, known_trial_ids: set[str]) -> int:
+        """Delete RUNNING runs of trials that a crash removed from Tune's state (Tune starts
+        fresh trials in their place). Deleted runs stay in MLflow's trash, tagged."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
+            "and attributes.status = 'RUNNING'",
+            max_results=5000,
+        )
+        lost = [r.info.run_id for r in runs if r.data.tags.get("trial_id") not in known_trial_ids]
+        for run_id in lost:
+            self.client.set_tag(run_id, "lost_in_crash", "true")
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+        return len(lost)
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)

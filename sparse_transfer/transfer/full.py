@@ -53,16 +53,26 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         start = int(resume["epoch"])
 
     def state(epoch: int) -> dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                "epoch": epoch}
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "generator": generator.get_state(),
+            "epoch": epoch,
+        }
 
     epochs = int(hp["epochs"])
     for epoch in range(start + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         loss = train_epoch(
-            model, train_x, train_y, optimizer, batch_size=int(hp["batch_size"]),
-            generator=generator, label_smoothing=float(hp["label_smoothing"]), masks=masks,
+            model,
+            train_x,
+            train_y,
+            optimizer,
+            batch_size=int(hp["batch_size"]),
+            generator=generator,
+            label_smoothing=float(hp["label_smoothing"]),
+            masks=masks,
             augment=True,
         )
         schedule.step()
@@ -73,9 +83,12 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
                 f"sparsity drifted from {upstream_sparsity:.4f} to {sparsity:.4f} in epoch {epoch}"
             )
         metrics = {
-            M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.LR: lr,
+            M.EPOCH: epoch,
+            M.TRAIN_LOSS: loss,
+            M.LR: lr,
             f"{job.eval_prefix}_top1": scores["top1"],
             f"{job.eval_prefix}_mean_class_acc": scores["mean_class_acc"],
-            M.FINAL_SPARSITY: sparsity, M.UPSTREAM_SPARSITY: upstream_sparsity,
+            M.FINAL_SPARSITY: sparsity,
+            M.UPSTREAM_SPARSITY: upstream_sparsity,
         }
         yield EpochOutcome(epoch, metrics, lambda e=epoch: state(e), done=epoch == epochs)

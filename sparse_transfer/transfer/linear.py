@@ -59,8 +59,9 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
 
     def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         key = cache_key(upstream.sha256, job.dataset, split, preprocessing)
-        x, y, hit = cached_features(job.feature_cache_dir, key,
-                                    lambda: extract_features(upstream, job.dataset, split))
+        x, y, hit = cached_features(
+            job.feature_cache_dir, key, lambda: extract_features(upstream, job.dataset, split)
+        )
         hits.append(hit)
         return x, y
 
@@ -84,22 +85,36 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
         start = int(resume["epoch"])
 
     def state(epoch: int) -> dict:
-        return {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                "epoch": epoch}
+        return {
+            "head": head.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "generator": generator.get_state(),
+            "epoch": epoch,
+        }
 
     epochs = int(hp["epochs"])
     for epoch in range(start + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        loss = train_epoch(head, train_x, train_y, optimizer, batch_size=int(hp["batch_size"]),
-                           generator=generator, label_smoothing=float(hp["label_smoothing"]))
+        loss = train_epoch(
+            head,
+            train_x,
+            train_y,
+            optimizer,
+            batch_size=int(hp["batch_size"]),
+            generator=generator,
+            label_smoothing=float(hp["label_smoothing"]),
+        )
         schedule.step()
         scores = evaluate(head, eval_x, eval_y, dataset.num_classes)
         metrics = {
-            M.EPOCH: epoch, M.TRAIN_LOSS: loss, M.LR: lr,
+            M.EPOCH: epoch,
+            M.TRAIN_LOSS: loss,
+            M.LR: lr,
             f"{job.eval_prefix}_top1": scores["top1"],
             f"{job.eval_prefix}_mean_class_acc": scores["mean_class_acc"],
-            M.FINAL_SPARSITY: backbone_sparsity, M.UPSTREAM_SPARSITY: backbone_sparsity,
+            M.FINAL_SPARSITY: backbone_sparsity,
+            M.UPSTREAM_SPARSITY: backbone_sparsity,
             M.FEATURE_CACHE_HIT: float(all(hits)),
         }
         yield EpochOutcome(epoch, metrics, lambda e=epoch: state(e), done=epoch == epochs)

@@ -51,7 +51,9 @@ def normalize(images: torch.Tensor, preprocessing: Mapping) -> torch.Tensor:
     return (images - mean) / std
 
 
-def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 1) -> torch.Tensor:
+def random_shift(
+    images: torch.Tensor, generator: torch.Generator, pixels: int = 1
+) -> torch.Tensor:
     """Random translation by up to `pixels` (pad + crop): the small-image RandomResizedCrop."""
     n, _, h, w = images.shape
     padded = nn.functional.pad(images, [pixels] * 4)
@@ -85,7 +87,9 @@ def train_epoch(
         x = inputs[index]
         if augment:
             x = random_shift(x, generator)
-        loss = nn.functional.cross_entropy(model(x), labels[index], label_smoothing=label_smoothing)
+        loss = nn.functional.cross_entropy(
+            model(x), labels[index], label_smoothing=label_smoothing
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if masks:
@@ -110,7 +114,9 @@ def evaluate(
     model.eval()
     predictions = torch.cat([model(inputs[i]).argmax(1) for i in batches(len(labels), 512, None)])
     correct = predictions == labels
-    per_class = [correct[labels == c].float().mean() for c in range(num_classes) if (labels == c).any()]
+    per_class = [
+        correct[labels == c].float().mean() for c in range(num_classes) if (labels == c).any()
+    ]
     return {
         "top1": 100.0 * float(correct.float().mean()),
         "mean_class_acc": 100.0 * float(torch.stack(per_class).mean()),

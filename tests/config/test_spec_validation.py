@@ -19,10 +19,20 @@ SWEEP_SPECS = sorted((REPO / "sweeps").glob("**/*.y*ml"))
 VALID: dict = {
     "name": "tiny",
     "upstream": [
-        {"name": "dense", "arch": "quickstart_cnn", "method": "dense", "sparsity": 0.0,
-         "zoo": "quickstart/dense"},
-        {"name": "gmp_90", "arch": "quickstart_cnn", "method": "gmp", "sparsity": 0.9,
-         "zoo": "quickstart/gmp_90"},
+        {
+            "name": "dense",
+            "arch": "quickstart_cnn",
+            "method": "dense",
+            "sparsity": 0.0,
+            "zoo": "quickstart/dense",
+        },
+        {
+            "name": "gmp_90",
+            "arch": "quickstart_cnn",
+            "method": "gmp",
+            "sparsity": 0.9,
+            "zoo": "quickstart/gmp_90",
+        },
     ],
     "datasets": ["digits_5to9", "digits_5to9_parity"],
     "modes": ["full", "linear"],
@@ -100,30 +110,49 @@ BAD_CASES = {
     "zero-trials": (_set("search.trials_per_cell", 0), ["search.trials_per_cell"]),
     "sparsity-one": (_set("upstream.1.sparsity", 1.0), ["upstream[1].sparsity", "[0, 1)"]),
     "sparsity-negative": (_set("upstream.1.sparsity", -0.1), ["upstream[1].sparsity"]),
-    "unknown-method": (_set("upstream.0.method", "snip"),
-                       ["upstream[0].method", "'snip'", "gmp", "magnitude", "dense"]),
-    "unknown-dataset": (_set("datasets.1", "cifar10"),
-                        ["datasets[1]", "'cifar10'", "digits_5to9", "digits_0to4"]),
-    "unknown-arch": (_set("upstream.1.arch", "resnet9000"),
-                     ["upstream[1].arch", "resnet9000", "quickstart_cnn"]),
-    "loguniform-low-zero": (_set("search_space.full.lr.low", 0.0),
-                            ["search_space.full.lr", "low must be > 0"]),
-    "uniform-high-below-low": (_set("search_space.linear.lr.high", 0.001),
-                               ["search_space.linear.lr", "greater than low"]),
-    "unknown-distribution": (_set("search_space.full.lr.distribution", "gaussian"),
-                             ["search_space.full.lr", "gaussian", "loguniform"]),
-    "unknown-hyperparameter": (_set("search_space.full.learning_rate", 0.1),
-                               ["search_space.full", "learning_rate", "weight_decay"]),
+    "unknown-method": (
+        _set("upstream.0.method", "snip"),
+        ["upstream[0].method", "'snip'", "gmp", "magnitude", "dense"],
+    ),
+    "unknown-dataset": (
+        _set("datasets.1", "cifar10"),
+        ["datasets[1]", "'cifar10'", "digits_5to9", "digits_0to4"],
+    ),
+    "unknown-arch": (
+        _set("upstream.1.arch", "resnet9000"),
+        ["upstream[1].arch", "resnet9000", "quickstart_cnn"],
+    ),
+    "loguniform-low-zero": (
+        _set("search_space.full.lr.low", 0.0),
+        ["search_space.full.lr", "low must be > 0"],
+    ),
+    "uniform-high-below-low": (
+        _set("search_space.linear.lr.high", 0.001),
+        ["search_space.linear.lr", "greater than low"],
+    ),
+    "unknown-distribution": (
+        _set("search_space.full.lr.distribution", "gaussian"),
+        ["search_space.full.lr", "gaussian", "loguniform"],
+    ),
+    "unknown-hyperparameter": (
+        _set("search_space.full.learning_rate", 0.1),
+        ["search_space.full", "learning_rate", "weight_decay"],
+    ),
     "empty-space": (_set("search_space.full", {}), ["search_space.full", "empty"]),
     "mode-without-space": (_delete("search_space.linear"), ["search_space", "'linear'"]),
-    "grace-above-epochs": (_set("early_stopping.grace_period", 5),
-                           ["early_stopping.grace_period", "(3)"]),
-    "zoo-and-checkpoint": (_set("upstream.1.checkpoint", "/tmp/model.pt"),
-                           ["upstream[1]", "exactly one source"]),
-    "duplicate-datasets": (_set("datasets", ["digits_5to9", "digits_5to9"]),
-                           ["datasets", "duplicates", "digits_5to9"]),
-    "dense-with-sparsity": (_set("upstream.0.sparsity", 0.5),
-                            ["upstream[0].sparsity", "dense"]),
+    "grace-above-epochs": (
+        _set("early_stopping.grace_period", 5),
+        ["early_stopping.grace_period", "(3)"],
+    ),
+    "zoo-and-checkpoint": (
+        _set("upstream.1.checkpoint", "/tmp/model.pt"),
+        ["upstream[1]", "exactly one source"],
+    ),
+    "duplicate-datasets": (
+        _set("datasets", ["digits_5to9", "digits_5to9"]),
+        ["datasets", "duplicates", "digits_5to9"],
+    ),
+    "dense-with-sparsity": (_set("upstream.0.sparsity", 0.5), ["upstream[0].sparsity", "dense"]),
 }
 
 
@@ -178,8 +207,9 @@ def test_override_list_index_is_validated(tmp_path):
 
 
 def test_override_value_is_parsed_as_yaml():
-    raw = apply_overrides(VALID, ["seeds=[3, 4]", "search.sampler=random", "storage=/x/y"],
-                          source="s.yaml")
+    raw = apply_overrides(
+        VALID, ["seeds=[3, 4]", "search.sampler=random", "storage=/x/y"], source="s.yaml"
+    )
     assert raw["seeds"] == [3, 4]
     assert raw["search"]["sampler"] == "random"
     assert raw["storage"] == "/x/y"
@@ -264,4 +294,6 @@ def test_tracking_uri_default_is_absolute_sqlite(monkeypatch, tmp_path):
 
 def test_tracking_uri_relative_sqlite_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert default_tracking_uri("sqlite:///runs/m.db") == f"sqlite:///{tmp_path.resolve()}/runs/m.db"
+    assert (
+        default_tracking_uri("sqlite:///runs/m.db") == f"sqlite:///{tmp_path.resolve()}/runs/m.db"
+    )

@@ -29,15 +29,26 @@ def hand_made_weights() -> dict[str, torch.Tensor]:
     }
 
 
-SMALLEST_FIRST = [("b.weight", 4), ("b.weight", 0), ("a.weight", 1), ("b.weight", 2),
-                  ("a.weight", 3), ("b.weight", 3), ("a.weight", 0), ("b.weight", 1),
-                  ("a.weight", 2), ("b.weight", 5)]  # |w| = 0.01, 0.05, 0.1, ... 3.0
+SMALLEST_FIRST = [
+    ("b.weight", 4),
+    ("b.weight", 0),
+    ("a.weight", 1),
+    ("b.weight", 2),
+    ("a.weight", 3),
+    ("b.weight", 3),
+    ("a.weight", 0),
+    ("b.weight", 1),
+    ("a.weight", 2),
+    ("b.weight", 5),
+]  # |w| = 0.01, 0.05, 0.1, ... 3.0
 
 
 @pytest.mark.parametrize(("sparsity", "n_pruned"), [(0.0, 0), (0.2, 2), (0.5, 5), (0.8, 8)])
 def test_global_magnitude_prunes_smallest_across_layers(sparsity, n_pruned):
     masks = global_magnitude_masks(hand_made_weights(), sparsity)
-    got = {(name, i) for name, m in masks.items() for i in (~m.flatten()).nonzero().flatten().tolist()}
+    got = {
+        (name, i) for name, m in masks.items() for i in (~m.flatten()).nonzero().flatten().tolist()
+    }
     assert got == set(SMALLEST_FIRST[:n_pruned])
     assert masks["a.weight"].shape == (2, 2) and masks["a.weight"].dtype == torch.bool
 
@@ -53,7 +64,10 @@ def test_global_magnitude_breaks_ties_without_overshooting():
 @pytest.mark.parametrize("sparsity", [0.1, 0.3, 0.33, 0.5, 0.7, 0.9, 0.99])
 def test_global_magnitude_prunes_exactly_round_s_n_even_with_ties(sparsity):
     # 101 weights with heavy ties: a threshold would prune all tied values at once
-    weights = {"x.weight": torch.tensor([1.0] * 40 + [-1.0] * 10), "y.weight": torch.full((51,), 2.0)}
+    weights = {
+        "x.weight": torch.tensor([1.0] * 40 + [-1.0] * 10),
+        "y.weight": torch.full((51,), 2.0),
+    }
     masks = global_magnitude_masks(weights, sparsity)
     n_pruned = sum(int((~m).sum()) for m in masks.values())
     assert n_pruned == round(sparsity * 101)
@@ -65,8 +79,11 @@ def test_global_magnitude_prunes_exactly_round_s_n_even_with_ties(sparsity):
 
 
 def test_sparsity_report_per_layer():
-    weights = {"a": torch.tensor([0.0, 1.0, 0.0, 2.0]), "b": torch.tensor([[0.0, 0.0], [0.0, 5.0]]),
-               "c": torch.ones(2)}
+    weights = {
+        "a": torch.tensor([0.0, 1.0, 0.0, 2.0]),
+        "b": torch.tensor([[0.0, 0.0], [0.0, 5.0]]),
+        "c": torch.ones(2),
+    }
     total, per_layer = sparsity_report(weights)
     assert per_layer == {"a": 0.5, "b": 0.75, "c": 0.0}
     assert total == pytest.approx(5 / 10)
@@ -87,8 +104,14 @@ def test_check_sparsity_passes_and_raises_on_revived_weight():
 
 @pytest.mark.parametrize(
     ("step", "n", "final", "initial"),
-    [(0, 10, 0.9, 0.0), (1, 10, 0.9, 0.0), (5, 10, 0.9, 0.0), (9, 10, 0.9, 0.0),
-     (3, 4, 0.7, 0.2), (2, 6, 0.5, 0.1)],
+    [
+        (0, 10, 0.9, 0.0),
+        (1, 10, 0.9, 0.0),
+        (5, 10, 0.9, 0.0),
+        (9, 10, 0.9, 0.0),
+        (3, 4, 0.7, 0.2),
+        (2, 6, 0.5, 0.1),
+    ],
 )
 def test_cubic_sparsity_follows_zhu_gupta(step, n, final, initial):
     expected = final + (initial - final) * (1 - step / n) ** 3
@@ -109,8 +132,13 @@ def test_cubic_sparsity_endpoints_and_monotone():
 # --- every registered pruning method -----------------------------------------------------------
 
 ARCH = ARCHS.get("quickstart_cnn")
-HPARAMS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
-           "label_smoothing": 0.0}
+HPARAMS = {
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+}
 
 
 def target_for(method: str) -> float:
@@ -123,8 +151,14 @@ def prune(method: str, seed: int = 0):
     stats = {"mean": [float(images.mean())], "std": [float(images.std())]}
     torch.manual_seed(seed)
     model = ARCH.build(dataset.num_classes)
-    ctx = PruneContext(normalize(images, stats), labels, epochs=3, hparams=dict(HPARAMS),
-                       generator=torch.Generator().manual_seed(seed), exclude=(ARCH.classifier,))
+    ctx = PruneContext(
+        normalize(images, stats),
+        labels,
+        epochs=3,
+        hparams=dict(HPARAMS),
+        generator=torch.Generator().manual_seed(seed),
+        exclude=(ARCH.classifier,),
+    )
     masks = METHODS.get(method).prune(model, target_for(method), ctx)
     return model, masks
 
@@ -141,7 +175,8 @@ def test_method_hits_target_sparsity(pruned):
     measured, _ = sparsity_report(weights)
     assert abs(measured - target_for(method)) <= 1e-3
     mask_sparsity = sum(int((~m).sum()) for m in masks.values()) / sum(
-        m.numel() for m in masks.values())
+        m.numel() for m in masks.values()
+    )
     assert abs(mask_sparsity - target_for(method)) <= 1e-3
 
 
@@ -164,14 +199,16 @@ def test_method_is_deterministic_for_a_seed(pruned):
     model_again, masks_again = prune(method)
     for name in masks:
         assert torch.equal(masks[name], masks_again[name]), name
-    for (name, a), b in zip(model.state_dict().items(), model_again.state_dict().values(),
-                            strict=True):
+    for (name, a), b in zip(
+        model.state_dict().items(), model_again.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
 def test_dense_refuses_nonzero_sparsity():
     model = ARCH.build(5)
-    ctx = PruneContext(torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), 1, HPARAMS,
-                       torch.Generator())
+    ctx = PruneContext(
+        torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), 1, HPARAMS, torch.Generator()
+    )
     with pytest.raises(ValueError, match="sparsity 0.0"):
         METHODS.get("dense").prune(model, 0.5, ctx)

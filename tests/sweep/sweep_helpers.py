@@ -15,20 +15,34 @@ def small_spec(tmp_path: Path, zoo_dir: Path, **changes) -> SweepSpec:
     raw = {
         "name": "small",
         "upstream": [
-            {"name": "dense", "arch": "quickstart_cnn", "method": "dense", "sparsity": 0.0,
-             "zoo": "quickstart/dense"},
-            {"name": "gmp_90", "arch": "quickstart_cnn", "method": "gmp", "sparsity": 0.9,
-             "zoo": "quickstart/gmp_90"},
+            {
+                "name": "dense",
+                "arch": "quickstart_cnn",
+                "method": "dense",
+                "sparsity": 0.0,
+                "zoo": "quickstart/dense",
+            },
+            {
+                "name": "gmp_90",
+                "arch": "quickstart_cnn",
+                "method": "gmp",
+                "sparsity": 0.9,
+                "zoo": "quickstart/gmp_90",
+            },
         ],
         "datasets": ["digits_5to9"],
         "modes": ["full", "linear"],
         "seeds": [0, 1],
         "search_space": {
-            "full": {"lr": {"distribution": "loguniform", "low": 0.005, "high": 0.05},
-                     "batch_size": {"distribution": "choice", "choices": [32, 64]},
-                     "epochs": 4},
-            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2},
-                       "epochs": 4},
+            "full": {
+                "lr": {"distribution": "loguniform", "low": 0.005, "high": 0.05},
+                "batch_size": {"distribution": "choice", "choices": [32, 64]},
+                "epochs": 4,
+            },
+            "linear": {
+                "lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2},
+                "epochs": 4,
+            },
         },
         "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
         "early_stopping": {"scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
@@ -58,8 +72,9 @@ def parent_runs(tracking_uri: str, experiment: str, sweep_id: str) -> list:
 def optuna_trials(sweep_dir: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
     return {
-        summary.study_name: optuna.load_study(study_name=summary.study_name,
-                                              storage=storage).get_trials(deepcopy=False)
+        summary.study_name: optuna.load_study(
+            study_name=summary.study_name, storage=storage
+        ).get_trials(deepcopy=False)
         for summary in optuna.get_all_study_summaries(storage)
     }
 

@@ -45,9 +45,7 @@ def test_one_child_run_per_trial_with_every_tag(finished):
         assert "lr" in run.data.params and "epochs" in run.data.params
         assert "final_sparsity" in run.data.metrics
     assert count_by(final, "cell", "seed") == {
-        (cell, str(seed)): 1
-        for cell in {r.data.tags["cell"] for r in runs}
-        for seed in spec.seeds
+        (cell, str(seed)): 1 for cell in {r.data.tags["cell"] for r in runs} for seed in spec.seeds
     }
 
 
@@ -75,15 +73,19 @@ def test_full_finetuning_keeps_upstream_sparsity(finished):
 
 def test_feature_cache_is_computed_once_and_reused(finished):
     _, state, runs = finished
-    linear = sorted((r for r in runs if r.data.tags["mode"] == "linear"),
-                    key=lambda r: r.info.start_time)
+    linear = sorted(
+        (r for r in runs if r.data.tags["mode"] == "linear"), key=lambda r: r.info.start_time
+    )
     # 2 upstream models x {train, val} for search + {trainval, test} for final runs
     files = sorted((Path(state.storage_root) / "features").glob("*.parquet"))
     assert len(files) == 2 * 4
     for phase in ("search", "final"):
         for upstream in ("dense", "gmp_90"):
-            hits = [r.data.metrics["feature_cache_hit"] for r in linear
-                    if r.data.tags["phase"] == phase and r.data.tags["upstream"] == upstream]
+            hits = [
+                r.data.metrics["feature_cache_hit"]
+                for r in linear
+                if r.data.tags["phase"] == phase and r.data.tags["upstream"] == upstream
+            ]
             assert hits[0] == 0.0 and all(h == 1.0 for h in hits[1:]), (phase, upstream, hits)
 
 
@@ -96,10 +98,17 @@ def test_each_cell_gets_its_budget_and_pruned_trials_are_pruned(finished):
         assert len(trials) == spec.search.trials_per_cell
         assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
         assert any(t.state == TrialState.COMPLETE for t in trials)
-    stopped = {(r.data.tags["cell"], int(r.data.tags["optuna_trial"]))
-               for r in runs if r.data.tags.get("stopped_early") == "true"}
-    pruned = {(name.split("/", 1)[1], t.number)
-              for name, trials in studies.items() for t in trials if t.state == TrialState.PRUNED}
+    stopped = {
+        (r.data.tags["cell"], int(r.data.tags["optuna_trial"]))
+        for r in runs
+        if r.data.tags.get("stopped_early") == "true"
+    }
+    pruned = {
+        (name.split("/", 1)[1], t.number)
+        for name, trials in studies.items()
+        for t in trials
+        if t.state == TrialState.PRUNED
+    }
     assert stopped == pruned
     for name, trials in studies.items():
         for t in trials:

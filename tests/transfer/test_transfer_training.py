@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sparse_transfer.transfer.full as full_module
-from sparse_transfer.data.features import cached_features
+from sparse_transfer.data.features import cache_key, cached_features
 from sparse_transfer.models import load_upstream
 from sparse_transfer.pruning import SparsityDriftError
 from sparse_transfer.transfer import TransferJob, run_transfer
@@ -94,8 +94,7 @@ def test_resume_matches_an_uninterrupted_run(gmp_90):
     assert again == uninterrupted, "CPU training with a fixed seed is deterministic"
 
     first_two = run_transfer(job)
-    for outcome in itertools.islice(first_two, 2):
-        pass
+    *_, outcome = itertools.islice(first_two, 2)
     assert outcome.epoch == 2
     # state() shares storage with the live model; a checkpoint is a copy
     state = copy.deepcopy(outcome.state())
@@ -111,8 +110,9 @@ def test_resume_matches_an_uninterrupted_run(gmp_90):
 
 def linear_job(path, cache_dir, **hparams) -> TransferJob:
     hp = {"lr": 0.1, "epochs": 2, "batch_size": 64, **hparams}
-    return TransferJob(path, "digits_5to9", "linear", "search", hp, seed=0,
-                       feature_cache_dir=cache_dir)
+    return TransferJob(
+        path, "digits_5to9", "linear", "search", hp, seed=0, feature_cache_dir=cache_dir
+    )
 
 
 def mtimes(cache_dir) -> dict:
@@ -134,22 +134,28 @@ def test_linear_computes_then_reuses_cached_features(gmp_90, zoo_dir, tmp_path):
         second[-1].metrics["train_loss"] != first[-1].metrics["train_loss"]
     ), "a different config trained a different head"
 
-    # the cache holds exactly what a fresh extraction gives
+    # the cache holds exactly what a fresh extraction gives, under the documented key
     upstream = load_upstream(gmp_90)
-    fresh_x, fresh_y = extract_features(upstream, "digits_5to9", "val")
-    matches = []
-    for path in cache.glob("*.parquet"):
-        x, y, hit = cached_features(cache, path.stem, lambda: pytest.fail("cache missed"))
-        assert hit
-        if x.shape == fresh_x.shape:
-            matches.append(torch.equal(x, fresh_x) and torch.equal(y, fresh_y))
-    assert matches == [True] or sorted(matches) == [False, True]
+    keys = set()
+    for split in ("train", "val"):
+        key = cache_key(upstream.sha256, "digits_5to9", split, upstream.metadata["preprocessing"])
+        keys.add(f"{key}.parquet")
+        x, y, hit = cached_features(cache, key, lambda: pytest.fail("cache missed"))
+        fresh_x, fresh_y = extract_features(upstream, "digits_5to9", split)
+        assert hit and torch.equal(x, fresh_x) and torch.equal(y, fresh_y), split
+    assert keys == set(written)
 
     # another upstream: its own cache entries, computed afresh
     dense = list(run_transfer(linear_job(zoo_dir / "quickstart/dense.pt", cache)))
     assert dense[-1].metrics["feature_cache_hit"] == 0.0
     assert set(written) < set(mtimes(cache))
     assert len(mtimes(cache)) == 4
+    dense_sha = load_upstream(zoo_dir / "quickstart/dense.pt").sha256
+    assert dense_sha != upstream.sha256
+    preprocessing = upstream.metadata["preprocessing"]
+    assert cache_key(dense_sha, "digits_5to9", "val", preprocessing) != cache_key(
+        upstream.sha256, "digits_5to9", "val", preprocessing
+    )
 
 
 def test_linear_reports_backbone_sparsity(gmp_90, tmp_path):

@@ -1,0 +1,107 @@
+"""Kill the driver mid-sweep (SIGKILL, no clean-up), resume: every trial exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sparse_transfer.config import dump_spec
+from sweep_helpers import child_runs, optuna_trials, parent_runs, small_spec
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "sparse_transfer.cli"]
+
+
+def _finished_search_runs(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+                "WHERE tags.key = 'phase' AND tags.value = 'search' AND runs.status = 'FINISHED'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    process.wait()
+
+
+def test_killed_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path):
+    spec = small_spec(tmp_path, zoo_dir, search={"trials_per_cell": 4, "max_concurrent_trials": 2})
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(dump_spec(spec))
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "sweep.log", "w")
+    process = subprocess.Popen(
+        [*CLI, "sweep", str(spec_file)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    _kill_when(process, lambda: _finished_search_runs(db) >= 5)
+
+    (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
+    state = yaml.safe_load((sweep_dir / "state.json").read_text())
+    assert state["phase"] == "search", "killed too late to test a mid-search resume"
+    before = {
+        r.data.tags["trial_id"]: r
+        for r in child_runs(state["tracking_uri"], "small", state["sweep_id"])
+        if r.info.status == "FINISHED"
+    }
+    assert len(before) >= 5
+
+    resumed = subprocess.run(
+        [*CLI, "resume", str(sweep_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "mean delta" in resumed.stdout  # the summary table is printed at the end
+
+    runs = child_runs(state["tracking_uri"], "small", state["sweep_id"])
+    trial_ids = [r.data.tags["trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids)), "a trial has two MLflow runs"
+    cells = 4
+    assert sum(r.data.tags["phase"] == "search" for r in runs) == cells * 4
+    assert sum(r.data.tags["phase"] == "final" for r in runs) == cells * len(spec.seeds)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    (parent,) = parent_runs(state["tracking_uri"], "small", state["sweep_id"])
+    assert parent.info.status == "FINISHED"
+
+    # Trials finished before the kill were not run again.
+    after = {r.data.tags["trial_id"]: r for r in runs}
+    for trial_id, run in before.items():
+        assert after[trial_id].info.end_time == run.info.end_time, trial_id
+
+    # Each cell's budget was spent exactly once on real trials (a trial lost in the crash
+    # before Tune recorded it may stay in Optuna as FAIL, never as a result).
+    for name, trials in optuna_trials(sweep_dir).items():
+        told = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(told) == 4, name
+        assert not [t for t in trials if t.state == TrialState.RUNNING], name
+    assert yaml.safe_load((sweep_dir / "state.json").read_text())["phase"] == "done"
