@@ -41,7 +41,7 @@ def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict
 def cached_features(
     cache_dir: Path, key: str, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(features, labels, hit). On a miss, `compute()` runs and its result is written atomically."""
+    """(features, labels, hit). On a miss, `compute()` runs; its result is written atomically."""
     path = Path(cache_dir) / f"{key}.parquet"
     if path.is_file():
         return _from_table(pq.read_table(path)) + (True,)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from ray.tune import Callback
 
 from sparse_transfer import metrics as M
+from sparse_transfer.sweep.trainable import mark_done, state_path
 from sparse_transfer.tracking import SweepRecorder
 
 __all__ = ["MlflowTrials", "Progress"]
@@ -95,12 +95,16 @@ class MlflowTrials(Callback):
             "epochs_run": result.get(M.EPOCH, 0),
             "stopped_early": str(stopped_early).lower(),
         }
-        artifacts = None
-        if s["phase"] == "final" and trial.checkpoint is not None:
-            artifacts = Path(trial.checkpoint.path)  # the final (= best kept) checkpoint
+        state = state_path(s, trial.trial_id)
+        mark_done(s, trial.trial_id, result)
+        # A final run's last epoch is its result (nothing is selected on the test split), so
+        # its checkpoint is the one to keep. Search trials' states only served resumption.
+        artifacts = state if s["phase"] == "final" else None
         self.recorder.close_trial(
             trial.trial_id, "FINISHED", metrics=finals, tags=tags, artifacts=artifacts
         )
+        if s["phase"] == "search":
+            state.unlink(missing_ok=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._open(trial)

@@ -1,9 +1,17 @@
-"""The Tune trainable: one transfer trial, reporting and checkpointing every epoch."""
+"""The Tune trainable: one transfer trial, reporting and saving its state every epoch.
+
+A trial's state lives in `<sweep>/trial_state/<trial id>/state.pt`, replaced atomically each
+epoch, rather than in Tune's checkpoint bookkeeping: with `num_to_keep`, Tune deletes old
+checkpoints before its experiment snapshot points at the new one, so a driver killed in
+between leaves a snapshot naming a deleted checkpoint and the resumed trial fails (seen in
+tests/sweep/test_resume.py). Our file is always the last complete epoch.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
-import tempfile
 from pathlib import Path
 
 import ray
@@ -12,9 +20,25 @@ from ray import tune
 
 from sparse_transfer.transfer import TransferJob, run_transfer
 
-__all__ = ["transfer_trainable"]
+__all__ = ["DONE_FILE", "STATE_FILE", "mark_done", "state_path", "transfer_trainable"]
 
 STATE_FILE = "state.pt"
+DONE_FILE = "done.json"
+
+
+def state_path(settings: dict, trial_id: str) -> Path:
+    return Path(settings["state_dir"]) / trial_id / STATE_FILE
+
+
+def mark_done(settings: dict, trial_id: str, result: dict) -> None:
+    """Written by the driver when Tune completes a trial (also when ASHA stopped it early), so
+    a trial that Tune's older snapshot still calls running is never trained again."""
+    path = state_path(settings, trial_id).with_name(DONE_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {k: v for k, v in result.items() if isinstance(v, int | float | str)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics))
+    os.replace(tmp, path)
 
 
 def transfer_trainable(config: dict) -> None:
@@ -29,19 +53,27 @@ def transfer_trainable(config: dict) -> None:
         seed=int(settings["seed"]),
         feature_cache_dir=Path(settings["feature_cache_dir"]),
     )
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a restarted trial continues after its last finished epoch
-        with checkpoint.as_directory() as directory:
-            resume = torch.load(Path(directory) / STATE_FILE, weights_only=True)
+    path = state_path(settings, tune.get_context().get_trial_id())
+    done = path.with_name(DONE_FILE)
+    if done.is_file():  # completed before a crash: report the same last result, train nothing
+        tune.report(json.loads(done.read_text()))
+        return
+    resume = torch.load(path, weights_only=True) if path.is_file() else None
     node = _node()
+    if resume is not None and int(resume["epoch"]) >= int(job.hparams["epochs"]):
+        # Finished before the crash, but the driver never heard: say the last result again.
+        tune.report({**resume["metrics"], "node": node})
+        return
     for outcome in run_transfer(job, resume):
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(outcome.state(), Path(directory) / STATE_FILE)
-            tune.report(
-                {**outcome.metrics, "node": node},
-                checkpoint=tune.Checkpoint.from_directory(directory),
-            )
+        _save(path, {**outcome.state(), "metrics": outcome.metrics})
+        tune.report({**outcome.metrics, "node": node})
+
+
+def _save(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # the file is always one whole epoch, never half of one
 
 
 def _node() -> str:

@@ -42,6 +42,7 @@ class SweepRecorder:
         self._last_step: dict[str, int] = {}  # run_id -> last metric step already logged
         self._pending: dict[str, list[Metric]] = {}
         self._flushed_at: dict[str, float] = {}
+        self._closed: set[str] = set()  # runs finished before a resume: never touched again
 
     # Pickled with Tune's experiment state: keep only the plain settings.
     def __getstate__(self) -> dict:
@@ -97,7 +98,11 @@ class SweepRecorder:
         if trial_id in self._runs:
             return self._runs[trial_id]
         found = self._search(f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'")
-        if found:
+        if found and self.client.get_run(found[0]).info.status == "FINISHED":
+            # Finished before a crash; Tune may report it once more. Leave the run as it is.
+            self._closed.add(found[0])
+            run_id = found[0]
+        elif found:
             run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, "epoch")
@@ -120,7 +125,7 @@ class SweepRecorder:
 
     def log_epoch(self, trial_id: str, step: int, metrics: Mapping[str, float]) -> None:
         run_id = self._runs[trial_id]
-        if step <= self._last_step.get(run_id, 0):
+        if run_id in self._closed or step <= self._last_step.get(run_id, 0):
             return  # already logged before a resume
         now_ms = int(time.time() * 1000)
         self._pending.setdefault(run_id, []).extend(
@@ -146,7 +151,7 @@ class SweepRecorder:
         artifacts: Path | None = None,
     ) -> None:
         run_id = self._runs.get(trial_id)
-        if run_id is None:
+        if run_id is None or run_id in self._closed:
             return
         self.flush(run_id)
         now_ms = int(time.time() * 1000)
@@ -156,8 +161,8 @@ class SweepRecorder:
             metrics=[Metric(k, float(v), now_ms, step) for k, v in dict(metrics).items()],
             tags=[RunTag(k, str(v)) for k, v in dict(tags).items()],
         )
-        if artifacts is not None and artifacts.exists():
-            self.client.log_artifacts(run_id, str(artifacts), artifact_path="checkpoint")
+        if artifacts is not None and artifacts.is_file():
+            self.client.log_artifact(run_id, str(artifacts), artifact_path="checkpoint")
         self.client.set_terminated(run_id, status=status)
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:

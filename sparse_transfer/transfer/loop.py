@@ -31,7 +31,7 @@ def make_optimizer(params, hparams: Mapping) -> torch.optim.SGD:
 
 
 def make_schedule(optimizer, hparams: Mapping) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch lr factor: cosine to zero, the paper's x0.1 at each third ("step"), or constant."""
+    """Per-epoch lr factor: cosine to zero, the paper's x0.1 each third ("step"), or constant."""
     epochs = int(hparams["epochs"])
     kind = hparams["lr_schedule"]
 
@@ -79,7 +79,7 @@ def train_epoch(
     masks: Masks | None = None,
     augment: bool = False,
 ) -> float:
-    """One pass over the data; with `masks`, pruned weights stay exactly zero. Returns mean loss."""
+    """One pass over the data; with `masks`, pruned weights stay exactly zero. Returns the loss."""
     model.train()
     params = dict(model.named_parameters())
     total, count = 0.0, 0

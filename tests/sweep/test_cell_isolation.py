@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from optuna.trial import TrialState
+from sweep_helpers import child_runs, optuna_trials, small_spec
 
 from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream, save_upstream
 from sparse_transfer.sweep import run_sweep
-from sweep_helpers import child_runs, optuna_trials, small_spec
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from optuna.trial import TrialState
+from sweep_helpers import child_runs, optuna_trials, parent_runs, small_spec
 
 from sparse_transfer.config import dump_spec
-from sweep_helpers import child_runs, optuna_trials, parent_runs, small_spec
 
 pytestmark = pytest.mark.slow
 
@@ -51,16 +51,16 @@ def test_killed_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path):
     spec_file.write_text(dump_spec(spec))
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "sweep.log", "w")
-    process = subprocess.Popen(
-        [*CLI, "sweep", str(spec_file)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    _kill_when(process, lambda: _finished_search_runs(db) >= 5)
+    with open(tmp_path / "sweep.log", "w") as log:
+        process = subprocess.Popen(
+            [*CLI, "sweep", str(spec_file)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        _kill_when(process, lambda: _finished_search_runs(db) >= 5)
 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())

@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from sweep_helpers import child_runs, count_by, optuna_trials, parent_runs, small_spec
 
 from sparse_transfer.metrics import STUDY_TAGS
 from sparse_transfer.sweep import run_sweep
-
-from sweep_helpers import child_runs, count_by, optuna_trials, parent_runs, small_spec
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +109,7 @@ def test_each_cell_gets_its_budget_and_pruned_trials_are_pruned(finished):
         if t.state == TrialState.PRUNED
     }
     assert stopped == pruned
-    for name, trials in studies.items():
+    for trials in studies.values():
         for t in trials:
             if t.state == TrialState.PRUNED:
                 assert max(t.intermediate_values) < 4  # stopped before its last epoch
