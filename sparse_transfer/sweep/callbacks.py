@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 from ray.tune import Callback
 
@@ -31,8 +32,14 @@ def _settings(trial) -> dict:
 
 class MlflowTrials(Callback):
     def __init__(
-        self, recorder: SweepRecorder, parent_run_id: str, commit: str, phase: str
+        self,
+        recorder: SweepRecorder,
+        parent_run_id: str,
+        commit: str,
+        phase: str,
+        told: Callable[[dict], bool],
     ) -> None:
+        self.told = told  # whether a trial's result reached Optuna (see settle_lost_runs)
         self.recorder = recorder
         self.parent_run_id = parent_run_id
         self.commit = commit
@@ -47,7 +54,7 @@ class MlflowTrials(Callback):
         if not self._reconciled:  # the first step, also after a restore
             self._reconciled = True
             known = {t.trial_id for t in trials}
-            self.recorder.discard_lost_runs(self.phase, known)
+            self.recorder.settle_lost_runs(self.phase, known, self.told)
 
     def _open(self, trial) -> None:
         s = _settings(trial)

@@ -21,7 +21,13 @@ from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.sweep.callbacks import MlflowTrials, Progress
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.scheduler import CellASHA
-from sparse_transfer.sweep.search import CellSearcher, optuna_storage, study_name, to_distributions
+from sparse_transfer.sweep.search import (
+    CellSearcher,
+    OptunaLedger,
+    optuna_storage,
+    study_name,
+    to_distributions,
+)
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
@@ -175,7 +181,13 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
         name=phase,
         storage_path=state.sweep_dir,
         callbacks=[
-            MlflowTrials(recorder, state.parent_run_id, state.commit, phase),
+            MlflowTrials(
+                recorder,
+                state.parent_run_id,
+                state.commit,
+                phase,
+                told=OptunaLedger(Path(state.sweep_dir), state.sweep_id),
+            ),
             Progress(phase, total, metric),
         ],
         failure_config=tune.FailureConfig(max_failures=0),

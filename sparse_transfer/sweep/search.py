@@ -31,7 +31,7 @@ from sparse_transfer.config.spec import (
 )
 from sparse_transfer.sweep.cells import Cell
 
-__all__ = ["CellSearcher", "optuna_storage", "study_name", "to_distributions"]
+__all__ = ["CellSearcher", "OptunaLedger", "optuna_storage", "study_name", "to_distributions"]
 
 
 def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
@@ -204,3 +204,19 @@ class CellSearcher(Searcher):
             state = pickle.load(handle)
         self.assigned, self.asked = state["assigned"], state["asked"]
         self.reconcile()
+
+
+class OptunaLedger:
+    """Answers, from a run's tags, whether Optuna already holds that trial's result."""
+
+    def __init__(self, sweep_dir: Path, sweep_id: str) -> None:
+        self.sweep_dir, self.sweep_id = Path(sweep_dir), sweep_id
+
+    def __call__(self, tags: dict) -> bool:
+        if "optuna_trial" not in tags:
+            return False  # final runs are not searched: a lost one is simply run again
+        study = optuna.load_study(
+            study_name=f"{self.sweep_id}/{tags['cell']}", storage=optuna_storage(self.sweep_dir)
+        )
+        state = study.trials[int(tags["optuna_trial"])].state
+        return state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -171,21 +171,34 @@ class SweepRecorder:
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
 
-    def discard_lost_runs(self, phase: str, known_trial_ids: set[str]) -> int:
-        """Delete RUNNING runs of trials that a crash removed from Tune's state (Tune starts
-        fresh trials in their place). Deleted runs stay in MLflow's trash, tagged."""
+    def settle_lost_runs(
+        self, phase: str, known_trial_ids: set[str], was_told: Callable[[dict], bool]
+    ) -> tuple[int, int]:
+        """Settle RUNNING runs of trials that a crash removed from Tune's state.
+
+        A run whose result already reached the search (`was_told(tags)`: Optuna has it as
+        COMPLETE or PRUNED) is kept and closed as FINISHED; any other is deleted (it stays in
+        MLflow's trash, tagged), since Tune starts a fresh trial in its place."""
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
             "and attributes.status = 'RUNNING'",
             max_results=5000,
         )
-        lost = [r.info.run_id for r in runs if r.data.tags.get("trial_id") not in known_trial_ids]
-        for run_id in lost:
+        kept = deleted = 0
+        for run in runs:
+            if run.data.tags.get("trial_id") in known_trial_ids:
+                continue
+            run_id = run.info.run_id
             self.client.set_tag(run_id, "lost_in_crash", "true")
-            self.client.set_terminated(run_id, status="KILLED")
-            self.client.delete_run(run_id)
-        return len(lost)
+            if was_told(run.data.tags):
+                self.client.set_terminated(run_id, status="FINISHED")
+                kept += 1
+            else:
+                self.client.set_terminated(run_id, status="KILLED")
+                self.client.delete_run(run_id)
+                deleted += 1
+        return kept, deleted
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
