@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from sparse_transfer.commands.checkpoint import app as checkpoint_app
+
 app = typer.Typer(
     help="Sweeps over how well sparse ImageNet models transfer (Ray Tune + Optuna + MLflow).",
     no_args_is_help=True,
@@ -18,6 +20,7 @@ zoo_app = typer.Typer(
     help="The upstream zoo of pretrained and pruned models.", no_args_is_help=True
 )
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(checkpoint_app, name="checkpoint")
 
 QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
 
@@ -102,7 +105,8 @@ def _run(spec, address: str | None) -> None:
 
 @app.command()
 def resume(
-    sweep_dir: Annotated[Path, typer.Argument(help="The sweep directory to finish.")],
+    sweep_dir: Annotated[str, typer.Argument(
+        help="The sweep to finish: its directory, or s3://bucket/prefix/sweeps/<id>.")],
     address: Address = None,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
@@ -120,7 +124,7 @@ def _print_outcome(state) -> None:
 
     from sparse_transfer.analysis import format_summary
 
-    report = Path(state.sweep_dir) / "report"
+    report = state.sweep_dir / "report"
     typer.echo("\nSummary: mean over datasets of (accuracy - dense accuracy), in points\n")
     typer.echo(
         format_summary(

@@ -71,10 +71,8 @@ def entry_path(zoo_dir: Path, name: str) -> Path:
 
 def ensure_entry(zoo_dir: Path, name: str, log=print) -> Path:
     """Path of zoo entry `name`, building its recipe first if it is missing or stale."""
-    recipe_name = name.split("/", 1)[0]
-    if recipe_name not in RECIPES:
-        raise KeyError(f"unknown zoo {recipe_name!r} in entry {name!r}; known: {sorted(RECIPES)}")
-    recipe = RECIPES[recipe_name]
+    recipe = recipe_of(name)
+    recipe_name = recipe.name
     known = [recipe.entry_name(m, s) for m, s in recipe.entries]
     if name not in known:
         raise KeyError(f"zoo entry {name!r} is not in recipe {recipe_name!r}; known: {known}")
@@ -86,6 +84,13 @@ def ensure_entry(zoo_dir: Path, name: str, log=print) -> Path:
         if not _is_current(zoo_dir, recipe):
             build_recipe(zoo_dir, recipe, log=log)
     return entry_path(zoo_dir, name)
+
+
+def recipe_of(name: str) -> ZooRecipe:
+    recipe_name = name.split("/", 1)[0]
+    if recipe_name not in RECIPES:
+        raise KeyError(f"unknown zoo {recipe_name!r} in entry {name!r}; known: {sorted(RECIPES)}")
+    return RECIPES[recipe_name]
 
 
 def _is_current(zoo_dir: Path, recipe: ZooRecipe) -> bool:

@@ -39,11 +39,19 @@ def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict
 
 
 def cached_features(
-    cache_dir: Path, key: str, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    cache_dir: Path,
+    key: str,
+    compute: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    storage=None,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(features, labels, hit). On a miss, `compute()` runs; its result is written atomically."""
+    """(features, labels, hit). On a miss, `compute()` runs; its result is written atomically.
+
+    With a remote `storage` (sparse_transfer.storage.Storage), `cache_dir` is its local
+    mirror of `features/`: a node first fetches what another node computed, and uploads what
+    it computes itself."""
     path = Path(cache_dir) / f"{key}.parquet"
-    if path.is_file():
+    remote = ("features", path.name)
+    if path.is_file() or (storage is not None and storage.download(*remote)):
         return _from_table(pq.read_table(path)) + (True,)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Concurrent trials of a cell wait for the one computing the features instead of
@@ -56,6 +64,8 @@ def cached_features(
         tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
         pq.write_table(_to_table(features, labels), tmp)
         os.replace(tmp, path)
+        if storage is not None:
+            storage.upload(*remote)
     return features, labels, False
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ray.tune import Callback
 
 from sparse_transfer import metrics as M
-from sparse_transfer.sweep.trainable import mark_done, state_path
+from sparse_transfer.sweep.trainable import fetch_state, mark_done, state_path
 from sparse_transfer.tracking import SweepRecorder
 
 __all__ = ["MlflowTrials", "Progress"]
@@ -106,7 +106,7 @@ class MlflowTrials(Callback):
         mark_done(s, trial.trial_id, result)
         # A final run's last epoch is its result (nothing is selected on the test split), so
         # its checkpoint is the one to keep. Search trials' states only served resumption.
-        artifacts = state if s["phase"] == "final" else None
+        artifacts = fetch_state(s, trial.trial_id) if s["phase"] == "final" else None
         self.recorder.close_trial(
             trial.trial_id, "FINISHED", metrics=finals, tags=tags, artifacts=artifacts
         )

@@ -21,6 +21,7 @@ class Cell:
     method: str
     sparsity: float
     upstream_path: str
+    upstream_key: str = ""  # path inside the sweep's storage, when the model lives there
 
     @property
     def id(self) -> str:
@@ -41,10 +42,11 @@ class Cell:
         return asdict(self)
 
 
-def plan_cells(spec: SweepSpec, upstream_paths: dict[str, Path]) -> list[Cell]:
+def plan_cells(spec: SweepSpec, upstreams: dict[str, tuple[Path, str]]) -> list[Cell]:
     """Every cell of the study, in a stable order (upstream, dataset, mode)."""
     return [
-        Cell(u.name, dataset, mode, u.arch, u.method, u.sparsity, str(upstream_paths[u.name]))
+        Cell(u.name, dataset, mode, u.arch, u.method, u.sparsity, str(upstreams[u.name][0]),
+             upstreams[u.name][1])
         for u in spec.upstream
         for dataset in spec.datasets
         for mode in spec.modes

@@ -18,6 +18,7 @@ from ray.tune.schedulers import FIFOScheduler
 from sparse_transfer import metrics as M
 from sparse_transfer.analysis import ReportPaths, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
+from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.callbacks import MlflowTrials, Progress
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.scheduler import CellASHA
@@ -39,62 +40,96 @@ SPEC_FILE = "spec.resolved.yaml"
 STATE_FILE = "state.json"
 CELLS_FILE = "cells.json"
 FINAL_PLAN_FILE = "final_plan.json"
+OPTUNA_FILE = "optuna.db"
+REPORT_DIR = "report"
+SWEEPS = "sweeps"
 SEARCH, FINAL, DONE = "search", "final", "done"
 
 
 @dataclass
 class SweepState:
     sweep_id: str
-    sweep_dir: str
-    storage_root: str
+    storage: str  # the storage URI: a local directory or s3://bucket/prefix
     tracking_uri: str
     experiment: str
     parent_run_id: str
     phase: str
     commit: str
 
+    @property
+    def store(self) -> Storage:
+        return Storage(self.storage)
+
+    @property
+    def sweep_dir(self) -> Path:
+        """This node's working copy of the sweep directory (the storage itself when local)."""
+        return self.store.local(SWEEPS, self.sweep_id)
+
+    @property
+    def location(self) -> str:
+        return self.store.display(SWEEPS, self.sweep_id)
+
+    def upload(self, *names: str) -> None:
+        for name in names:
+            self.store.upload(SWEEPS, self.sweep_id, name)
+
     def save(self) -> None:
-        path = Path(self.sweep_dir) / STATE_FILE
+        path = self.sweep_dir / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__, indent=2))
         tmp.replace(path)
+        self.upload(STATE_FILE)
 
     @classmethod
-    def load(cls, sweep_dir: Path) -> SweepState:
-        path = Path(sweep_dir) / STATE_FILE
+    def load(cls, location: str | Path) -> SweepState:
+        """From a local sweep directory or an s3://.../sweeps/<id> URI (fetched to this node)."""
+        text = str(location)
+        base, sep, sweep_id = text.rstrip("/").rpartition(f"/{SWEEPS}/")
+        query = ""
+        if "?" in sweep_id:
+            sweep_id, query = sweep_id.split("?", 1)
+        if not sep:
+            raise FileNotFoundError(f"{location} is not a sweep directory (.../sweeps/<id>)")
+        store = Storage(base + (f"?{query}" if query else ""))
+        names = (STATE_FILE, SPEC_FILE, CELLS_FILE, FINAL_PLAN_FILE, OPTUNA_FILE)
+        if store.is_remote:
+            for name in names:
+                store.download(SWEEPS, sweep_id, name)
+        path = store.local(SWEEPS, sweep_id, STATE_FILE)
         if not path.is_file():
-            raise FileNotFoundError(f"{sweep_dir} is not a sweep directory (no {STATE_FILE})")
-        return cls(**json.loads(path.read_text()))
+            raise FileNotFoundError(f"{location} is not a sweep directory (no {STATE_FILE})")
+        return cls(**{**json.loads(path.read_text()), "storage": store.uri})
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepState:
-    root = Path(spec.storage).expanduser().resolve()
+    store = Storage(spec.storage)
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = root / "sweeps" / sweep_id
+    sweep_dir = store.local(SWEEPS, sweep_id)
     sweep_dir.mkdir(parents=True, exist_ok=False)
     (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
-    zoo_dir = Path(spec.zoo_dir).expanduser().resolve() if spec.zoo_dir else root / "zoo"
-    upstream_paths = resolve_upstreams(spec, zoo_dir, log=log)
+    upstream_paths = resolve_upstreams(spec, store, log=log)
     save_cells(sweep_dir / CELLS_FILE, plan_cells(spec, upstream_paths))
 
     tracking_uri = default_tracking_uri(spec.tracking.uri)
     experiment = spec.tracking.experiment or spec.name
     recorder = SweepRecorder(tracking_uri, experiment, sweep_id)
     commit = git_commit()
-    parent = recorder.parent_run({"spec": spec.name, "git_commit": commit, "storage": str(root)})
-    recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
-    state = SweepState(
-        sweep_id, str(sweep_dir), str(root), tracking_uri, experiment, parent, SEARCH, commit
+    parent = recorder.parent_run(
+        {"spec": spec.name, "git_commit": commit, "storage": store.display()}
     )
+    recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
+    state = SweepState(sweep_id, store.uri, tracking_uri, experiment, parent, SEARCH, commit)
+    state.upload(SPEC_FILE, CELLS_FILE)
     state.save()
-    log(f"sweep {sweep_id}: {sweep_dir}")
+    log(f"sweep {sweep_id}: {state.location}")
     log(f"mlflow: {tracking_uri} (experiment {experiment!r})")
     return _continue(state, spec, address=address, log=log, restore=False)
 
 
-def resume_sweep(sweep_dir: Path, *, address: str | None = None, log=print) -> SweepState:
-    state = SweepState.load(sweep_dir)
-    spec = load_spec(Path(sweep_dir) / SPEC_FILE)
+def resume_sweep(location: str | Path, *, address: str | None = None, log=print) -> SweepState:
+    state = SweepState.load(location)
+    spec = load_spec(state.sweep_dir / SPEC_FILE)
     log(f"resuming sweep {state.sweep_id} in phase {state.phase!r}")
     if state.phase == DONE:
         log("nothing to do: the sweep already finished")
@@ -105,12 +140,13 @@ def resume_sweep(sweep_dir: Path, *, address: str | None = None, log=print) -> S
 
 def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool) -> SweepState:
     _start_ray(address)
-    sweep_dir = Path(state.sweep_dir)
+    sweep_dir = state.sweep_dir
     cells = load_cells(sweep_dir / CELLS_FILE)
     if state.phase == SEARCH:
         _run_phase(SEARCH, _search_tuner, state, spec, cells, restore=restore, log=log)
         plan = plan_final_runs(state, spec, cells, log=log)
         (sweep_dir / FINAL_PLAN_FILE).write_text(json.dumps(plan, indent=2))
+        state.upload(FINAL_PLAN_FILE, OPTUNA_FILE)
         state.phase = FINAL
         state.save()
         restore = False
@@ -120,6 +156,8 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.save()
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
     paths = write_sweep_report(state)
+    for path in (paths.results, paths.summary, paths.figure, paths.html):
+        state.upload(REPORT_DIR, path.name)
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
     recorder.log_parent_artifact(state.parent_run_id, paths.html)
     recorder.close_parent(state.parent_run_id)
@@ -131,7 +169,7 @@ def write_sweep_report(state: SweepState) -> ReportPaths:
     results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
     return write_report(
         results,
-        Path(state.sweep_dir) / "report",
+        state.sweep_dir / REPORT_DIR,
         title=f"sparse-transfer: {state.sweep_id}",
         source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
     )
@@ -149,11 +187,15 @@ def _start_ray(address: str | None) -> None:
 
 
 def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:
-    path = Path(state.sweep_dir) / phase
+    storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
+    path = f"{storage_path}/{phase}"
     tuner = make_tuner(state, spec, cells)
-    if restore and tune.Tuner.can_restore(str(path)):
+    if restore and tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log(f"{phase}: restoring Tune experiment {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=_trainable(spec), resume_unfinished=True)
+        tuner = tune.Tuner.restore(
+            path, trainable=_trainable(spec), resume_unfinished=True,
+            storage_filesystem=filesystem,
+        )
     else:
         log(f"{phase}: starting")
     results = tuner.fit()
@@ -169,24 +211,26 @@ def _trainable(spec: SweepSpec):
 
 def _base_config(state: SweepState, spec: SweepSpec) -> dict:
     return {
-        "feature_cache_dir": str(Path(state.storage_root) / "features"),
-        "state_dir": str(Path(state.sweep_dir) / "trial_state"),
+        "storage": state.storage,
+        "sweep_id": state.sweep_id,
         "threads": max(1, int(spec.resources.cpu)),
     }
 
 
 def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.RunConfig:
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
     return tune.RunConfig(
         name=phase,
-        storage_path=state.sweep_dir,
+        storage_path=storage_path,
+        storage_filesystem=filesystem,
         callbacks=[
             MlflowTrials(
                 recorder,
                 state.parent_run_id,
                 state.commit,
                 phase,
-                told=OptunaLedger(Path(state.sweep_dir), state.sweep_id),
+                told=OptunaLedger(state.sweep_dir, state.sweep_id),
             ),
             Progress(phase, total, metric),
         ],
@@ -198,7 +242,8 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
 def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
     metric = spec.search.metric
     searcher = CellSearcher(
-        sweep_dir=Path(state.sweep_dir),
+        sweep_dir=state.sweep_dir,
+        backup=state.store.child(SWEEPS, state.sweep_id),
         sweep_id=state.sweep_id,
         cells=cells,
         spaces={mode: spec.space(mode) for mode in spec.modes},
@@ -232,7 +277,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
 
 
 def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
-    plan = json.loads((Path(state.sweep_dir) / FINAL_PLAN_FILE).read_text())
+    plan = json.loads((state.sweep_dir / FINAL_PLAN_FILE).read_text())
     return tune.Tuner(
         _trainable(spec),
         param_space={"trial": tune.grid_search(plan)},
@@ -246,7 +291,7 @@ def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.
 
 def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=print) -> list:
     """The best search configuration of each cell, once per seed, scored on the test split."""
-    storage = optuna_storage(Path(state.sweep_dir))
+    storage = optuna_storage(state.sweep_dir)
     plan = []
     for cell in cells:
         study = optuna.load_study(study_name=study_name(state.sweep_id, cell), storage=storage)

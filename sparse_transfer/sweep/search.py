@@ -29,6 +29,7 @@ from sparse_transfer.config.spec import (
     SpaceValue,
     Uniform,
 )
+from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell
 
 __all__ = ["CellSearcher", "OptunaLedger", "optuna_storage", "study_name", "to_distributions"]
@@ -65,6 +66,7 @@ class CellSearcher(Searcher):
         self,
         *,
         sweep_dir: Path,
+        backup: str,
         sweep_id: str,
         cells: list[Cell],
         spaces: dict[str, dict[str, SpaceValue]],
@@ -76,6 +78,9 @@ class CellSearcher(Searcher):
     ) -> None:
         super().__init__(metric=metric, mode="max")
         self.sweep_dir = Path(sweep_dir)
+        # The Optuna database is copied to remote storage after every ask and tell, so the
+        # copy always knows at least the trials that Tune's (later) snapshot knows.
+        self.backup = Storage(backup)
         self.sweep_id = sweep_id
         self.cells = cells
         self.spaces = spaces
@@ -127,6 +132,7 @@ class CellSearcher(Searcher):
         hparams = {**fixed, **trial.params}
         epochs = int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
         self.assigned[trial_id] = (index, trial.number, epochs)
+        self.backup.upload("optuna.db")
         return {
             "trial": {
                 **self.base_config,
@@ -166,6 +172,7 @@ class CellSearcher(Searcher):
             return  # already told (a resumed trial can complete twice in Tune's eyes)
         if error or not result or self.metric not in result:
             study.tell(number, state=TrialState.FAIL)
+            self.backup.upload("optuna.db")
             return
         # Tune skips on_trial_result for the result that made the scheduler stop the trial.
         self._report(trial_id, result)
@@ -173,6 +180,7 @@ class CellSearcher(Searcher):
             study.tell(number, state=TrialState.PRUNED)  # stopped early by ASHA
         else:
             study.tell(number, float(result[self.metric]))
+        self.backup.upload("optuna.db")
 
     def reconcile(self) -> None:
         """After a crash, make Optuna and the restored Tune state agree.
@@ -194,6 +202,7 @@ class CellSearcher(Searcher):
                     study.tell(trial.number, state=TrialState.FAIL)
                 elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     self.asked[index] += 1
+        self.backup.upload("optuna.db")
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as handle:

@@ -18,47 +18,77 @@ import ray
 import torch
 from ray import tune
 
+from sparse_transfer.storage import Storage
 from sparse_transfer.transfer import TransferJob, run_transfer
 
-__all__ = ["DONE_FILE", "STATE_FILE", "mark_done", "state_path", "transfer_trainable"]
+__all__ = [
+    "DONE_FILE",
+    "STATE_FILE",
+    "fetch_state",
+    "mark_done",
+    "state_path",
+    "transfer_trainable",
+]
 
 STATE_FILE = "state.pt"
 DONE_FILE = "done.json"
 
 
-def state_path(settings: dict, trial_id: str) -> Path:
-    return Path(settings["state_dir"]) / trial_id / STATE_FILE
+def _state_parts(settings: dict, trial_id: str, name: str) -> tuple[str, ...]:
+    return ("sweeps", settings["sweep_id"], "trial_state", trial_id, name)
+
+
+def state_path(settings: dict, trial_id: str, name: str = STATE_FILE) -> Path:
+    """This node's copy of a trial's file; `fetch_state` brings it from remote storage."""
+    return Storage(settings["storage"]).local(*_state_parts(settings, trial_id, name))
+
+
+def fetch_state(settings: dict, trial_id: str, name: str = STATE_FILE) -> Path | None:
+    store = Storage(settings["storage"])
+    parts = _state_parts(settings, trial_id, name)
+    return store.local(*parts) if store.download(*parts) else None
 
 
 def mark_done(settings: dict, trial_id: str, result: dict) -> None:
     """Written by the driver when Tune completes a trial (also when ASHA stopped it early), so
     a trial that Tune's older snapshot still calls running is never trained again."""
-    path = state_path(settings, trial_id).with_name(DONE_FILE)
+    path = state_path(settings, trial_id, DONE_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = {k: v for k, v in result.items() if isinstance(v, int | float | str)}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(metrics))
     os.replace(tmp, path)
+    Storage(settings["storage"]).upload(*_state_parts(settings, trial_id, DONE_FILE))
 
 
 def transfer_trainable(config: dict) -> None:
     settings = config["trial"]
     torch.set_num_threads(max(1, int(settings.get("threads", 1))))
+    store = Storage(settings["storage"])
+    upstream = Path(settings["upstream_path"])
+    if settings.get("upstream_key"):  # kept in the storage: this node's copy, fetched if new
+        key = settings["upstream_key"].split("/")
+        upstream = store.local(*key)
+        if not upstream.is_file():
+            store.download(*key)
     job = TransferJob(
-        upstream_path=Path(settings["upstream_path"]),
+        upstream_path=upstream,
         dataset=settings["dataset"],
         mode=settings["mode"],
         phase=settings["phase"],
         hparams=settings["hparams"],
         seed=int(settings["seed"]),
-        feature_cache_dir=Path(settings["feature_cache_dir"]),
+        feature_cache_dir=store.local("features"),
+        storage=store,
     )
-    path = state_path(settings, tune.get_context().get_trial_id())
-    done = path.with_name(DONE_FILE)
-    if done.is_file():  # completed before a crash: report the same last result, train nothing
+    trial_id = tune.get_context().get_trial_id()
+    done = fetch_state(settings, trial_id, DONE_FILE)
+    if done is not None:  # completed before a crash: report the same last result, train nothing
         tune.report(json.loads(done.read_text()))
         return
-    resume = torch.load(path, weights_only=True) if path.is_file() else None
+    path = fetch_state(settings, trial_id)
+    resume = torch.load(path, weights_only=True) if path is not None else None
+    path = state_path(settings, trial_id)
     node = _node()
     if resume is not None and int(resume["epoch"]) >= int(job.hparams["epochs"]):
         # Finished before the crash, but the driver never heard: say the last result again.
@@ -66,6 +96,7 @@ def transfer_trainable(config: dict) -> None:
         return
     for outcome in run_transfer(job, resume):
         _save(path, {**outcome.state(), "metrics": outcome.metrics})
+        store.upload(*_state_parts(settings, trial_id, STATE_FILE))
         tune.report({**outcome.metrics, "node": node})
 
 

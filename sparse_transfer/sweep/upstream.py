@@ -7,7 +7,8 @@ from pathlib import Path
 from sparse_transfer.config import SweepSpec
 from sparse_transfer.models import ARCHS, load_upstream
 from sparse_transfer.pruning import prunable_weights, sparsity_report
-from sparse_transfer.zoo import ensure_entry
+from sparse_transfer.storage import Storage
+from sparse_transfer.zoo import ensure_entry, recipe_of
 
 __all__ = ["resolve_upstreams"]
 
@@ -15,12 +16,16 @@ __all__ = ["resolve_upstreams"]
 DECLARED_SPARSITY_TOLERANCE = 0.005
 
 
-def resolve_upstreams(spec: SweepSpec, zoo_dir: Path, log=print) -> dict[str, Path]:
+def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, tuple[Path, str]]:
+    """name -> (local checkpoint path, its key inside the storage or "")."""
     paths = {}
     for index, upstream in enumerate(spec.upstream):
         where = f"upstream[{index}] ({upstream.name})"
-        if upstream.zoo:
-            path = ensure_entry(zoo_dir, upstream.zoo, log=log)
+        key = ""
+        if upstream.zoo and spec.zoo_dir:
+            path = ensure_entry(Path(spec.zoo_dir).expanduser().resolve(), upstream.zoo, log=log)
+        elif upstream.zoo:
+            path, key = _zoo_in_storage(store, upstream.zoo, log)
         else:
             path = Path(upstream.checkpoint).expanduser().resolve()
             if not path.is_file():
@@ -39,5 +44,20 @@ def resolve_upstreams(spec: SweepSpec, zoo_dir: Path, log=print) -> dict[str, Pa
                 f"{where}.sparsity: spec says {upstream.sparsity}, "
                 f"checkpoint {path} measures {measured:.4f}"
             )
-        paths[upstream.name] = path
+        paths[upstream.name] = (path, key)
     return paths
+
+
+def _zoo_in_storage(store: Storage, name: str, log) -> tuple[Path, str]:
+    """A zoo entry kept in the sweep storage: fetched if another machine built it, built and
+    uploaded otherwise."""
+    recipe = recipe_of(name)
+    files = [f"{recipe.entry_name(m, s)}{suffix}" for m, s in recipe.entries
+             for suffix in (".pt", ".json")]
+    for file in files:
+        store.download("zoo", *file.split("/"))
+    path = ensure_entry(store.local("zoo"), name, log=log)
+    for file in files:
+        if not store.exists("zoo", *file.split("/")):
+            store.upload("zoo", *file.split("/"))
+    return path, f"zoo/{name}.pt"

@@ -60,7 +60,10 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         key = cache_key(upstream.sha256, job.dataset, split, preprocessing)
         x, y, hit = cached_features(
-            job.feature_cache_dir, key, lambda: extract_features(upstream, job.dataset, split)
+            job.feature_cache_dir,
+            key,
+            lambda: extract_features(upstream, job.dataset, split),
+            storage=job.storage,
         )
         hits.append(hit)
         return x, y

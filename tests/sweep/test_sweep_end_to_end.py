@@ -76,7 +76,7 @@ def test_feature_cache_is_computed_once_and_reused(finished):
         (r for r in runs if r.data.tags["mode"] == "linear"), key=lambda r: r.info.start_time
     )
     # 2 upstream models x {train, val} for search + {trainval, test} for final runs
-    files = sorted((Path(state.storage_root) / "features").glob("*.parquet"))
+    files = sorted(state.store.local("features").glob("*.parquet"))
     assert len(files) == 2 * 4
     for phase in ("search", "final"):
         for upstream in ("dense", "gmp_90"):
