@@ -70,8 +70,8 @@ class SweepState:
         return self.store.display(SWEEPS, self.sweep_id)
 
     def upload(self, *names: str) -> None:
-        for name in names:
-            self.store.upload(SWEEPS, self.sweep_id, name)
+        for name in names:  # paths relative to the sweep directory, e.g. "report/summary.csv"
+            self.store.upload(SWEEPS, self.sweep_id, *name.split("/"))
 
     def save(self) -> None:
         path = self.sweep_dir / STATE_FILE
@@ -157,7 +157,7 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
     paths = write_sweep_report(state)
     for path in (paths.results, paths.summary, paths.figure, paths.html):
-        state.upload(REPORT_DIR, path.name)
+        state.upload(f"{REPORT_DIR}/{path.name}")
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
     recorder.log_parent_artifact(state.parent_run_id, paths.html)
     recorder.close_parent(state.parent_run_id)
@@ -180,10 +180,12 @@ def _start_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not ray.is_initialized():
-        ray.init(
-            address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False
-        )
+    if ray.is_initialized():
+        return
+    if address:  # an existing cluster: it has its own dashboard and logging settings
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
 
 
 def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:

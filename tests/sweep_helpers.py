@@ -11,7 +11,9 @@ from mlflow import MlflowClient
 from sparse_transfer.config import SweepSpec, parse_spec
 
 
-def small_spec(tmp_path: Path, zoo_dir: Path, **changes) -> SweepSpec:
+def small_spec(tmp_path: Path, zoo_dir: Path | None, **changes) -> SweepSpec:
+    """A 4-cell study (dense and gmp_90 x digits_5to9 x both modes); `zoo_dir=None` keeps
+    the zoo in the sweep's storage."""
     raw = {
         "name": "small",
         "upstream": [
@@ -47,7 +49,7 @@ def small_spec(tmp_path: Path, zoo_dir: Path, **changes) -> SweepSpec:
         "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
         "early_stopping": {"scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
         "storage": str(tmp_path / "runs"),
-        "zoo_dir": str(zoo_dir),
+        **({"zoo_dir": str(zoo_dir)} if zoo_dir else {}),
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "small"},
     }
     raw.update(changes)
