@@ -45,8 +45,16 @@ class Cell:
 def plan_cells(spec: SweepSpec, upstreams: dict[str, tuple[Path, str]]) -> list[Cell]:
     """Every cell of the study, in a stable order (upstream, dataset, mode)."""
     return [
-        Cell(u.name, dataset, mode, u.arch, u.method, u.sparsity, str(upstreams[u.name][0]),
-             upstreams[u.name][1])
+        Cell(
+            u.name,
+            dataset,
+            mode,
+            u.arch,
+            u.method,
+            u.sparsity,
+            str(upstreams[u.name][0]),
+            upstreams[u.name][1],
+        )
         for u in spec.upstream
         for dataset in spec.datasets
         for mode in spec.modes

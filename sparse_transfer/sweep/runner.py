@@ -195,7 +195,9 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
     if restore and tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log(f"{phase}: restoring Tune experiment {path}")
         tuner = tune.Tuner.restore(
-            path, trainable=_trainable(spec), resume_unfinished=True,
+            path,
+            trainable=_trainable(spec),
+            resume_unfinished=True,
             storage_filesystem=filesystem,
         )
     else:
@@ -216,6 +218,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "storage": state.storage,
         "sweep_id": state.sweep_id,
         "threads": max(1, int(spec.resources.cpu)),
+        "gpu": spec.resources.gpu,
     }
 
 
@@ -236,7 +239,9 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
             ),
             Progress(phase, total, metric),
         ],
-        failure_config=tune.FailureConfig(max_failures=0),
+        # A trial resumes from its last epoch, so retrying after a lost node (a reclaimed spot
+        # instance) is cheap; a trial that fails for its own reasons still fails, loudly.
+        failure_config=tune.FailureConfig(max_failures=2),
         verbose=0,
     )
 

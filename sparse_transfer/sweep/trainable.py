@@ -80,6 +80,7 @@ def transfer_trainable(config: dict) -> None:
         seed=int(settings["seed"]),
         feature_cache_dir=store.local("features"),
         storage=store,
+        device=_device(float(settings.get("gpu", 0))),
     )
     trial_id = tune.get_context().get_trial_id()
     done = fetch_state(settings, trial_id, DONE_FILE)
@@ -87,7 +88,7 @@ def transfer_trainable(config: dict) -> None:
         tune.report(json.loads(done.read_text()))
         return
     path = fetch_state(settings, trial_id)
-    resume = torch.load(path, weights_only=True) if path is not None else None
+    resume = torch.load(path, map_location="cpu", weights_only=True) if path else None
     path = state_path(settings, trial_id)
     node = _node()
     if resume is not None and int(resume["epoch"]) >= int(job.hparams["epochs"]):
@@ -105,6 +106,11 @@ def _save(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # the file is always one whole epoch, never half of one
+
+
+def _device(gpus: float) -> str:
+    """CUDA only when the trial asked Ray for a GPU and this worker really has one."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
 def _node() -> str:

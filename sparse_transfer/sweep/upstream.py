@@ -52,8 +52,11 @@ def _zoo_in_storage(store: Storage, name: str, log) -> tuple[Path, str]:
     """A zoo entry kept in the sweep storage: fetched if another machine built it, built and
     uploaded otherwise."""
     recipe = recipe_of(name)
-    files = [f"{recipe.entry_name(m, s)}{suffix}" for m, s in recipe.entries
-             for suffix in (".pt", ".json")]
+    files = [
+        f"{recipe.entry_name(m, s)}{suffix}"
+        for m, s in recipe.entries
+        for suffix in (".pt", ".json")
+    ]
     for file in files:
         store.download("zoo", *file.split("/"))
     path = ensure_entry(store.local("zoo"), name, log=log)

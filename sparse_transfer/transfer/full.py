@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
+
 from sparse_transfer import metrics as M
 from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, load_upstream, replace_classifier
@@ -32,7 +34,13 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     model = upstream.build_model()
     replace_classifier(model, arch, dataset.num_classes)
     backbone = (arch.classifier,)
-    masks = {k: v for k, v in upstream.masks.items() if not k.startswith(arch.classifier + ".")}
+    device = torch.device(job.device)
+    model.to(device)
+    masks = {
+        k: v.to(device)
+        for k, v in upstream.masks.items()
+        if not k.startswith(arch.classifier + ".")
+    }
     upstream_sparsity = check_sparsity(prunable_weights(model, exclude=backbone), masks)
 
     preprocessing = upstream.metadata["preprocessing"]
@@ -40,6 +48,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     train_x, train_y = dataset.load(train_split)
     eval_x, eval_y = dataset.load(eval_split)
     train_x, eval_x = normalize(train_x, preprocessing), normalize(eval_x, preprocessing)
+    train_x, train_y, eval_x, eval_y = (t.to(device) for t in (train_x, train_y, eval_x, eval_y))
 
     hp = job.hparams
     optimizer = make_optimizer(model.parameters(), hp)

@@ -23,6 +23,7 @@ class TransferJob:
     seed: int
     feature_cache_dir: Path | None = None
     storage: object | None = None  # a sparse_transfer.storage.Storage holding shared features
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})

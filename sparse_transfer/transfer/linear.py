@@ -27,15 +27,17 @@ __all__ = ["extract_features", "finetune_linear"]
 
 @torch.no_grad()
 def extract_features(
-    upstream: UpstreamCheckpoint, dataset: str, split: str
+    upstream: UpstreamCheckpoint, dataset: str, split: str, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate-layer features, no augmentation (as the paper), in eval mode."""
+    """Penultimate-layer features (on the CPU), no augmentation (as the paper), in eval mode."""
     arch = ARCHS.get(upstream.arch)
-    model = upstream.build_model().eval()
+    model = upstream.build_model().eval().to(device)
     _set_classifier(model, arch.classifier, nn.Identity())
     images, labels = DATASETS.get(dataset).load(split)
     images = normalize(images, upstream.metadata["preprocessing"])
-    features = torch.cat([model(images[i]) for i in batches(len(labels), 512, None)])
+    features = torch.cat(
+        [model(images[i].to(device)).cpu() for i in batches(len(labels), 512, None)]
+    )
     return features, labels
 
 
@@ -62,7 +64,7 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
         x, y, hit = cached_features(
             job.feature_cache_dir,
             key,
-            lambda: extract_features(upstream, job.dataset, split),
+            lambda: extract_features(upstream, job.dataset, split, job.device),
             storage=job.storage,
         )
         hits.append(hit)
@@ -76,7 +78,9 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     )[0]
 
     hp = job.hparams
-    head = nn.Linear(train_x.shape[1], dataset.num_classes)
+    device = torch.device(job.device)
+    train_x, train_y, eval_x, eval_y = (t.to(device) for t in (train_x, train_y, eval_x, eval_y))
+    head = nn.Linear(train_x.shape[1], dataset.num_classes).to(device)
     optimizer = make_optimizer(head.parameters(), hp)
     schedule = make_schedule(optimizer, hp)
     start = 0

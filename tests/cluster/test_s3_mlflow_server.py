@@ -58,6 +58,7 @@ def mlflow_server(s3, tmp_path):
     s3_port, _ = s3
     port = _free_port()
     env = {**os.environ, **CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}"}
+    server_log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 (lives with the server)
     process = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("mlflow")),
@@ -74,7 +75,7 @@ def mlflow_server(s3, tmp_path):
             "--workers",
             "1",
         ],
-        stdout=open(tmp_path / "mlflow-server.log", "w"),
+        stdout=server_log,
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
@@ -92,6 +93,7 @@ def mlflow_server(s3, tmp_path):
     yield uri
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+    server_log.close()
 
 
 def _runs(uri: str, experiment: str, phase: str | None = None, status: str | None = None):
