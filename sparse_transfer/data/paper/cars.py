@@ -1,0 +1,34 @@
+"""Stanford Cars (Krause et al. 2013): 196 classes, the official train (8,144) / test (8,041)
+split from the devkit's .mat annotations, read by torchvision's `StanfordCars`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import StanfordCars
+
+from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+
+NAME = "cars"
+LAYOUT = """\
+  stanford_cars/devkit/cars_meta.mat, stanford_cars/devkit/cars_train_annos.mat
+  stanford_cars/cars_test_annos_withlabels.mat
+  stanford_cars/cars_train/<fname>.jpg, stanford_cars/cars_test/<fname>.jpg"""
+
+
+def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    base = Path("stanford_cars")
+    needed = {
+        "trainval": (base / "devkit/cars_train_annos.mat", base / "cars_train"),
+        "test": (base / "cars_test_annos_withlabels.mat", base / "cars_test"),
+    }[split]
+    require(NAME, root, LAYOUT, base / "devkit/cars_meta.mat", *needed)
+    dataset = StanfordCars(root, split="train" if split == "trainval" else "test")
+    # torchvision keeps the parsed annotation list private; torchvision is pinned
+    return [str(c) for c in dataset.classes], [(Path(f), int(c)) for f, c in dataset._samples]
+
+
+PAPER_DATASETS.add(
+    NAME,
+    PaperDataset(NAME, 196, LAYOUT, read, "cars", (8144, 8041), description="Stanford Cars"),
+)

@@ -1,0 +1,54 @@
+"""Oxford Flowers-102 (Nilsback & Zisserman 2008): 102 classes, read by torchvision's
+`Flowers102` from `imagelabels.mat` and `setid.mat`. As in the paper, trainval = trnid + valid
+(2,040), test = tstid (6,149)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import Flowers102
+
+from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+
+NAME = "flowers102"
+LAYOUT = """\
+  flowers-102/imagelabels.mat, flowers-102/setid.mat
+  flowers-102/jpg/image_00001.jpg, ..."""
+
+
+class _Flowers102(Flowers102):
+    # torchvision compares the .mat files with the official md5s; a re-packed copy (or a test
+    # fixture) differs byte-wise. scipy reads .mat as plain arrays, so presence is enough.
+    _file_dict = {key: (name, None) for key, (name, _) in Flowers102._file_dict.items()}
+
+
+def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    require(
+        NAME,
+        root,
+        LAYOUT,
+        "flowers-102/imagelabels.mat",
+        "flowers-102/setid.mat",
+        "flowers-102/jpg",
+    )
+    samples: Samples = []
+    for part in ("train", "val") if split == "trainval" else (split,):
+        dataset = _Flowers102(root, split=part, download=False)
+        # torchvision keeps the parsed lists private; torchvision is pinned
+        samples += list(zip(map(Path, dataset._image_files), dataset._labels, strict=True))
+    return list(Flowers102.classes), samples
+
+
+PAPER_DATASETS.add(
+    NAME,
+    PaperDataset(
+        NAME,
+        102,
+        LAYOUT,
+        read,
+        "flowers",
+        (2040, 6149),
+        official_val=True,
+        description="Oxford Flowers-102",
+    ),
+)

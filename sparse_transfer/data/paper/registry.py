@@ -1,0 +1,141 @@
+"""The paper's downstream datasets as registry entries: read a local root, give image splits.
+
+Separate from `sparse_transfer.data.DATASETS`, whose entries hold whole tensors: these are
+image files on disk, decoded one at a time by a DataLoader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sparse_transfer.data.registry import SPLITS
+from sparse_transfer.registry import Registry
+
+__all__ = [
+    "ISSUE",
+    "PAPER_DATASETS",
+    "DatasetLayoutError",
+    "ImageSplit",
+    "PaperDataset",
+    "Samples",
+    "require",
+]
+
+ISSUE = (
+    "Paper scale: ResNet-50 and MobileNetV1, the 12 transfer datasets, published sparse "
+    "checkpoints"
+)
+
+ImageSource = Path | np.ndarray  # a file, or an HxWx3 uint8 array (CIFAR keeps pixels inline)
+Samples = list[tuple[ImageSource, int]]
+VAL_EVERY = 5  # when a dataset has no official val split, every 5th image of a class is val
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """A dataset root is not laid out as expected; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class PaperDataset:
+    name: str
+    num_classes: int  # of the complete dataset
+    layout: str  # the expected files under the root, shown when something is missing
+    # (root, split) -> (class names, samples); split is "trainval" or "test", and also
+    # "train"/"val" when the dataset has official ones (official_val=True)
+    read: Callable[[Path, str], tuple[list[str], Samples]]
+    paper_name: str  # the `dset` of the paper's raw results
+    paper_sizes: tuple[int, int] | None = None  # (trainval, test) images in the paper
+    official_val: bool = False
+    description: str = ""
+
+    def open(self, root: str | Path, split: str, transform: Callable | None = None):
+        """One split as a torch Dataset of (transformed RGB image, label)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
+        if str(root).startswith("s3://"):
+            raise NotImplementedError(
+                f"dataset {self.name!r}: reading from {root} is not implemented yet (issue "
+                f"{ISSUE!r}); sync it to a local root first, e.g. `aws s3 sync {root} /data/"
+                f"{self.name}`, and pass that path"
+            )
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetLayoutError(_message(self.name, root, self.layout, [str(root)]))
+        if split in ("train", "val") and not self.official_val:
+            classes, samples = self.read(root, "trainval")
+            samples = carve_val(samples, split)
+        else:
+            classes, samples = self.read(root, split)
+        missing = [str(s) for s, _ in samples if isinstance(s, Path) and not s.is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DatasetLayoutError(
+                _message(self.name, root, self.layout, [f"{len(missing)} listed images: {shown}"])
+            )
+        return ImageSplit(self.name, split, classes, samples, transform)
+
+
+class ImageSplit(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        dataset: str,
+        split: str,
+        classes: Sequence[str],
+        samples: Samples,
+        transform: Callable | None = None,
+    ) -> None:
+        self.dataset, self.split = dataset, split
+        self.classes = list(classes)
+        self.samples = samples
+        self.transform = transform
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        source, label = self.samples[index]
+        if isinstance(source, np.ndarray):
+            image = Image.fromarray(source).convert("RGB")
+        else:
+            with Image.open(source) as raw:  # some datasets hold grayscale or CMYK files
+                image = raw.convert("RGB")
+        return (self.transform(image) if self.transform else image), label
+
+
+def carve_val(samples: Samples, split: str) -> Samples:
+    """Deterministic per-class carve of trainval: every VAL_EVERY-th image of a class is val."""
+    seen: dict[int, int] = {}
+    train, val = [], []
+    for source, label in samples:
+        seen[label] = seen.get(label, 0) + 1
+        (val if seen[label] % VAL_EVERY == 0 else train).append((source, label))
+    return val if split == "val" else train
+
+
+def require(name: str, root: Path, layout: str, *relative: str | Path) -> None:
+    """Raise DatasetLayoutError naming every missing path under `root`."""
+    missing = [str(root / p) for p in relative if not (root / p).exists()]
+    if missing:
+        raise DatasetLayoutError(_message(name, root, layout, missing))
+
+
+def _message(name: str, root: Path, layout: str, missing: list[str]) -> str:
+    return (
+        f"dataset {name!r}: {root} is not laid out as expected.\n"
+        f"expected under the root:\n{layout}\n"
+        f"missing: {', '.join(missing)}"
+    )
+
+
+PAPER_DATASETS: Registry[PaperDataset] = Registry("paper dataset")

@@ -1,0 +1,93 @@
+"""What a checkpoint file is: format, architecture and sparsity (`checkpoint inspect`).
+
+Unlike loading for a sweep, inspection may guess: the format from the file's layout, the
+architecture from key names and shapes when exactly one registered architecture fits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparse_transfer.models.checkpoint import file_sha256
+from sparse_transfer.models.errors import CheckpointMismatchError
+from sparse_transfer.models.formats import (
+    FORMATS,
+    StateDict,
+    detect_format,
+    is_safetensors,
+    read_object,
+    state_dict_of,
+)
+from sparse_transfer.models.keymap import apply_rules
+from sparse_transfer.models.loading import check_finite, check_state_dict, sparsity_of
+from sparse_transfer.models.registry import ARCHS
+from sparse_transfer.pruning.masks import prunable_weights
+
+__all__ = ["infer_arch", "inspect_checkpoint"]
+
+
+def inspect_checkpoint(
+    path: Path, *, arch: str | None = None, format_name: str | None = None
+) -> dict[str, Any]:
+    """A JSON-ready report; raises a CheckpointError on unsafe, corrupt or mismatched files."""
+    path = Path(path)
+    fmt = FORMATS.get(format_name) if format_name else None
+    obj = read_object(path, fmt)
+    if fmt is None:
+        fmt = FORMATS.get("safetensors" if is_safetensors(path) else detect_format(obj))
+    state = apply_rules(state_dict_of(obj, fmt, path), fmt.rules)
+    check_finite(state, where=str(path))
+    arch_source = "given"
+    if arch is None:
+        arch, arch_source = infer_arch(state), "inferred"
+    if arch is not None:
+        model = _meta_model(arch, state)
+        check_state_dict(model, state, where=f"{path} (arch {arch})")
+        names = list(prunable_weights(model))
+    else:
+        arch_source = None
+        names = sorted(k for k, v in state.items() if _looks_prunable(k, v))
+    total, per_layer = sparsity_of({name: state[name] for name in names})
+    return {
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "format": fmt.name,
+        "format_source": "given" if format_name else "detected",
+        "arch": arch,
+        "arch_source": arch_source,
+        "num_classes": _num_classes(arch, state) if arch else None,
+        "tensors": len(state),
+        "prunable_weights": sum(state[name].numel() for name in names),
+        "total_sparsity": round(total, 6),
+        "layer_sparsity": {name: round(value, 6) for name, value in per_layer.items()},
+    }
+
+
+def infer_arch(state: StateDict) -> str | None:
+    """The one registered architecture whose keys and shapes fit, or None if not exactly one."""
+    fits = []
+    for name in ARCHS.names():
+        try:
+            check_state_dict(_meta_model(name, state), state, where=name)
+        except (CheckpointMismatchError, KeyError):
+            continue
+        fits.append(name)
+    return fits[0] if len(fits) == 1 else None
+
+
+def _meta_model(arch: str, state: StateDict) -> torch.nn.Module:
+    # Built on the meta device: shapes without memory or initialisation cost.
+    with torch.device("meta"):
+        return ARCHS.get(arch).build(_num_classes(arch, state))
+
+
+def _num_classes(arch: str, state: StateDict) -> int:
+    weight = state.get(f"{ARCHS.get(arch).classifier}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1000
+
+
+def _looks_prunable(name: str, tensor: torch.Tensor) -> bool:
+    return name.endswith(".weight") and tensor.is_floating_point() and tensor.dim() in (2, 4)

@@ -1,0 +1,28 @@
+"""ResNet-18 and ResNet-50 with torchvision's layer names (`conv1`, `bn1`, `layer1..4`, `fc`).
+
+The paper's ResNet-50 checkpoints (dense, GMP, AC/DC, WoodFisher, STR, LTH-T) were trained in
+PyTorch with these very names; RigL's TensorFlow-derived names are mapped onto them by the
+catalog entry's key rules (`keymap.RIGL_TF_TO_TORCHVISION`). ResNet-18 exists so tests can
+exercise every checkpoint format in a fraction of the time.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models import resnet18, resnet50
+
+from sparse_transfer.models.registry import ARCHS, Arch
+
+__all__ = ["build_resnet18", "build_resnet50"]
+
+
+def build_resnet18(num_classes: int) -> nn.Module:
+    return resnet18(weights=None, num_classes=num_classes)
+
+
+def build_resnet50(num_classes: int) -> nn.Module:
+    return resnet50(weights=None, num_classes=num_classes)
+
+
+ARCHS.add("resnet18", Arch("resnet18", build_resnet18, "fc", (3, 224, 224)))
+ARCHS.add("resnet50", Arch("resnet50", build_resnet50, "fc", (3, 224, 224)))
