@@ -49,6 +49,8 @@ class Storage:
         if parsed.scheme in ("", "file"):
             self.kind = "local"
             self.local_root = Path(parsed.path if parsed.scheme else uri).expanduser().resolve()
+            # Absolute from here on: Ray workers run in other directories than the driver.
+            self.uri = str(self.local_root)
             self.bucket = self.prefix = ""
         elif parsed.scheme == "s3":
             unknown = set(query) - _ALLOWED_PARAMS

@@ -241,7 +241,7 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
         ],
         # A trial resumes from its last epoch, so retrying after a lost node (a reclaimed spot
         # instance) is cheap; a trial that fails for its own reasons still fails, loudly.
-        failure_config=tune.FailureConfig(max_failures=2),
+        failure_config=tune.FailureConfig(max_failures=1),
         verbose=0,
     )
 
