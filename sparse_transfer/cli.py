@@ -44,19 +44,24 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @app.command()
-def validate(specs: Annotated[list[Path], typer.Argument(help="Sweep spec YAML files.")]) -> None:
-    """Check sweep specs without running anything (exit 0 when all are valid)."""
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="Sweep specs; zoo_*.yaml are zoo specs.")],
+) -> None:
+    """Check sweep and zoo specs without running anything (exit 0 when all are valid)."""
     from sparse_transfer.config import SpecError, load_spec
+    from sparse_transfer.config.zoo_spec import load_zoo_spec
 
     bad = 0
     for path in specs:
         try:
-            spec = load_spec(path)
+            if path.name.startswith("zoo_"):
+                zoo = load_zoo_spec(path)
+                typer.echo(f"{path}: ok (zoo {zoo.name!r}, {len(zoo.entries)} entries)")
+            else:
+                typer.echo(f"{path}: ok ({_describe(load_spec(path))})")
         except SpecError as err:
             bad += 1
             typer.echo(str(err), err=True)
-            continue
-        typer.echo(f"{path}: ok ({_describe(spec)})")
     if bad:
         raise typer.Exit(1)
 
@@ -97,16 +102,24 @@ def quickstart(
 
 
 def _run(spec, address: str | None) -> None:
+    from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
 
-    state = run_sweep(spec, address=address)
+    try:
+        state = run_sweep(spec, address=address)
+    except (KeyError, FileNotFoundError, StorageError) as err:  # found before any training
+        _fail(f"error: {err.args[0] if err.args else err}")
     _print_outcome(state)
 
 
 @app.command()
 def resume(
-    sweep_dir: Annotated[str, typer.Argument(
-        help="The sweep to finish: its directory, or s3://bucket/prefix/sweeps/<id>.")],
+    sweep_dir: Annotated[
+        str,
+        typer.Argument(
+            help="The sweep to finish: its directory, or s3://bucket/prefix/sweeps/<id>."
+        ),
+    ],
     address: Address = None,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
@@ -175,6 +188,45 @@ def report(
         _fail(str(err))
     typer.echo(format_summary(summarize(results)))
     typer.echo(f"\nwrote {paths.results}, {paths.summary}, {paths.figure}, {paths.html}")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    spec: Annotated[Path, typer.Argument(help="Zoo spec YAML (see sweeps/zoo_demo.yaml).")],
+    overrides: Overrides = None,
+    address: Address = None,
+) -> None:
+    """Build upstream models (methods x sparsities) as parallel Ray tasks, logged to MLflow."""
+    import ray
+
+    from sparse_transfer.config import SpecError
+    from sparse_transfer.config.zoo_spec import load_zoo_spec
+    from sparse_transfer.storage import Storage
+    from sparse_transfer.tracking import default_tracking_uri
+    from sparse_transfer.tracking.zoo_runs import log_zoo_build
+    from sparse_transfer.zoo import build_zoo
+
+    try:
+        zoo = load_zoo_spec(spec, overrides or [])
+    except SpecError as err:
+        _fail(str(err))
+    store = Storage(zoo.storage)
+    names = [f"{name}{suffix}" for name in zoo.entry_names() for suffix in (".pt", ".json")]
+    for name in names:
+        store.download("zoo", *name.split("/"))
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    built = build_zoo(zoo, store.local("zoo"), log=typer.echo, use_ray=True)
+    for name in names:
+        store.upload("zoo", *name.split("/"))
+    if built:
+        uri = default_tracking_uri(zoo.tracking.uri)
+        experiment = zoo.tracking.experiment or f"zoo-{zoo.name}"
+        log_zoo_build(uri, experiment, zoo.name, built)
+        typer.echo(f"mlflow: {uri} (experiment {experiment!r})")
+    else:
+        typer.echo(f"zoo {zoo.name}: every entry is current, nothing built")
+    typer.echo(f"zoo: {store.display('zoo', zoo.name)}")
 
 
 @zoo_app.command("list")

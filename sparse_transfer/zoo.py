@@ -1,8 +1,11 @@
 """The upstream zoo: pretrained and pruned models stored as data (weights, masks, metadata).
 
-The quickstart zoo is built from a recipe: pretrain the quickstart CNN on `digits_0to4`, then
-prune copies of it with each method at each sparsity. Entries are cached under the zoo directory
-and keyed by the recipe's hash, so a second sweep reuses them and a changed recipe rebuilds.
+A zoo spec (sparse_transfer/config/zoo_*.yaml, or any file given to `sparse-transfer zoo build`)
+pretrains one dense model on an upstream dataset, then prunes a copy of it per entry (method x
+sparsity x parameters). Each entry is keyed by a digest of everything that made it, so building
+again reuses what is current and rebuilds only what changed. `zoo build` runs the entries as
+parallel Ray tasks and logs each to MLflow (`stage=upstream`); sweeps build packaged zoos on
+demand, in process.
 """
 
 from __future__ import annotations
@@ -12,173 +15,254 @@ import fcntl
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import torch
 
+from sparse_transfer.config.zoo_spec import ZooEntrySpec, ZooSpec, load_zoo_spec
 from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream, save_upstream
+from sparse_transfer.models.flops import count_flops
 from sparse_transfer.pruning import METHODS, PruneContext, prunable_weights, sparsity_report
 from sparse_transfer.transfer.loop import evaluate, make_optimizer, normalize, train_epoch
 
-__all__ = ["QUICKSTART_RECIPE", "ZooRecipe", "entry_path", "ensure_entry", "list_entries"]
+__all__ = [
+    "QUICKSTART_RECIPE",
+    "RECIPES",
+    "build_zoo",
+    "entry_path",
+    "ensure_entry",
+    "list_entries",
+    "recipe_of",
+]
+
+_DEFAULT_HPARAMS = {
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+}
 
 
-@dataclass(frozen=True)
-class ZooRecipe:
-    name: str
-    arch: str
-    dataset: str
-    pretrain_epochs: int
-    prune_epochs: int
-    entries: tuple[tuple[str, float], ...]  # (method, sparsity)
-    hparams: dict = field(default_factory=dict)
-    seed: int = 0
-
-    def entry_name(self, method: str, sparsity: float) -> str:
-        return (
-            f"{self.name}/{method}"
-            if method == "dense"
-            else f"{self.name}/{method}_{round(sparsity * 100)}"
-        )
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+def _packaged() -> dict[str, ZooSpec]:
+    folder = files("sparse_transfer.config")
+    specs = [
+        load_zoo_spec(Path(str(folder / f.name)))
+        for f in folder.iterdir()
+        if f.name.startswith("zoo_") and f.name.endswith(".yaml")
+    ]
+    return {spec.name: spec for spec in specs}
 
 
-QUICKSTART_RECIPE = ZooRecipe(
-    name="quickstart",
-    arch="quickstart_cnn",
-    dataset="digits_0to4",
-    pretrain_epochs=15,
-    prune_epochs=9,
-    entries=(("dense", 0.0), ("magnitude", 0.7), ("magnitude", 0.9), ("gmp", 0.7), ("gmp", 0.9)),
-    hparams={
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "batch_size": 64,
-        "label_smoothing": 0.0,
-    },
-)
-RECIPES = {QUICKSTART_RECIPE.name: QUICKSTART_RECIPE}
+RECIPES: dict[str, ZooSpec] = _packaged()  # zoos a sweep may build on demand
+QUICKSTART_RECIPE = RECIPES["quickstart"]
 
 
 def entry_path(zoo_dir: Path, name: str) -> Path:
     return Path(zoo_dir) / f"{name}.pt"
 
 
+def recipe_of(name: str) -> ZooSpec:
+    zoo = name.split("/", 1)[0]
+    if zoo not in RECIPES:
+        specs = [str(p) for p in sorted(Path("sweeps").glob("zoo_*.y*ml")) if _spec_name(p) == zoo]
+        spec_file = specs[0] if specs else f"<a zoo spec with name: {zoo}>"
+        command = f"sparse-transfer zoo build {spec_file}"
+        raise KeyError(
+            f"zoo entry {name!r} is not built (packaged zoos: {sorted(RECIPES)}); "
+            f"build it first: {command}"
+        )
+    return RECIPES[zoo]
+
+
+def _spec_name(path: Path) -> str | None:
+    try:
+        return load_zoo_spec(path).name
+    except Exception:  # a broken spec elsewhere is not this error's business
+        return None
+
+
 def ensure_entry(zoo_dir: Path, name: str, log=print) -> Path:
-    """Path of zoo entry `name`, building its recipe first if it is missing or stale."""
-    recipe = recipe_of(name)
-    recipe_name = recipe.name
-    known = [recipe.entry_name(m, s) for m, s in recipe.entries]
-    if name not in known:
-        raise KeyError(f"zoo entry {name!r} is not in recipe {recipe_name!r}; known: {known}")
-    zoo_dir = Path(zoo_dir)
+    """Path of zoo entry `name`. Built first (with whatever else of its zoo is missing or
+    stale) when it is an entry of a packaged zoo; otherwise it must exist already."""
+    path = entry_path(zoo_dir, name)
+    zoo = name.split("/", 1)[0]
+    if zoo not in RECIPES and path.is_file():
+        return path  # built earlier by `zoo build` from a user's spec
+    spec = recipe_of(name)
+    if name not in spec.entry_names():
+        raise KeyError(
+            f"zoo entry {name!r} is not in zoo {spec.name!r}; known: {spec.entry_names()}"
+        )
+    build_zoo(spec, Path(zoo_dir), log=log)
+    return path
+
+
+def entry_digest(spec: ZooSpec, entry: ZooEntrySpec) -> str:
+    return _digest(
+        {
+            "pretrain": _pretrain_digest(spec),
+            "entry": entry.model_dump(),
+            "prune_epochs": spec.prune_epochs,
+        }
+    )
+
+
+def _pretrain_digest(spec: ZooSpec) -> str:
+    return _digest(
+        {k: getattr(spec, k) for k in ("arch", "dataset", "pretrain_epochs", "hparams", "seed")}
+    )
+
+
+def _digest(blob: dict) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stale_entries(spec: ZooSpec, zoo_dir: Path) -> list[ZooEntrySpec]:
+    out = []
+    for entry in spec.entries:
+        meta = entry_path(zoo_dir, f"{spec.name}/{entry.entry}").with_suffix(".json")
+        if not meta.is_file() or json.loads(meta.read_text()).get("digest") != entry_digest(
+            spec, entry
+        ):
+            out.append(entry)
+    return out
+
+
+def build_zoo(spec: ZooSpec, zoo_dir: Path, *, log=print, use_ray: bool = False) -> list[dict]:
+    """Build the missing or stale entries; returns their metadata (empty when all current).
+    One builder at a time per zoo directory; others wait, then find the entries built."""
     zoo_dir.mkdir(parents=True, exist_ok=True)
-    # One builder at a time per zoo directory; others wait and then find the entries.
-    with open(zoo_dir / f".{recipe_name}.lock", "w") as lock:
+    with open(zoo_dir / f".{spec.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _is_current(zoo_dir, recipe):
-            build_recipe(zoo_dir, recipe, log=log)
-    return entry_path(zoo_dir, name)
+        todo = stale_entries(spec, zoo_dir)
+        if not todo:
+            return []
+        started = time.perf_counter()
+        pretrained = _pretrained(spec, zoo_dir, log)
+        if use_ray:
+            import ray
+
+            task = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu)(
+                build_entry
+            )
+            built = ray.get([task.remote(spec, e, str(pretrained), str(zoo_dir)) for e in todo])
+        else:
+            built = [build_entry(spec, e, str(pretrained), str(zoo_dir)) for e in todo]
+        for meta in built:
+            log(
+                f"zoo {meta['name']}: sparsity {meta['sparsity']:.4f}, "
+                f"upstream val top1 {meta['upstream_val_top1']:.1f}%"
+            )
+        log(f"zoo {spec.name}: built {len(built)} entries in {time.perf_counter() - started:.1f}s")
+        return built
 
 
-def recipe_of(name: str) -> ZooRecipe:
-    recipe_name = name.split("/", 1)[0]
-    if recipe_name not in RECIPES:
-        raise KeyError(f"unknown zoo {recipe_name!r} in entry {name!r}; known: {sorted(RECIPES)}")
-    return RECIPES[recipe_name]
-
-
-def _is_current(zoo_dir: Path, recipe: ZooRecipe) -> bool:
-    for method, sparsity in recipe.entries:
-        meta = entry_path(zoo_dir, recipe.entry_name(method, sparsity)).with_suffix(".json")
-        if not meta.is_file() or json.loads(meta.read_text()).get("recipe") != recipe.digest():
-            return False
-    return True
-
-
-def build_recipe(zoo_dir: Path, recipe: ZooRecipe, log=print) -> None:
-    started = time.perf_counter()
-    dataset = DATASETS.get(recipe.dataset)
-    preprocessing = _preprocessing(dataset.load("train")[0])
+def _data(spec: ZooSpec):
+    dataset = DATASETS.get(spec.dataset)
     train_x, train_y = dataset.load("train")
     val_x, val_y = dataset.load("val")
-    train_x, val_x = normalize(train_x, preprocessing), normalize(val_x, preprocessing)
-    arch = ARCHS.get(recipe.arch)
-    torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    dense = arch.build(dataset.num_classes)
-    hparams = dict(recipe.hparams)
-    optimizer = make_optimizer(dense.parameters(), hparams)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.pretrain_epochs)
-    for _ in range(recipe.pretrain_epochs):
+    preprocessing = {
+        "mean": [float(train_x.mean())],
+        "std": [float(train_x.std())],
+        "input_size": list(train_x.shape[-2:]),
+        "interpolation": "none",
+    }
+    return (
+        dataset,
+        preprocessing,
+        normalize(train_x, preprocessing),
+        train_y,
+        normalize(val_x, preprocessing),
+        val_y,
+    )
+
+
+def _pretrained(spec: ZooSpec, zoo_dir: Path, log) -> Path:
+    """The dense starting model, trained once per pretraining settings and kept."""
+    path = zoo_dir / spec.name / f"_pretrained-{_pretrain_digest(spec)}.pt"
+    if path.is_file():
+        return path
+    dataset, preprocessing, train_x, train_y, val_x, val_y = _data(spec)
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    model = ARCHS.get(spec.arch).build(dataset.num_classes)
+    hparams = {**_DEFAULT_HPARAMS, **spec.hparams}
+    optimizer = make_optimizer(model.parameters(), hparams)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, spec.pretrain_epochs)
+    for _ in range(spec.pretrain_epochs):
         train_epoch(
-            dense,
+            model,
             train_x,
             train_y,
             optimizer,
-            batch_size=hparams["batch_size"],
+            batch_size=int(hparams["batch_size"]),
             generator=generator,
             augment=True,
         )
         schedule.step()
-    log(
-        f"zoo {recipe.name}: pretrained {recipe.arch} on {recipe.dataset} "
-        f"(val top1 {evaluate(dense, val_x, val_y, dataset.num_classes)['top1']:.1f}%)"
+    top1 = evaluate(model, val_x, val_y, dataset.num_classes)["top1"]
+    log(f"zoo {spec.name}: pretrained {spec.arch} on {spec.dataset} (val top1 {top1:.1f}%)")
+    save_upstream(
+        path,
+        UpstreamCheckpoint(
+            spec.arch,
+            dataset.num_classes,
+            model.state_dict(),
+            {},
+            {"preprocessing": preprocessing},
+        ),
     )
-    for method_name, sparsity in recipe.entries:
-        model = copy.deepcopy(dense)
-        ctx = PruneContext(
-            train_x,
-            train_y,
-            recipe.prune_epochs,
-            {**hparams, "lr": hparams["lr"] / 5},
-            generator,
-            exclude=(arch.classifier,),
-        )
-        masks = METHODS.get(method_name).prune(model, sparsity, ctx)
-        name = recipe.entry_name(method_name, sparsity)
-        metrics = evaluate(model, val_x, val_y, dataset.num_classes)
-        total, per_layer = sparsity_report(prunable_weights(model, exclude=(arch.classifier,)))
-        metadata = {
-            "name": name,
-            "recipe": recipe.digest(),
-            "method": method_name,
-            "arch": recipe.arch,
-            "target_sparsity": sparsity,
-            "sparsity": total,
-            "per_layer_sparsity": per_layer,
-            "upstream_dataset": recipe.dataset,
-            "upstream_val_top1": metrics["top1"],
-            "preprocessing": preprocessing,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        checkpoint = UpstreamCheckpoint(
-            recipe.arch, dataset.num_classes, model.state_dict(), masks, metadata
-        )
-        path = entry_path(zoo_dir, name)
-        metadata["sha256"] = save_upstream(path, checkpoint)
-        path.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
-        log(f"zoo {name}: sparsity {total:.3f}, upstream val top1 {metrics['top1']:.1f}%")
-    log(f"zoo {recipe.name}: built in {time.perf_counter() - started:.1f}s")
+    return path
 
 
-def _preprocessing(images: torch.Tensor) -> dict:
-    return {
-        "mean": [float(images.mean())],
-        "std": [float(images.std())],
-        "input_size": list(images.shape[-2:]),
-        "interpolation": "none",
+def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: str) -> dict:
+    """Prune a copy of the pretrained model with one method; write weights, masks, metadata."""
+    dataset, preprocessing, train_x, train_y, val_x, val_y = _data(spec)
+    arch = ARCHS.get(spec.arch)
+    model = copy.deepcopy(load_upstream(pretrained).build_model())
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    hparams = {**_DEFAULT_HPARAMS, **spec.hparams}
+    hparams["lr"] = hparams["lr"] / 5  # pruning finetunes from a trained model
+    method = METHODS.get(entry.method)
+    params_type = getattr(method, "params_type", None)
+    if params_type is not None:
+        method = type(method)(params=params_type(**entry.params))
+    ctx = PruneContext(
+        train_x, train_y, spec.prune_epochs, hparams, generator, exclude=(arch.classifier,)
+    )
+    masks = method.prune(model, entry.sparsity, ctx)
+    name = f"{spec.name}/{entry.entry}"
+    total, per_layer = sparsity_report(prunable_weights(model, exclude=(arch.classifier,)))
+    dense_flops, sparse_flops = count_flops(model, arch.input_shape)
+    metadata = {
+        "name": name,
+        "zoo": spec.name,
+        "digest": entry_digest(spec, entry),
+        "method": entry.method,
+        "params": entry.params,
+        "arch": spec.arch,
+        "target_sparsity": entry.sparsity,
+        "sparsity": total,
+        "per_layer_sparsity": per_layer,
+        "upstream_dataset": spec.dataset,
+        "upstream_val_top1": evaluate(model, val_x, val_y, dataset.num_classes)["top1"],
+        "dense_flops": dense_flops,
+        "sparse_flops": sparse_flops,
+        "preprocessing": preprocessing,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    path = entry_path(Path(zoo_dir), name)
+    metadata["sha256"] = save_upstream(
+        path,
+        UpstreamCheckpoint(spec.arch, dataset.num_classes, model.state_dict(), masks, metadata),
+    )
+    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
+    return metadata
 
 
 def list_entries(zoo_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(zoo_dir).rglob("*.json"))]
-
-
-def resolve_checkpoint(path: Path) -> UpstreamCheckpoint:
-    return load_upstream(path)

@@ -28,6 +28,6 @@ def zoo_dir(tmp_path_factory) -> Path:
     from sparse_transfer.zoo import QUICKSTART_RECIPE, ensure_entry
 
     path = tmp_path_factory.mktemp("zoo")
-    for method, sparsity in QUICKSTART_RECIPE.entries:
-        ensure_entry(path, QUICKSTART_RECIPE.entry_name(method, sparsity), log=lambda _: None)
+    for name in QUICKSTART_RECIPE.entry_names():
+        ensure_entry(path, name, log=lambda _: None)
     return path

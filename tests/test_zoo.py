@@ -11,7 +11,7 @@ from sparse_transfer.models import load_upstream
 from sparse_transfer.models.checkpoint import file_sha256
 from sparse_transfer.zoo import QUICKSTART_RECIPE, ensure_entry, entry_path, list_entries
 
-ENTRIES = [QUICKSTART_RECIPE.entry_name(m, s) for m, s in QUICKSTART_RECIPE.entries]
+ENTRIES = QUICKSTART_RECIPE.entry_names()
 
 
 def test_recipe_entry_names():
@@ -26,7 +26,7 @@ def test_recipe_entry_names():
 
 @pytest.mark.parametrize(
     ("name", "method", "target"),
-    [(QUICKSTART_RECIPE.entry_name(m, s), m, s) for m, s in QUICKSTART_RECIPE.entries],
+    [(f"quickstart/{e.entry}", e.method, e.sparsity) for e in QUICKSTART_RECIPE.entries],
 )
 def test_entry_metadata_is_honest(zoo_dir, name, method, target):
     path = entry_path(zoo_dir, name)

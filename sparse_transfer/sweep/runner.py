@@ -105,10 +105,10 @@ class SweepState:
 def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepState:
     store = Storage(spec.storage)
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    upstream_paths = resolve_upstreams(spec, store, log=log)  # may fail: nothing made yet
     sweep_dir = store.local(SWEEPS, sweep_id)
     sweep_dir.mkdir(parents=True, exist_ok=False)
     (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
-    upstream_paths = resolve_upstreams(spec, store, log=log)
     save_cells(sweep_dir / CELLS_FILE, plan_cells(spec, upstream_paths))
 
     tracking_uri = default_tracking_uri(spec.tracking.uri)

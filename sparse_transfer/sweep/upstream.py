@@ -8,7 +8,7 @@ from sparse_transfer.config import SweepSpec
 from sparse_transfer.models import ARCHS, load_upstream
 from sparse_transfer.pruning import prunable_weights, sparsity_report
 from sparse_transfer.storage import Storage
-from sparse_transfer.zoo import ensure_entry, recipe_of
+from sparse_transfer.zoo import RECIPES, ensure_entry, recipe_of
 
 __all__ = ["resolve_upstreams"]
 
@@ -51,12 +51,9 @@ def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, t
 def _zoo_in_storage(store: Storage, name: str, log) -> tuple[Path, str]:
     """A zoo entry kept in the sweep storage: fetched if another machine built it, built and
     uploaded otherwise."""
-    recipe = recipe_of(name)
-    files = [
-        f"{recipe.entry_name(m, s)}{suffix}"
-        for m, s in recipe.entries
-        for suffix in (".pt", ".json")
-    ]
+    packaged = name.split("/", 1)[0] in RECIPES
+    names = recipe_of(name).entry_names() if packaged else [name]
+    files = [f"{entry}{suffix}" for entry in names for suffix in (".pt", ".json")]
     for file in files:
         store.download("zoo", *file.split("/"))
     path = ensure_entry(store.local("zoo"), name, log=log)

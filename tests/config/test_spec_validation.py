@@ -14,7 +14,9 @@ from sparse_transfer.config import SpecError, apply_overrides, load_spec
 from sparse_transfer.tracking import default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[2]
-SWEEP_SPECS = sorted((REPO / "sweeps").glob("**/*.y*ml"))
+ALL_SPECS = sorted((REPO / "sweeps").glob("**/*.y*ml"))
+ZOO_SPECS = [p for p in ALL_SPECS if p.name.startswith("zoo_")]
+SWEEP_SPECS = [p for p in ALL_SPECS if p not in ZOO_SPECS]
 
 VALID: dict = {
     "name": "tiny",
@@ -63,7 +65,27 @@ def test_every_shipped_spec_validates(path):
     assert all(mode in spec.search_space for mode in spec.modes)
 
 
-@pytest.mark.parametrize("path", SWEEP_SPECS, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("path", ZOO_SPECS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_zoo_spec_validates(path):
+    from sparse_transfer.config.zoo_spec import load_zoo_spec
+
+    zoo = load_zoo_spec(path)
+    assert zoo.entry_names()
+
+
+def test_sweeps_name_only_zoo_entries_that_a_zoo_spec_builds():
+    from sparse_transfer.config.zoo_spec import load_zoo_spec
+    from sparse_transfer.zoo import RECIPES
+
+    buildable = {n for p in ZOO_SPECS for n in load_zoo_spec(p).entry_names()}
+    buildable |= {n for zoo in RECIPES.values() for n in zoo.entry_names()}
+    for path in SWEEP_SPECS:
+        for upstream in load_spec(path).upstream:
+            if upstream.zoo:
+                assert upstream.zoo in buildable, f"{path.name}: {upstream.zoo}"
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_spec_opens_with_a_header_comment(path):
     assert path.read_text().startswith("#"), "STYLE: a spec starts with what it is and how to run"
 

@@ -1,0 +1,122 @@
+"""Pydantic model of a zoo spec: how to build upstream models from one dense model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from sparse_transfer.config.loader import SpecError, _format
+from sparse_transfer.config.spec import Resources, Strict, Tracking
+
+__all__ = ["ZooEntrySpec", "ZooSpec", "load_zoo_spec"]
+
+
+class ZooEntrySpec(Strict):
+    method: str
+    sparsity: float
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sparsity")
+    @classmethod
+    def _range(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _method_and_params(self) -> ZooEntrySpec:
+        from sparse_transfer.pruning import METHODS
+
+        if self.method not in METHODS:
+            raise ValueError(
+                f"method: unknown pruning method {self.method!r}; valid: "
+                f"{', '.join(METHODS.names())}"
+            )
+        if (self.method == "dense") != (self.sparsity == 0.0):
+            raise ValueError("sparsity: dense has sparsity 0.0, and only dense does")
+        params_type = getattr(METHODS.get(self.method), "params_type", None)
+        if self.params and params_type is None:
+            raise ValueError(f"params: method {self.method!r} takes no parameters")
+        if params_type is not None:
+            try:
+                params_type(**self.params)
+            except ValidationError as err:
+                raise ValueError(f"params: {err}") from None
+        return self
+
+    @property
+    def entry(self) -> str:
+        return (
+            self.method
+            if self.method == "dense"
+            else f"{self.method}_{round(self.sparsity * 100)}"
+        )
+
+
+class ZooSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str = ""
+    arch: str
+    dataset: str
+    pretrain_epochs: int = Field(ge=1)
+    prune_epochs: int = Field(ge=1)
+    hparams: dict[str, float] = Field(default_factory=dict)
+    entries: list[ZooEntrySpec] = Field(min_length=1)
+    seed: int = 0
+    resources: Resources = Resources()
+    storage: str = "./sparse-transfer-runs"
+    tracking: Tracking = Tracking()
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        from sparse_transfer.models import ARCHS
+
+        if value not in ARCHS:
+            raise ValueError(f"unknown architecture {value!r}; valid: {', '.join(ARCHS.names())}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        from sparse_transfer.data import DATASETS
+
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; valid: {', '.join(DATASETS.names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ZooSpec:
+        names = [e.entry for e in self.entries]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"entries: duplicate entries {duplicates}")
+        return self
+
+    def entry_name(self, method: str, sparsity: float) -> str:
+        return f"{self.name}/{ZooEntrySpec(method=method, sparsity=sparsity).entry}"
+
+    def entry_names(self) -> list[str]:
+        return [f"{self.name}/{e.entry}" for e in self.entries]
+
+
+def load_zoo_spec(path: str | Path, overrides: list[str] | None = None) -> ZooSpec:
+    from sparse_transfer.config.loader import apply_overrides
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such zoo spec file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a zoo spec is a YAML mapping")
+    raw = apply_overrides(raw, overrides or [], source=str(path))
+    try:
+        return ZooSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format(err, str(path)).replace("sweep spec", "zoo spec")) from None
