@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 
 from sparse_transfer.config import SweepSpec, parse_spec
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def small_spec(tmp_path: Path, zoo_dir: Path | None, **changes) -> SweepSpec:
     """A 4-cell study (dense and gmp_90 x digits_5to9 x both modes); `zoo_dir=None` keeps
