@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +16,31 @@ from mlflow import MlflowClient
 from sparse_transfer.config import SweepSpec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "sparse_transfer.cli"]
+
+
+def start_sweep(spec_file: Path, log_file: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """`sparse-transfer sweep` in its own process group (so it can be killed with its Ray)."""
+    with open(log_file, "w") as log:
+        return subprocess.Popen(
+            [*CLI, "sweep", str(spec_file)],
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def kill_when(process: subprocess.Popen, ready, log_file: Path, timeout: float = 300) -> None:
+    """SIGKILL the driver and the local Ray it started once `ready()`: a crash, no clean-up."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the sweep ended early:\n" + log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def small_spec(tmp_path: Path, zoo_dir: Path | None, **changes) -> SweepSpec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from sparse_transfer.pruning._training import run_epoch
 from sparse_transfer.pruning.magnitude import finetune
 from sparse_transfer.pruning.masks import (
     Masks,
@@ -19,7 +20,7 @@ from sparse_transfer.pruning.masks import (
     prunable_weights,
 )
 from sparse_transfer.pruning.method import METHODS, PruneContext
-from sparse_transfer.transfer.loop import make_optimizer, train_epoch
+from sparse_transfer.transfer.loop import make_optimizer
 
 __all__ = ["cubic_sparsity"]
 
@@ -42,17 +43,7 @@ class GradualMagnitude:
             target = cubic_sparsity(epoch + 1, ramp, sparsity)
             masks = global_magnitude_masks(weights, target)
             apply_masks(model, masks)
-            loss = train_epoch(
-                model,
-                ctx.inputs,
-                ctx.labels,
-                optimizer,
-                batch_size=int(ctx.hparams["batch_size"]),
-                generator=ctx.generator,
-                label_smoothing=float(ctx.hparams.get("label_smoothing", 0.0)),
-                masks=masks,
-                augment=True,
-            )
+            loss = run_epoch(model, ctx, optimizer, masks)
             ctx.log.append({"target_sparsity": target, "train_loss": loss})
         finetune(model, masks, ctx, epochs=ctx.epochs - ramp)
         return masks

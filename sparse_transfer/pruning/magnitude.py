@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from sparse_transfer.pruning._training import run_epoch
 from sparse_transfer.pruning.masks import (
     Masks,
     apply_masks,
@@ -16,7 +17,7 @@ from sparse_transfer.pruning.masks import (
     prunable_weights,
 )
 from sparse_transfer.pruning.method import METHODS, PruneContext
-from sparse_transfer.transfer.loop import make_optimizer, train_epoch
+from sparse_transfer.transfer.loop import make_optimizer
 
 
 class Magnitude:
@@ -32,18 +33,7 @@ class Magnitude:
 def finetune(model: nn.Module, masks: Masks, ctx: PruneContext, *, epochs: int) -> None:
     optimizer = make_optimizer(model.parameters(), ctx.hparams)
     for _ in range(epochs):
-        loss = train_epoch(
-            model,
-            ctx.inputs,
-            ctx.labels,
-            optimizer,
-            batch_size=int(ctx.hparams["batch_size"]),
-            generator=ctx.generator,
-            label_smoothing=float(ctx.hparams.get("label_smoothing", 0.0)),
-            masks=masks,
-            augment=True,
-        )
-        ctx.log.append({"train_loss": loss})
+        ctx.log.append({"train_loss": run_epoch(model, ctx, optimizer, masks)})
 
 
 METHODS.add("magnitude", Magnitude())

@@ -19,14 +19,13 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from moto.server import ThreadedMotoServer
-from sweep_helpers import small_spec
+from sweep_helpers import CLI, kill_when, small_spec, start_sweep
 
 from sparse_transfer.config import dump_spec
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "studies"
-CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -128,22 +127,9 @@ def test_s3_sweep_with_mlflow_server_resumes_from_s3(s3, mlflow_server, tmp_path
         "PYTHONUNBUFFERED": "1",
         "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache-first"),
     }
-    with open(tmp_path / "sweep.log", "w") as log:
-        driver = subprocess.Popen(
-            [*CLI, "sweep", str(spec_file)],
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=tmp_path,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 300
-        while len(_runs(mlflow_server, "s3study", "search", "FINISHED")) < 4:
-            assert driver.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the sweep made no progress"
-            time.sleep(1)
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    log = tmp_path / "sweep.log"
+    driver = start_sweep(spec_file, log, env, tmp_path)
+    kill_when(driver, lambda: len(_runs(mlflow_server, "s3study", "search", "FINISHED")) >= 4, log)
 
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix="study/sweeps/", Delimiter="/")
     (prefix,) = [p["Prefix"] for p in listed["CommonPrefixes"]]

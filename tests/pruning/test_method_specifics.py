@@ -43,13 +43,13 @@ def n_weights(model: nn.Module) -> int:
 
 def test_gmp_sparsity_per_epoch_follows_the_cubic_schedule(monkeypatch):
     seen = []
-    real_train_epoch = gmp_module.train_epoch
+    real_run_epoch = gmp_module.run_epoch
 
     def spy(model, *args, **kwargs):  # the sparsity each ramp epoch trains at
         seen.append(sparsity_report(backbone(model))[0])
-        return real_train_epoch(model, *args, **kwargs)
+        return real_run_epoch(model, *args, **kwargs)
 
-    monkeypatch.setattr(gmp_module, "train_epoch", spy)
+    monkeypatch.setattr(gmp_module, "run_epoch", spy)
     model, ctx = quickstart_model(), context(epochs=6)
     METHODS.get("gmp").prune(model, 0.8, ctx)
     ramp = 4  # two thirds of 6 epochs

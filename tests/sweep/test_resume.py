@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from optuna.trial import TrialState
-from sweep_helpers import child_runs, optuna_trials, parent_runs, small_spec
+from sweep_helpers import (
+    CLI,
+    child_runs,
+    kill_when,
+    optuna_trials,
+    parent_runs,
+    small_spec,
+    start_sweep,
+)
 
 from sparse_transfer.config import dump_spec
 
 pytestmark = pytest.mark.slow
-
-CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 
 
 def _finished_search_runs(db: Path) -> int:
@@ -35,32 +38,15 @@ def _finished_search_runs(db: Path) -> int:
         return 0
 
 
-def _kill_when(process: subprocess.Popen, ready, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline, "the sweep made no progress"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    process.wait()
-
-
 def test_killed_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path):
     spec = small_spec(tmp_path, zoo_dir, search={"trials_per_cell": 4, "max_concurrent_trials": 2})
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(dump_spec(spec))
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(tmp_path / "sweep.log", "w") as log:
-        process = subprocess.Popen(
-            [*CLI, "sweep", str(spec_file)],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=env,
-            cwd=tmp_path,
-        )
-        _kill_when(process, lambda: _finished_search_runs(db) >= 5)
+    log = tmp_path / "sweep.log"
+    process = start_sweep(spec_file, log, env, tmp_path)
+    kill_when(process, lambda: _finished_search_runs(db) >= 5, log)
 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())
