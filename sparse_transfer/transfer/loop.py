@@ -11,6 +11,7 @@ from torch import nn
 from sparse_transfer.pruning.masks import Masks, apply_masks
 
 __all__ = [
+    "train_step",
     "batches",
     "evaluate",
     "make_optimizer",
@@ -67,6 +68,34 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None):
         yield order[start : start + batch_size]
 
 
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    label_smoothing: float = 0.0,
+    masks: Masks | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One optimizer step; with `masks`, pruned weights stay exactly zero. Returns the loss."""
+    with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if masks:
+        params = dict(model.named_parameters())
+        # Zero the gradients of pruned weights so momentum never builds up there ...
+        for name, mask in masks.items():
+            if params[name].grad is not None:
+                params[name].grad.mul_(mask)
+    optimizer.step()
+    if masks:
+        # ... and re-apply the mask, since weight decay and momentum still move them.
+        apply_masks(model, masks)
+    return loss.detach()
+
+
 def train_epoch(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -79,29 +108,17 @@ def train_epoch(
     masks: Masks | None = None,
     augment: bool = False,
 ) -> float:
-    """One pass over the data; with `masks`, pruned weights stay exactly zero. Returns the loss."""
+    """One pass over in-memory data (see `train_step`). Returns the mean loss."""
     model.train()
-    params = dict(model.named_parameters())
     total, count = 0.0, 0
     for index in batches(len(labels), batch_size, generator):
         x = inputs[index]
         if augment:
             x = random_shift(x, generator)
-        loss = nn.functional.cross_entropy(
-            model(x), labels[index], label_smoothing=label_smoothing
+        loss = train_step(
+            model, x, labels[index], optimizer, label_smoothing=label_smoothing, masks=masks
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if masks:
-            # Zero the gradients of pruned weights so momentum never builds up there ...
-            for name, mask in masks.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(mask)
-        optimizer.step()
-        if masks:
-            # ... and re-apply the mask, since weight decay and momentum still move them.
-            apply_masks(model, masks)
-        total += float(loss.detach()) * len(index)
+        total += float(loss) * len(index)
         count += len(index)
     return total / max(count, 1)
 
