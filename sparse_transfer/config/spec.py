@@ -12,6 +12,7 @@ __all__ = [
     "MODES",
     "Choice",
     "Distribution",
+    "DownstreamPruning",
     "EarlyStopping",
     "IntRange",
     "LogUniform",
@@ -23,7 +24,10 @@ __all__ = [
     "Upstream",
 ]
 
-MODES = ("full", "linear")
+# full: finetune everything, upstream masks fixed; linear: frozen backbone, linear head;
+# prune: full finetuning that also prunes, with GMP, up to `downstream_pruning.target_sparsity`.
+MODES = ("full", "linear", "prune")
+Mode = Literal["full", "linear", "prune"]
 
 # Every knob the transfer trainer understands, with its default. A search space may sample any of
 # them; the rest take these values. Names are the ones logged as MLflow params.
@@ -169,14 +173,24 @@ class Tracking(Strict):
     experiment: str | None = None
 
 
+class DownstreamPruning(Strict):
+    """Transfer, then prune: gradual magnitude pruning (Zhu & Gupta's cubic schedule) during
+    full finetuning, from the upstream model's sparsity to `target_sparsity` over the first
+    `ramp_fraction` of the epochs. Cells whose upstream is already as sparse are skipped."""
+
+    target_sparsity: float = Field(gt=0.0, lt=1.0)
+    ramp_fraction: float = Field(2 / 3, gt=0.0, le=1.0)
+
+
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     description: str = ""
     upstream: list[Upstream] = Field(min_length=1)
     datasets: list[DatasetName] = Field(min_length=1)
-    modes: list[Literal["full", "linear"]] = Field(min_length=1)
+    modes: list[Mode] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
-    search_space: dict[Literal["full", "linear"], dict[str, SpaceValue]]
+    search_space: dict[Mode, dict[str, SpaceValue]]
+    downstream_pruning: DownstreamPruning | None = None
     search: Search = Search()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
@@ -196,6 +210,17 @@ class SweepSpec(Strict):
         for index, upstream in enumerate(self.upstream):
             if upstream.method == "dense" and upstream.sparsity != 0.0:
                 raise ValueError(f"upstream[{index}].sparsity: a dense model has sparsity 0.0")
+        if "prune" in self.modes:
+            if self.downstream_pruning is None:
+                raise ValueError(
+                    "downstream_pruning: mode 'prune' needs downstream_pruning.target_sparsity"
+                )
+            target = self.downstream_pruning.target_sparsity
+            if all(u.sparsity >= target for u in self.upstream):
+                raise ValueError(
+                    f"downstream_pruning.target_sparsity: {target} is not above the sparsity "
+                    "of any upstream model, so mode 'prune' has no cell"
+                )
         if self.early_stopping.scheduler == "asha":
             for mode in self.modes:
                 most = max_epochs(self.search_space[mode])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from sparse_transfer.config import SweepSpec
+from sparse_transfer.sweep.cells import cell_keys
 
 __all__ = ["describe"]
 
 
 def describe(spec: SweepSpec) -> str:
-    cells = len(spec.upstream) * len(spec.datasets) * len(spec.modes)
+    cells = len(cell_keys(spec))
     search = cells * spec.search.trials_per_cell
     final = cells * len(spec.seeds)
     return f"{cells} cells, {search} search trials, {final} final runs"

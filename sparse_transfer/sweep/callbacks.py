@@ -70,6 +70,8 @@ class MlflowTrials(Callback):
             "upstream": s["upstream"],
             "git_commit": self.commit,
         }
+        if s["mode"] == "prune":
+            tags["downstream_target"] = str(s["downstream_target"])
         if "optuna_trial" in s:
             tags["optuna_trial"] = str(s["optuna_trial"])
         self.recorder.open_trial(

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sparse_transfer.config import SweepSpec
+from sparse_transfer.config import SweepSpec, Upstream
 
 __all__ = ["Cell", "plan_cells"]
 
@@ -42,8 +42,20 @@ class Cell:
         return asdict(self)
 
 
+def cell_keys(spec: SweepSpec) -> list[tuple[Upstream, str, str]]:
+    """(upstream, dataset, mode) of every cell, in a stable order. A `prune` cell exists only
+    where the upstream model is less sparse than the downstream target."""
+    target = spec.downstream_pruning.target_sparsity if spec.downstream_pruning else 1.0
+    return [
+        (u, dataset, mode)
+        for u in spec.upstream
+        for dataset in spec.datasets
+        for mode in spec.modes
+        if mode != "prune" or u.sparsity < target
+    ]
+
+
 def plan_cells(spec: SweepSpec, upstreams: dict[str, tuple[Path, str]]) -> list[Cell]:
-    """Every cell of the study, in a stable order (upstream, dataset, mode)."""
     return [
         Cell(
             u.name,
@@ -55,9 +67,7 @@ def plan_cells(spec: SweepSpec, upstreams: dict[str, tuple[Path, str]]) -> list[
             str(upstreams[u.name][0]),
             upstreams[u.name][1],
         )
-        for u in spec.upstream
-        for dataset in spec.datasets
-        for mode in spec.modes
+        for u, dataset, mode in cell_keys(spec)
     ]
 
 

@@ -219,6 +219,14 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "sweep_id": state.sweep_id,
         "threads": max(1, int(spec.resources.cpu)),
         "gpu": spec.resources.gpu,
+        **(
+            {
+                "downstream_target": spec.downstream_pruning.target_sparsity,
+                "downstream_ramp": spec.downstream_pruning.ramp_fraction,
+            }
+            if spec.downstream_pruning
+            else {}
+        ),
     }
 
 

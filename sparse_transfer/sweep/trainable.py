@@ -81,6 +81,8 @@ def transfer_trainable(config: dict) -> None:
         feature_cache_dir=store.local("features"),
         storage=store,
         device=_device(float(settings.get("gpu", 0))),
+        prune_to=settings.get("downstream_target") if settings["mode"] == "prune" else None,
+        prune_ramp=float(settings.get("downstream_ramp", 2 / 3)),
     )
     trial_id = tune.get_context().get_trial_id()
     done = fetch_state(settings, trial_id, DONE_FILE)

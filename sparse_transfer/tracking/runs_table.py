@@ -70,6 +70,13 @@ def _row(run: Any, experiment: str) -> dict[str, object]:
             f"{TEST_TOP1_METRIC!r} metric; logged metrics: {sorted(metrics)}"
         )
     row: dict[str, object] = {tag: tags.get(tag, "") for tag in _RUN_TAGS}
+    if row["mode"] == "prune":
+        # Transfer, then prune: a fully finetuned model at the downstream target, reported
+        # next to models pruned upstream at the same sparsity ("prune, then transfer").
+        row["method"] = f"{row['method']}+downstream_gmp"
+        row["sparsity"] = tags["downstream_target"]
+        row["mode"] = "full"
+        row["transfer_mode"] = "prune"
     row["top1"] = metrics[TEST_TOP1_METRIC]
     row["run_id"] = run.info.run_id
     return row

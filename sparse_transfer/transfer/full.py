@@ -9,7 +9,14 @@ import torch
 from sparse_transfer import metrics as M
 from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, load_upstream, replace_classifier
-from sparse_transfer.pruning import SparsityDriftError, check_sparsity, prunable_weights
+from sparse_transfer.pruning import (
+    SparsityDriftError,
+    apply_masks,
+    check_sparsity,
+    global_magnitude_masks,
+    prunable_weights,
+)
+from sparse_transfer.pruning.gmp import cubic_sparsity
 from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
 from sparse_transfer.transfer.loop import (
     evaluate,
@@ -41,7 +48,9 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         for k, v in upstream.masks.items()
         if not k.startswith(arch.classifier + ".")
     }
-    upstream_sparsity = check_sparsity(prunable_weights(model, exclude=backbone), masks)
+    weights = prunable_weights(model, exclude=backbone)
+    upstream_sparsity = check_sparsity(weights, masks)
+    upstream_masks = masks
 
     preprocessing = upstream.metadata["preprocessing"]
     train_split, eval_split = job.splits
@@ -60,6 +69,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         schedule.load_state_dict(resume["schedule"])
         generator.set_state(resume["generator"])
         start = int(resume["epoch"])
+        masks = {k: v.to(device) for k, v in resume["masks"].items()}
 
     def state(epoch: int) -> dict:
         return {
@@ -68,11 +78,17 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
             "schedule": schedule.state_dict(),
             "generator": generator.get_state(),
             "epoch": epoch,
+            "masks": masks,  # downstream pruning changes them as it goes
         }
 
     epochs = int(hp["epochs"])
     for epoch in range(start + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
+        expected = upstream_sparsity
+        if job.prune_to is not None:  # transfer, then prune: GMP towards the target
+            expected = _scheduled(epoch, epochs, job, upstream_sparsity)
+            masks = global_magnitude_masks(weights, expected)
+            apply_masks(model, masks)
         loss = train_epoch(
             model,
             train_x,
@@ -86,10 +102,11 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         )
         schedule.step()
         scores = evaluate(model, eval_x, eval_y, dataset.num_classes)
-        sparsity = check_sparsity(prunable_weights(model, exclude=backbone), masks)
-        if abs(sparsity - upstream_sparsity) > SPARSITY_TOLERANCE:
+        sparsity = check_sparsity(weights, masks)
+        check_sparsity(weights, upstream_masks)  # what the upstream model pruned stays pruned
+        if abs(sparsity - expected) > SPARSITY_TOLERANCE:
             raise SparsityDriftError(
-                f"sparsity drifted from {upstream_sparsity:.4f} to {sparsity:.4f} in epoch {epoch}"
+                f"sparsity drifted from {expected:.4f} to {sparsity:.4f} in epoch {epoch}"
             )
         metrics = {
             M.EPOCH: epoch,
@@ -101,3 +118,9 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
             M.UPSTREAM_SPARSITY: upstream_sparsity,
         }
         yield EpochOutcome(epoch, metrics, lambda e=epoch: state(e), done=epoch == epochs)
+
+
+def _scheduled(epoch: int, epochs: int, job: TransferJob, initial: float) -> float:
+    """Zhu & Gupta's cubic ramp from the upstream sparsity to the target, then flat."""
+    ramp = max(1, round(job.prune_ramp * epochs))
+    return cubic_sparsity(min(epoch, ramp), ramp, final=job.prune_to, initial=initial)

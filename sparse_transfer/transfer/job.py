@@ -24,6 +24,8 @@ class TransferJob:
     feature_cache_dir: Path | None = None
     storage: object | None = None  # a sparse_transfer.storage.Storage holding shared features
     device: str = "cpu"
+    prune_to: float | None = None  # mode "prune": the sparsity to reach during finetuning
+    prune_ramp: float = 2 / 3  # ... over this fraction of the epochs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})

@@ -41,7 +41,11 @@ def test_demo_zoo_and_sweep_cover_every_method(ray_runtime, tmp_path, monkeypatc
     assert swept.exit_code == 0, swept.output
     (report,) = (tmp_path / "runs" / "sweeps").glob("*/report")
     summary = pd.read_csv(report / "summary.csv")
-    assert set(summary["method"]) == set(METHODS.names())
+    assert {m.split("+")[0] for m in summary["method"]} == set(METHODS.names())
+    downstream = summary[summary["method"].str.endswith("+downstream_gmp")]
+    assert set(downstream["sparsity"]) == {0.9} and "dense+downstream_gmp" in set(
+        downstream["method"]
+    )
     assert set(summary["mode"]) == {"full", "linear"}
     html = (report / "report.html").read_text()
     assert all(method in html for method in METHODS.names())
