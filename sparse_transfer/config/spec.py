@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -172,6 +173,16 @@ class Tracking(Strict):
     uri: str | None = None
     experiment: str | None = None
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value and "@" in (urlparse(value).netloc or ""):
+            raise ValueError(
+                "credentials do not belong in a spec; set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
+            )
+        return value
+
 
 class DownstreamPruning(Strict):
     """Transfer, then prune: gradual magnitude pruning (Zhu & Gupta's cubic schedule) during
@@ -197,6 +208,17 @@ class SweepSpec(Strict):
     storage: str = "./sparse-transfer-runs"
     zoo_dir: str | None = None  # default: <storage>/zoo
     tracking: Tracking = Tracking()
+
+    @field_validator("storage")
+    @classmethod
+    def _usable_storage(cls, value: str) -> str:
+        from sparse_transfer.storage import Storage, StorageError
+
+        try:
+            Storage(value)
+        except StorageError as err:
+            raise ValueError(str(err).removeprefix("storage: ")) from None
+        return value
 
     @model_validator(mode="after")
     def _cross_fields(self) -> SweepSpec:

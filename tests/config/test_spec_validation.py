@@ -319,3 +319,20 @@ def test_tracking_uri_relative_sqlite_made_absolute(monkeypatch, tmp_path):
     assert (
         default_tracking_uri("sqlite:///runs/m.db") == f"sqlite:///{tmp_path.resolve()}/runs/m.db"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("storage", "s3://bucket/p?access_key=AKIAX&secret_key=abc", "credentials"),
+        ("storage", "ftp://host/runs", "unsupported scheme"),
+        ("tracking", {"uri": "http://alice:secret@mlflow.example:5000"}, "credentials"),
+    ],
+)
+def test_specs_refuse_credentials_and_unusable_storage(tmp_path, key, value, message):
+    path = write_spec(tmp_path, {**VALID, key: value})
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    text = str(caught.value)
+    assert key in text and message in text
+    assert "secret" not in text.replace("secret_key", ""), "the error must not echo a secret"
