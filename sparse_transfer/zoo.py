@@ -106,6 +106,7 @@ def entry_digest(spec: ZooSpec, entry: ZooEntrySpec) -> str:
             "pretrain": _pretrain_digest(spec),
             "entry": entry.model_dump(),
             "prune_epochs": spec.prune_epochs,
+            "prune_classifier": spec.prune_classifier,
         }
     )
 
@@ -231,12 +232,12 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
     params_type = getattr(method, "params_type", None)
     if params_type is not None:
         method = type(method)(params=params_type(**entry.params))
-    ctx = PruneContext(
-        train_x, train_y, spec.prune_epochs, hparams, generator, exclude=(arch.classifier,)
-    )
+    # The classifier is left dense unless the spec says otherwise (transfer replaces it).
+    exclude = () if spec.prune_classifier else (arch.classifier,)
+    ctx = PruneContext(train_x, train_y, spec.prune_epochs, hparams, generator, exclude=exclude)
     masks = method.prune(model, entry.sparsity, ctx)
     name = f"{spec.name}/{entry.entry}"
-    total, per_layer = sparsity_report(prunable_weights(model, exclude=(arch.classifier,)))
+    total, per_layer = sparsity_report(prunable_weights(model, exclude=exclude))
     dense_flops, sparse_flops = count_flops(model, arch.input_shape)
     metadata = {
         "name": name,

@@ -85,3 +85,27 @@ def test_zoo_spec_errors_name_the_key(tmp_path):
     assert result.exit_code == 1
     assert "entries[0]" in result.output and "no_such" in result.output
     assert "entries[1]" in result.output and "prune_harder" in result.output
+
+
+@pytest.mark.parametrize("prune_classifier", [False, True])
+def test_classifier_is_pruned_only_by_choice(tmp_path, prune_classifier):
+    from sparse_transfer.config.zoo_spec import ZooSpec
+    from sparse_transfer.zoo import build_zoo
+
+    spec = ZooSpec.model_validate(
+        {
+            "name": "clf",
+            "arch": "quickstart_cnn",
+            "dataset": "digits_0to4",
+            "pretrain_epochs": 1,
+            "prune_epochs": 1,
+            "prune_classifier": prune_classifier,
+            "entries": [{"method": "magnitude", "sparsity": 0.8}],
+        }
+    )
+    (meta,) = build_zoo(spec, tmp_path, log=lambda _: None)
+    upstream = load_upstream(tmp_path / "clf" / "magnitude_80.pt")
+    assert ("fc.weight" in upstream.masks) is prune_classifier
+    assert bool((upstream.state_dict["fc.weight"] == 0).any()) is prune_classifier
+    assert ("fc.weight" in meta["per_layer_sparsity"]) is prune_classifier
+    assert abs(meta["sparsity"] - 0.8) < 1e-3

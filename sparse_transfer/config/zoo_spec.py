@@ -66,6 +66,7 @@ class ZooSpec(Strict):
     hparams: dict[str, float] = Field(default_factory=dict)
     entries: list[ZooEntrySpec] = Field(min_length=1)
     seed: int = 0
+    prune_classifier: bool = False  # conv and linear weights; the classifier only by choice
     resources: Resources = Resources()
     storage: str = "./sparse-transfer-runs"
     tracking: Tracking = Tracking()
