@@ -85,6 +85,8 @@ class SweepState:
     def load(cls, location: str | Path) -> SweepState:
         """From a local sweep directory or an s3://.../sweeps/<id> URI (fetched to this node)."""
         text = str(location)
+        if "://" not in text:
+            text = str(Path(text).expanduser().resolve())
         base, sep, sweep_id = text.rstrip("/").rpartition(f"/{SWEEPS}/")
         query = ""
         if "?" in sweep_id:
