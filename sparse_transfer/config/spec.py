@@ -108,13 +108,22 @@ def _known_dataset(value: str) -> str:
 DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 
+def _sparsity_in_range(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {value}")
+    return value
+
+
+Sparsity = Annotated[float, AfterValidator(_sparsity_in_range)]  # fraction of pruned weights
+
+
 class Upstream(Strict):
     """One upstream (pretrained, possibly pruned) model."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     arch: str
     method: str
-    sparsity: float
+    sparsity: Sparsity
     zoo: str | None = None
     checkpoint: str | None = None
 
@@ -131,13 +140,6 @@ class Upstream(Strict):
         from sparse_transfer.pruning import METHODS
 
         return _known(value, METHODS, "pruning method")
-
-    @field_validator("sparsity")
-    @classmethod
-    def _sparsity_range(cls, value: float) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {value}")
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Upstream:

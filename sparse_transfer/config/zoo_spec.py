@@ -9,22 +9,15 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sparse_transfer.config.loader import SpecError, _format
-from sparse_transfer.config.spec import Resources, Strict, Tracking
+from sparse_transfer.config.spec import Resources, Sparsity, Strict, Tracking
 
 __all__ = ["ZooEntrySpec", "ZooSpec", "load_zoo_spec"]
 
 
 class ZooEntrySpec(Strict):
     method: str
-    sparsity: float
+    sparsity: Sparsity
     params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("sparsity")
-    @classmethod
-    def _range(cls, value: float) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {value}")
-        return value
 
     @model_validator(mode="after")
     def _method_and_params(self) -> ZooEntrySpec:

@@ -3,7 +3,7 @@ compared with trials of the same (upstream model, dataset, mode)."""
 
 from __future__ import annotations
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
 __all__ = ["CellASHA"]
 
@@ -55,7 +55,3 @@ class CellASHA(FIFOScheduler):
 
     def debug_string(self) -> str:
         return f"Using ASHA per cell ({len(self._cells)} cells)"
-
-
-# Tune compares `TrialScheduler.STOP` by value; re-export for readers of this module.
-STOP = TrialScheduler.STOP
