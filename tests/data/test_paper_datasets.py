@@ -382,11 +382,6 @@ def test_a_cifar_batch_that_would_run_code_is_refused_not_executed(tmp_path):
     assert not created.exists()
 
 
-def test_s3_roots_are_not_implemented_yet_and_say_which_issue():
-    with pytest.raises(NotImplementedError, match="Paper scale"):
-        PAPER_DATASETS.get("cars").open("s3://bucket/cars", "test")
-
-
 def test_an_unknown_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown split"):
         PAPER_DATASETS.get("cars").open(tmp_path, "validation")

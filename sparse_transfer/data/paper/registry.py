@@ -19,7 +19,6 @@ from sparse_transfer.data.registry import SPLITS
 from sparse_transfer.registry import Registry
 
 __all__ = [
-    "ISSUE",
     "PAPER_DATASETS",
     "DatasetLayoutError",
     "ImageSplit",
@@ -27,11 +26,6 @@ __all__ = [
     "Samples",
     "require",
 ]
-
-ISSUE = (
-    "Paper scale: ResNet-50 and MobileNetV1, the 12 transfer datasets, published sparse "
-    "checkpoints"
-)
 
 ImageSource = Path | np.ndarray  # a file, or an HxWx3 uint8 array (CIFAR keeps pixels inline)
 Samples = list[tuple[ImageSource, int]]
@@ -60,11 +54,9 @@ class PaperDataset:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
         if str(root).startswith("s3://"):
-            raise NotImplementedError(
-                f"dataset {self.name!r}: reading from {root} is not implemented yet (issue "
-                f"{ISSUE!r}); sync it to a local root first, e.g. `aws s3 sync {root} /data/"
-                f"{self.name}`, and pass that path"
-            )
+            from sparse_transfer.data.remote import local_root  # imports this module
+
+            root = local_root(root)  # synced once per node, then read from local disk
         root = Path(root)
         if not root.is_dir():
             raise DatasetLayoutError(_message(self.name, root, self.layout, [str(root)]))
