@@ -101,8 +101,20 @@ SpaceValue = Distribution | float | int | str
 
 def _known_dataset(value: str) -> str:
     from sparse_transfer.data import DATASETS
+    from sparse_transfer.data.paper import PAPER_DATASETS
 
-    return _known(value, DATASETS, "dataset")
+    if value in DATASETS or value in PAPER_DATASETS:
+        return value
+    names = [*DATASETS.names(), *PAPER_DATASETS.names()]
+    raise ValueError(f"unknown dataset {value!r}; valid: {', '.join(names)}")
+
+
+def is_file_dataset(name: str) -> bool:
+    """True for datasets read from image files under a root (the paper's 12, image_folder);
+    False for the in-memory quickstart datasets."""
+    from sparse_transfer.data.paper import PAPER_DATASETS
+
+    return name in PAPER_DATASETS
 
 
 DatasetName = Annotated[str, AfterValidator(_known_dataset)]
@@ -118,38 +130,101 @@ Sparsity = Annotated[float, AfterValidator(_sparsity_in_range)]  # fraction of p
 
 
 class Upstream(Strict):
-    """One upstream (pretrained, possibly pruned) model."""
+    """One upstream (pretrained, possibly pruned) model, from one of three sources:
+
+    - `zoo`: an entry of the project's zoo (built on demand);
+    - `catalog`: a published checkpoint of the catalog (`sparse-transfer checkpoint list`),
+      read from `checkpoint` when given, else from the entry's own source, else from
+      `<checkpoint_root>/<catalog name>.pth`; arch, method and sparsity default to the entry's;
+    - `checkpoint` alone: a file in the project's own upstream format.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    arch: str
-    method: str
-    sparsity: Sparsity
+    arch: str | None = None
+    method: str | None = None
+    sparsity: Sparsity | None = None
     zoo: str | None = None
+    catalog: str | None = None
     checkpoint: str | None = None
 
     @field_validator("arch")
     @classmethod
-    def _known_arch(cls, value: str) -> str:
+    def _known_arch(cls, value: str | None) -> str | None:
         from sparse_transfer.models import ARCHS
 
-        return _known(value, ARCHS, "architecture")
+        return value if value is None else _known(value, ARCHS, "architecture")
 
     @field_validator("method")
     @classmethod
-    def _known_method(cls, value: str) -> str:
-        from sparse_transfer.pruning import METHODS
+    def _known_method(cls, value: str | None) -> str | None:
+        from sparse_transfer.models.catalog import CATALOG
 
-        return _known(value, METHODS, "pruning method")
+        if value is None or value in _methods() or value in _paper_methods(CATALOG):
+            return value
+        valid = [*_methods().names(), *sorted(_paper_methods(CATALOG))]
+        raise ValueError(f"unknown pruning method {value!r}; valid: {', '.join(valid)}")
+
+    @field_validator("catalog")
+    @classmethod
+    def _known_entry(cls, value: str | None) -> str | None:
+        from sparse_transfer.models.catalog import CATALOG
+
+        return value if value is None else _known(value, CATALOG, "catalog entry")
 
     @model_validator(mode="after")
     def _one_source(self) -> Upstream:
+        if self.catalog is not None:
+            if self.zoo is not None:
+                raise ValueError("set one source: `zoo` or `catalog`, not both")
+            return self._from_catalog()
         if (self.zoo is None) == (self.checkpoint is None):
-            raise ValueError("set exactly one source: `zoo` (a zoo entry) or `checkpoint`")
+            raise ValueError(
+                "set exactly one source: `zoo` (a zoo entry), `catalog` (a published "
+                "checkpoint) or `checkpoint` (a file in the project's format)"
+            )
+        for field in ("arch", "method", "sparsity"):
+            if getattr(self, field) is None:
+                raise ValueError(f"{field}: required unless the model comes from `catalog`")
+        if self.method not in _methods():
+            raise ValueError(
+                f"method: {self.method!r} names a published checkpoint's method; for a zoo "
+                f"entry or own checkpoint use one of {', '.join(_methods().names())}"
+            )
+        return self
+
+    def _from_catalog(self) -> Upstream:
+        from sparse_transfer.models.catalog import CATALOG
+
+        entry = CATALOG.get(self.catalog)
+        for field in ("arch", "method", "sparsity"):
+            given, declared = getattr(self, field), getattr(entry, field)
+            if given is None:
+                object.__setattr__(self, field, declared)
+            elif given != declared:
+                raise ValueError(
+                    f"{field}: {given!r} contradicts catalog entry {entry.name!r} "
+                    f"({field} {declared!r}); leave it out to take the entry's"
+                )
         return self
 
     @property
     def source(self) -> str:
-        return f"zoo:{self.zoo}" if self.zoo else str(self.checkpoint)
+        if self.zoo:
+            return f"zoo:{self.zoo}"
+        if self.catalog:
+            return f"catalog:{self.catalog}" + (f" ({self.checkpoint})" if self.checkpoint else "")
+        return str(self.checkpoint)
+
+
+def _methods():
+    from sparse_transfer.pruning import METHODS
+
+    return METHODS
+
+
+def _paper_methods(catalog) -> set[str]:
+    """The methods as the paper (and the catalog) spell them: "AC/DC", "RigL ERK 5x", ..."""
+    return {catalog.get(name).method for name in catalog.names()}
 
 
 class Search(Strict):
@@ -169,6 +244,15 @@ class EarlyStopping(Strict):
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    # DataLoader worker processes per trial for file datasets; default: one per CPU but one
+    # (the trial's own process feeds the GPU).
+    loader_workers: int | None = Field(None, ge=0)
+
+    @property
+    def workers(self) -> int:
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return max(0, int(self.cpu) - 1)
 
 
 class Tracking(Strict):
@@ -203,6 +287,15 @@ class SweepSpec(Strict):
     modes: list[Mode] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     search_space: dict[Mode, dict[str, SpaceValue]]
+    # Per-dataset changes to the search space, e.g. the paper's lr 0.1 for aircraft and cars:
+    # {aircraft: {full: {lr: 0.1}}}. Merged over `search_space` for that dataset's cells.
+    dataset_overrides: dict[str, dict[Mode, dict[str, SpaceValue]]] = {}
+    # Where file datasets live: `<data_root>/<dataset>` (a local path or s3:// prefix), unless
+    # `data_roots` names a dataset's own root.
+    data_root: str | None = None
+    data_roots: dict[str, str] = {}
+    # Where catalog checkpoints without a source are read: `<checkpoint_root>/<name>.pth`.
+    checkpoint_root: str | None = None
     downstream_pruning: DownstreamPruning | None = None
     search: Search = Search()
     early_stopping: EarlyStopping = EarlyStopping()
@@ -232,8 +325,18 @@ class SweepSpec(Strict):
                 raise ValueError(f"search_space: no entry for mode {mode!r} (listed in modes)")
             _check_space(mode, self.search_space[mode])
         for index, upstream in enumerate(self.upstream):
-            if upstream.method == "dense" and upstream.sparsity != 0.0:
+            if upstream.method.lower() == "dense" and upstream.sparsity != 0.0:
                 raise ValueError(f"upstream[{index}].sparsity: a dense model has sparsity 0.0")
+            if upstream.catalog and not upstream.checkpoint and self.checkpoint_root is None:
+                from sparse_transfer.models.catalog import CATALOG
+
+                if CATALOG.get(upstream.catalog).source is None:
+                    raise ValueError(
+                        f"upstream[{index}].checkpoint: catalog entry {upstream.catalog!r} has "
+                        "no published file; give its `checkpoint` (a path, s3:// or https://) "
+                        "or a `checkpoint_root` holding <catalog name>.pth"
+                    )
+        self._check_datasets()
         if "prune" in self.modes:
             if self.downstream_pruning is None:
                 raise ValueError(
@@ -247,7 +350,7 @@ class SweepSpec(Strict):
                 )
         if self.early_stopping.scheduler == "asha":
             for mode in self.modes:
-                most = max_epochs(self.search_space[mode])
+                most = max(max_epochs(self.space(mode, d)) for d in self.datasets)
                 if self.early_stopping.grace_period > most:
                     raise ValueError(
                         f"early_stopping.grace_period: {self.early_stopping.grace_period} is "
@@ -255,8 +358,55 @@ class SweepSpec(Strict):
                     )
         return self
 
-    def space(self, mode: str) -> dict[str, SpaceValue]:
-        return self.search_space[mode]  # type: ignore[index]
+    def _check_datasets(self) -> None:
+        for dataset, by_mode in self.dataset_overrides.items():
+            if dataset not in self.datasets:
+                raise ValueError(f"dataset_overrides.{dataset}: not one of `datasets`")
+            for mode, space in by_mode.items():
+                if mode not in self.modes:
+                    raise ValueError(f"dataset_overrides.{dataset}.{mode}: not one of `modes`")
+                _check_space(mode, space, where=f"dataset_overrides.{dataset}.{mode}")
+        for dataset in self.data_roots:
+            if dataset not in self.datasets:
+                raise ValueError(f"data_roots.{dataset}: not one of `datasets`")
+        for dataset in self.datasets:
+            if not is_file_dataset(dataset) and dataset in self.data_roots:
+                raise ValueError(
+                    f"data_roots.{dataset}: {dataset!r} ships with the package; it has no root"
+                )
+            if is_file_dataset(dataset) and self.dataset_root(dataset) is None:
+                raise ValueError(
+                    f"data_root: dataset {dataset!r} is read from image files; set `data_root` "
+                    f"(holding {dataset}/) or `data_roots.{dataset}`"
+                )
+
+    def space(self, mode: str, dataset: str | None = None) -> dict[str, SpaceValue]:
+        """The search space of a mode's cells (of one dataset's cells, with its overrides)."""
+        override = self.dataset_overrides.get(dataset, {}).get(mode, {}) if dataset else {}
+        return {**self.search_space[mode], **override}  # type: ignore[index]
+
+    def cell_spaces(self) -> dict[tuple[str, str], dict[str, SpaceValue]]:
+        return {(m, d): self.space(m, d) for m in self.modes for d in self.datasets}
+
+    @property
+    def searches(self) -> bool:
+        """False when every cell's hyperparameters are fixed: there is nothing to search, so
+        the sweep goes straight to the final runs (the paper's fixed-hyperparameter grid)."""
+        return any(
+            isinstance(v, _DISTRIBUTIONS) for s in self.cell_spaces().values() for v in s.values()
+        )
+
+    def dataset_root(self, dataset: str) -> str | None:
+        """Where a file dataset lives (a local path or s3:// URI); None for packaged data."""
+        if not is_file_dataset(dataset):
+            return None
+        if dataset in self.data_roots:
+            return self.data_roots[dataset]
+        if self.data_root is None:
+            return None
+        from sparse_transfer.storage import Storage
+
+        return Storage(self.data_root).child(dataset)
 
 
 def _known(value: str, registry, kind: str) -> str:
@@ -271,18 +421,21 @@ def _check_unique(values: list, what: str) -> None:
         raise ValueError(f"{what}: duplicates {sorted(seen, key=str)}")
 
 
-def _check_space(mode: str, space: dict[str, SpaceValue]) -> None:
+_DISTRIBUTIONS = (LogUniform, Uniform, IntRange, Choice)
+
+
+def _check_space(mode: str, space: dict[str, SpaceValue], where: str = "") -> None:
+    where = where or f"search_space.{mode}"
     if not space:
-        raise ValueError(f"search_space.{mode}: empty; give at least one hyperparameter")
+        raise ValueError(f"{where}: empty; give at least one hyperparameter")
     unknown = sorted(set(space) - set(HYPERPARAMETERS))
     if unknown:
         raise ValueError(
-            f"search_space.{mode}: unknown hyperparameters {unknown}; "
-            f"valid: {', '.join(HYPERPARAMETERS)}"
+            f"{where}: unknown hyperparameters {unknown}; valid: {', '.join(HYPERPARAMETERS)}"
         )
     for name, value in space.items():
         for candidate in _candidates(value):
-            _check_value(mode, name, candidate)
+            _check_value(where, name, candidate)
 
 
 def _candidates(value: SpaceValue) -> list:
@@ -293,8 +446,8 @@ def _candidates(value: SpaceValue) -> list:
     return [value]
 
 
-def _check_value(mode: str, name: str, value: object) -> None:
-    where = f"search_space.{mode}.{name}"
+def _check_value(prefix: str, name: str, value: object) -> None:
+    where = f"{prefix}.{name}"
     if name == "lr_schedule":
         if value not in LR_SCHEDULES:
             raise ValueError(f"{where}: unknown schedule {value!r}; valid: {LR_SCHEDULES}")

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import torch
 
 from sparse_transfer import metrics as M
-from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, load_upstream, replace_classifier
 from sparse_transfer.pruning import (
     SparsityDriftError,
@@ -19,11 +18,11 @@ from sparse_transfer.pruning import (
 from sparse_transfer.pruning.gmp import cubic_sparsity
 from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
 from sparse_transfer.transfer.loop import (
-    evaluate,
+    autocast_dtype,
+    evaluate_batches,
     make_optimizer,
     make_schedule,
-    normalize,
-    train_epoch,
+    train_batches,
 )
 
 __all__ = ["finetune_full"]
@@ -36,13 +35,16 @@ SPARSITY_TOLERANCE = 1e-3
 def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[EpochOutcome]:
     upstream = load_upstream(job.upstream_path)
     arch = ARCHS.get(upstream.arch)
-    dataset = DATASETS.get(job.dataset)
+    device = torch.device(job.device)
+    dataset = job.source(upstream.metadata["preprocessing"])
     generator = seeded_generator(job.seed)
     model = upstream.build_model()
     replace_classifier(model, arch, dataset.num_classes)
     backbone = (arch.classifier,)
-    device = torch.device(job.device)
     model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    precision = autocast_dtype(device)
     masks = {
         k: v.to(device)
         for k, v in upstream.masks.items()
@@ -52,13 +54,8 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     upstream_sparsity = check_sparsity(weights, masks)
     upstream_masks = masks
 
-    preprocessing = upstream.metadata["preprocessing"]
     train_split, eval_split = job.splits
-    train_x, train_y = dataset.load(train_split)
-    eval_x, eval_y = dataset.load(eval_split)
-    train_x, eval_x = normalize(train_x, preprocessing), normalize(eval_x, preprocessing)
-    train_x, train_y, eval_x, eval_y = (t.to(device) for t in (train_x, train_y, eval_x, eval_y))
-
+    batch_size = int(job.hparams["batch_size"])
     hp = job.hparams
     optimizer = make_optimizer(model.parameters(), hp)
     schedule = make_schedule(optimizer, hp)
@@ -89,19 +86,20 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
             expected = _scheduled(epoch, epochs, job, upstream_sparsity)
             masks = global_magnitude_masks(weights, expected)
             apply_masks(model, masks)
-        loss = train_epoch(
+        train = dataset.batches(
+            train_split, train=True, batch_size=batch_size, generator=generator
+        )
+        loss = train_batches(
             model,
-            train_x,
-            train_y,
+            job.limit(train),
             optimizer,
-            batch_size=int(hp["batch_size"]),
-            generator=generator,
             label_smoothing=float(hp["label_smoothing"]),
             masks=masks,
-            augment=True,
+            autocast_dtype=precision,
         )
         schedule.step()
-        scores = evaluate(model, eval_x, eval_y, dataset.num_classes)
+        held_out = dataset.batches(eval_split, train=False, batch_size=batch_size, generator=None)
+        scores = evaluate_batches(model, job.limit(held_out), dataset.num_classes, precision)
         sparsity = check_sparsity(weights, masks)
         if masks is not upstream_masks:  # what the upstream model pruned stays pruned
             check_sparsity(weights, upstream_masks)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from sparse_transfer.config.spec import HYPERPARAMETERS
+from sparse_transfer.data.source import BatchSource, open_source
 
 __all__ = ["EpochOutcome", "TransferJob"]
 
@@ -26,6 +28,9 @@ class TransferJob:
     device: str = "cpu"
     prune_to: float | None = None  # mode "prune": the sparsity to reach during finetuning
     prune_ramp: float = 2 / 3  # ... over this fraction of the epochs
+    data_root: str | None = None  # file datasets: a local root or s3:// prefix
+    loader_workers: int = 0  # DataLoader worker processes (file datasets)
+    max_batches: int | None = None  # a dry run: at most this many batches per pass
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})
@@ -37,6 +42,15 @@ class TransferJob:
     @property
     def eval_prefix(self) -> str:
         return "val" if self.phase == "search" else "test"
+
+    def source(self, preprocessing: Mapping) -> BatchSource:
+        return open_source(
+            self.dataset, self.data_root, preprocessing, self.device, self.loader_workers
+        )
+
+    def limit(self, batches: Iterator) -> Iterator:
+        """All batches, or the first `max_batches` of them in a dry run."""
+        return batches if self.max_batches is None else islice(batches, self.max_batches)
 
 
 @dataclass

@@ -8,17 +8,15 @@ import torch
 from torch import nn
 
 from sparse_transfer import metrics as M
-from sparse_transfer.data import DATASETS
 from sparse_transfer.data.features import cache_key, cached_features
 from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream
 from sparse_transfer.pruning import prunable_weights, sparsity_report
 from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
 from sparse_transfer.transfer.loop import (
-    batches,
+    autocast_dtype,
     evaluate,
     make_optimizer,
     make_schedule,
-    normalize,
     train_epoch,
 )
 
@@ -27,18 +25,26 @@ __all__ = ["extract_features", "finetune_linear"]
 
 @torch.no_grad()
 def extract_features(
-    upstream: UpstreamCheckpoint, dataset: str, split: str, device: str = "cpu"
+    upstream: UpstreamCheckpoint, job: TransferJob, split: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate-layer features (on the CPU), no augmentation (as the paper), in eval mode."""
     arch = ARCHS.get(upstream.arch)
+    device = torch.device(job.device)
     model = upstream.build_model().eval().to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     _set_classifier(model, arch.classifier, nn.Identity())
-    images, labels = DATASETS.get(dataset).load(split)
-    images = normalize(images, upstream.metadata["preprocessing"])
-    features = torch.cat(
-        [model(images[i].to(device)).cpu() for i in batches(len(labels), 512, None)]
-    )
-    return features, labels
+    source = job.source(upstream.metadata["preprocessing"])
+    precision = autocast_dtype(device)
+    features, labels = [], []
+    batch_size = max(int(job.hparams["batch_size"]), 256)
+    for x, y in job.limit(
+        source.batches(split, train=False, batch_size=batch_size, generator=None)
+    ):
+        with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
+            features.append(model(x).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(features), torch.cat(labels)
 
 
 def _set_classifier(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -51,7 +57,7 @@ def _set_classifier(model: nn.Module, path: str, module: nn.Module) -> None:
 def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[EpochOutcome]:
     upstream = load_upstream(job.upstream_path)
     arch = ARCHS.get(upstream.arch)
-    dataset = DATASETS.get(job.dataset)
+    num_classes = job.source(upstream.metadata["preprocessing"]).num_classes
     generator = seeded_generator(job.seed)
     preprocessing = upstream.metadata["preprocessing"]
     if job.feature_cache_dir is None:
@@ -60,11 +66,15 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     hits = []
 
     def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        key = cache_key(upstream.sha256, job.dataset, split, preprocessing)
+        # A dry run sees only a few batches: its features must never pass for the real ones.
+        variant = (
+            {**preprocessing, "max_batches": job.max_batches} if job.max_batches else preprocessing
+        )
+        key = cache_key(upstream.sha256, job.dataset, split, variant)
         x, y, hit = cached_features(
             job.feature_cache_dir,
             key,
-            lambda: extract_features(upstream, job.dataset, split, job.device),
+            lambda: extract_features(upstream, job, split),
             storage=job.storage,
         )
         hits.append(hit)
@@ -80,7 +90,7 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     hp = job.hparams
     device = torch.device(job.device)
     train_x, train_y, eval_x, eval_y = (t.to(device) for t in (train_x, train_y, eval_x, eval_y))
-    head = nn.Linear(train_x.shape[1], dataset.num_classes).to(device)
+    head = nn.Linear(train_x.shape[1], num_classes).to(device)
     optimizer = make_optimizer(head.parameters(), hp)
     schedule = make_schedule(optimizer, hp)
     start = 0
@@ -113,7 +123,7 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
             label_smoothing=float(hp["label_smoothing"]),
         )
         schedule.step()
-        scores = evaluate(head, eval_x, eval_y, dataset.num_classes)
+        scores = evaluate(head, eval_x, eval_y, num_classes)
         metrics = {
             M.EPOCH: epoch,
             M.TRAIN_LOSS: loss,

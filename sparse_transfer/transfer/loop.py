@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from sparse_transfer.data.source import index_batches as batches
+from sparse_transfer.data.source import normalize, random_shift
 from sparse_transfer.pruning.masks import Masks, apply_masks
 
 __all__ = [
-    "train_step",
+    "autocast_dtype",
     "batches",
     "evaluate",
+    "evaluate_batches",
     "make_optimizer",
     "make_schedule",
     "normalize",
     "random_shift",
+    "train_batches",
     "train_epoch",
+    "train_step",
 ]
 
 
@@ -44,28 +49,6 @@ def make_schedule(optimizer, hparams: Mapping) -> torch.optim.lr_scheduler.Lambd
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def normalize(images: torch.Tensor, preprocessing: Mapping) -> torch.Tensor:
-    mean = torch.tensor(preprocessing["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(preprocessing["std"]).view(1, -1, 1, 1)
-    return (images - mean) / std
-
-
-def random_shift(
-    images: torch.Tensor, generator: torch.Generator, pixels: int = 1
-) -> torch.Tensor:
-    """Random translation by up to `pixels` (pad + crop): the small-image RandomResizedCrop."""
-    n, _, h, w = images.shape
-    padded = nn.functional.pad(images, [pixels] * 4)
-    dy, dx = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w]
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator | None):
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
 
 
 def train_step(
@@ -96,6 +79,38 @@ def train_step(
     return loss.detach()
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 mixed precision on GPUs (no loss scaling needed, unlike fp16); fp32 on CPUs."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def train_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    label_smoothing: float = 0.0,
+    masks: Masks | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> float:
+    """One pass over `batches` (see `train_step`). Returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    for x, y in batches:
+        loss = train_step(
+            model,
+            x,
+            y,
+            optimizer,
+            label_smoothing=label_smoothing,
+            masks=masks,
+            autocast_dtype=autocast_dtype,
+        )
+        total = total + loss.double() * len(y)  # stays on the device: no sync per batch
+        count += len(y)
+    return float(total) / max(count, 1)
+
+
 def train_epoch(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -109,27 +124,32 @@ def train_epoch(
     augment: bool = False,
 ) -> float:
     """One pass over in-memory data (see `train_step`). Returns the mean loss."""
-    model.train()
-    total, count = 0.0, 0
-    for index in batches(len(labels), batch_size, generator):
-        x = inputs[index]
-        if augment:
-            x = random_shift(x, generator)
-        loss = train_step(
-            model, x, labels[index], optimizer, label_smoothing=label_smoothing, masks=masks
-        )
-        total += float(loss) * len(index)
-        count += len(index)
-    return total / max(count, 1)
+
+    def pairs():
+        for index in batches(len(labels), batch_size, generator):
+            x = inputs[index]
+            yield (random_shift(x, generator) if augment else x), labels[index]
+
+    return train_batches(model, pairs(), optimizer, label_smoothing=label_smoothing, masks=masks)
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int
+def evaluate_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    autocast_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Top-1 and mean per-class accuracy, both in percent."""
     model.eval()
-    predictions = torch.cat([model(inputs[i]).argmax(1) for i in batches(len(labels), 512, None)])
+    predicted, expected = [], []
+    for x, y in batches:
+        with torch.autocast(
+            x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+        ):
+            predicted.append(model(x).argmax(1).cpu())
+        expected.append(y.cpu())
+    predictions, labels = torch.cat(predicted), torch.cat(expected)
     correct = predictions == labels
     per_class = [
         correct[labels == c].float().mean() for c in range(num_classes) if (labels == c).any()
@@ -138,3 +158,11 @@ def evaluate(
         "top1": 100.0 * float(correct.float().mean()),
         "mean_class_acc": 100.0 * float(torch.stack(per_class).mean()),
     }
+
+
+def evaluate(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """`evaluate_batches` over in-memory data."""
+    pairs = ((inputs[i], labels[i]) for i in batches(len(labels), 512, None))
+    return evaluate_batches(model, pairs, num_classes)

@@ -137,8 +137,8 @@ BAD_CASES = {
         ["upstream[0].method", "'snip'", "gmp", "magnitude", "dense"],
     ),
     "unknown-dataset": (
-        _set("datasets.1", "cifar10"),
-        ["datasets[1]", "'cifar10'", "digits_5to9", "digits_0to4"],
+        _set("datasets.1", "svhn"),
+        ["datasets[1]", "'svhn'", "digits_5to9", "digits_0to4"],
     ),
     "unknown-arch": (
         _set("upstream.1.arch", "resnet9000"),

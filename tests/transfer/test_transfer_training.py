@@ -66,13 +66,13 @@ def test_full_final_phase_scores_test_split(gmp_90):
 
 
 def test_full_fails_loudly_when_masks_do_not_hold(gmp_90, monkeypatch):
-    original = full_module.train_epoch
+    original = full_module.train_batches
 
     def train_without_masks(*args, **kwargs):
         kwargs["masks"] = None  # as if the trainer forgot to keep pruned weights at zero
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(full_module, "train_epoch", train_without_masks)
+    monkeypatch.setattr(full_module, "train_batches", train_without_masks)
     with pytest.raises(SparsityDriftError, match="the mask did not hold"):
         list(run_transfer(full_job(gmp_90, epochs=1)))
 
@@ -141,7 +141,7 @@ def test_linear_computes_then_reuses_cached_features(gmp_90, zoo_dir, tmp_path):
         key = cache_key(upstream.sha256, "digits_5to9", split, upstream.metadata["preprocessing"])
         keys.add(f"{key}.parquet")
         x, y, hit = cached_features(cache, key, lambda: pytest.fail("cache missed"))
-        fresh_x, fresh_y = extract_features(upstream, "digits_5to9", split)
+        fresh_x, fresh_y = extract_features(upstream, linear_job(gmp_90, cache), split)
         assert hit and torch.equal(x, fresh_x) and torch.equal(y, fresh_y), split
     assert keys == set(written)
 
