@@ -77,6 +77,14 @@ def sweep(
     spec: Annotated[Path, typer.Argument(help="Sweep spec YAML file.")],
     overrides: Overrides = None,
     address: Address = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Go through every layer cheaply: every cell, one trial, one epoch of 2 small "
+            "batches, one seed, into the experiment <name>-dryrun.",
+        ),
+    ] = False,
 ) -> None:
     """Run a study: search every cell, re-run each cell's best config per seed, report."""
     from sparse_transfer.config import SpecError, load_spec
@@ -85,7 +93,7 @@ def sweep(
         loaded = load_spec(spec, overrides or [])
     except SpecError as err:
         _fail(str(err))
-    _run(loaded, address)
+    _run(loaded.as_dry_run() if dry_run else loaded, address)
 
 
 @app.command()
@@ -104,10 +112,11 @@ def quickstart(
 def _run(spec, address: str | None) -> None:
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
+    from sparse_transfer.sweep.upstream import PreflightError
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError) as err:  # found before any training
+    except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
         _fail(f"error: {err.args[0] if err.args else err}")
     _print_outcome(state)
 

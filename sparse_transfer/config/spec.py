@@ -42,6 +42,7 @@ HYPERPARAMETERS: dict[str, float | int | str] = {
     "lr_schedule": "cosine",
 }
 LR_SCHEDULES = ("cosine", "step", "constant")
+DRY_RUN_BATCH_SIZE = 8
 
 
 class Strict(BaseModel):
@@ -303,6 +304,8 @@ class SweepSpec(Strict):
     storage: str = "./sparse-transfer-runs"
     zoo_dir: str | None = None  # default: <storage>/zoo
     tracking: Tracking = Tracking()
+    # Set by `sparse-transfer sweep --dry-run` (see `as_dry_run`), never by hand.
+    dry_run: bool = False
 
     @field_validator("storage")
     @classmethod
@@ -359,16 +362,14 @@ class SweepSpec(Strict):
         return self
 
     def _check_datasets(self) -> None:
+        # Overrides and roots may name datasets the spec does not run (a spec narrowed with
+        # --set datasets=[...] keeps working), but every name must be a real dataset.
         for dataset, by_mode in self.dataset_overrides.items():
-            if dataset not in self.datasets:
-                raise ValueError(f"dataset_overrides.{dataset}: not one of `datasets`")
+            _check_dataset_key(dataset, "dataset_overrides")
             for mode, space in by_mode.items():
-                if mode not in self.modes:
-                    raise ValueError(f"dataset_overrides.{dataset}.{mode}: not one of `modes`")
                 _check_space(mode, space, where=f"dataset_overrides.{dataset}.{mode}")
         for dataset in self.data_roots:
-            if dataset not in self.datasets:
-                raise ValueError(f"data_roots.{dataset}: not one of `datasets`")
+            _check_dataset_key(dataset, "data_roots")
         for dataset in self.datasets:
             if not is_file_dataset(dataset) and dataset in self.data_roots:
                 raise ValueError(
@@ -382,7 +383,7 @@ class SweepSpec(Strict):
 
     def space(self, mode: str, dataset: str | None = None) -> dict[str, SpaceValue]:
         """The search space of a mode's cells (of one dataset's cells, with its overrides)."""
-        override = self.dataset_overrides.get(dataset, {}).get(mode, {}) if dataset else {}
+        override = self.dataset_overrides.get(dataset, {}).get(mode, {}) if dataset else {}  # type: ignore[call-overload]
         return {**self.search_space[mode], **override}  # type: ignore[index]
 
     def cell_spaces(self) -> dict[tuple[str, str], dict[str, SpaceValue]]:
@@ -395,6 +396,29 @@ class SweepSpec(Strict):
         return any(
             isinstance(v, _DISTRIBUTIONS) for s in self.cell_spaces().values() for v in s.values()
         )
+
+    def as_dry_run(self) -> SweepSpec:
+        """The same study through every layer at a tiny cost: one search trial per cell, one
+        epoch, one seed, small batches (and the trials read 2 batches per pass). Its runs go
+        to their own MLflow experiment, so they never mix with the real study's."""
+
+        def tiny(space: dict[str, SpaceValue]) -> dict[str, int]:
+            batch = min(_candidates(space.get("batch_size", HYPERPARAMETERS["batch_size"])))
+            return {"epochs": 1, "batch_size": min(int(batch), DRY_RUN_BATCH_SIZE)}
+
+        raw = self.model_dump(mode="json")
+        raw.update(name=f"{self.name}-dryrun", dry_run=True, seeds=self.seeds[:1])
+        raw["search"]["trials_per_cell"] = 1
+        raw["early_stopping"]["scheduler"] = "none"
+        raw["tracking"]["experiment"] = f"{self.tracking.experiment or self.name}-dryrun"
+        for mode, space in self.search_space.items():
+            raw["search_space"][mode].update(tiny(space))
+        for dataset, by_mode in self.dataset_overrides.items():
+            for mode, space in by_mode.items():
+                raw["dataset_overrides"][dataset][mode].update(
+                    {k: v for k, v in tiny(self.space(mode, dataset)).items() if k in space}
+                )
+        return SweepSpec.model_validate(raw)
 
     def dataset_root(self, dataset: str) -> str | None:
         """Where a file dataset lives (a local path or s3:// URI); None for packaged data."""
@@ -413,6 +437,13 @@ def _known(value: str, registry, kind: str) -> str:
     if value not in registry:
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(registry.names())}")
     return value
+
+
+def _check_dataset_key(name: str, where: str) -> None:
+    try:
+        _known_dataset(name)
+    except ValueError as err:
+        raise ValueError(f"{where}.{name}: {err}") from None
 
 
 def _check_unique(values: list, what: str) -> None:

@@ -129,10 +129,13 @@ class FileSource:
         self, split: str, *, train: bool, batch_size: int, generator: torch.Generator | None
     ) -> Iterator[Batch]:
         cuda = self.device.type == "cuda"
+        data = self._split(split, train)
         loader = torch.utils.data.DataLoader(
-            self._split(split, train),
+            data,
             batch_size=batch_size,
             shuffle=train,
+            # a last training batch of one image would break BatchNorm; shuffled, nothing is lost
+            drop_last=train and len(data) > batch_size,
             generator=generator if train else None,
             num_workers=self.workers,
             pin_memory=cuda,

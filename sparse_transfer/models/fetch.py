@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from sparse_transfer.models.checkpoint import file_sha256
 from sparse_transfer.models.errors import ChecksumMismatchError
@@ -69,7 +69,7 @@ def fetch(
     if scheme in ("http", "https"):
         download = _http_download
     elif scheme == "s3":
-        download = _s3_downloader(s3_endpoint_url)
+        download = _s3_downloader(s3_endpoint_url or _endpoint_of(text))
     else:
         raise ValueError(f"unsupported checkpoint source {text!r}: use a path, https:// or s3://")
     return _cached(text, download, sha256, cache_dir or default_cache_dir(), retries, backoff_s)
@@ -132,6 +132,15 @@ def _http_download(url: str, dest: Path) -> None:
         if 400 <= err.code < 500 and err.code not in (408, 429):
             raise _Permanent(f"HTTP {err.code} {err.reason}") from None
         raise
+
+
+def _endpoint_of(url: str) -> str | None:
+    """An S3-compatible endpoint given in the URI's query, as the sweep storage takes it:
+    s3://bucket/key?endpoint_override=HOST:PORT&scheme=http."""
+    query = {k: v[-1] for k, v in parse_qs(urlparse(url).query).items()}
+    if "endpoint_override" not in query:
+        return None
+    return f"{query.get('scheme', 'https')}://{query['endpoint_override']}"
 
 
 def _s3_downloader(endpoint_url: str | None) -> Callable[[str, Path], None]:

@@ -7,13 +7,14 @@ no NaN/Inf, and the measured sparsity against the declared one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from sparse_transfer.models.catalog import CatalogEntry
+from sparse_transfer.models.checkpoint import UpstreamCheckpoint
 from sparse_transfer.models.errors import (
     CheckpointMismatchError,
     NonFiniteWeightsError,
@@ -32,6 +33,7 @@ __all__ = [
     "load_entry",
     "measure_sparsity",
     "sparsity_of",
+    "to_upstream",
 ]
 
 # BatchNorm's step counter: absent from old checkpoints (torchvision's own ImageNet weights),
@@ -75,6 +77,27 @@ def load_entry(
             f"{list(entry.sparsity_excludes)})"
         )
     return LoadedCheckpoint(entry, model, path, sha256, total, per_layer)
+
+
+def to_upstream(loaded: LoadedCheckpoint) -> UpstreamCheckpoint:
+    """A verified catalog checkpoint in the project's upstream format. Its zeros become the
+    masks that full finetuning keeps fixed (a dense entry has none); the entry's preprocessing
+    travels along, so downstream transforms follow the upstream model's."""
+    entry = loaded.entry
+    arch = ARCHS.get(entry.arch)
+    masks = {}
+    if entry.sparsity > 0:
+        weights = prunable_weights(loaded.model, exclude=(arch.classifier,))
+        masks = {name: w.detach() != 0 for name, w in weights.items()}
+    metadata = {
+        "preprocessing": asdict(entry.preprocessing),
+        "catalog": entry.name,
+        "method": entry.method,
+        "declared_sparsity": entry.sparsity,
+        "source_sha256": loaded.sha256,
+    }
+    state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+    return UpstreamCheckpoint(entry.arch, entry.num_classes, state, masks, metadata)
 
 
 def check_state_dict(model: nn.Module, state: StateDict, *, where: str) -> None:

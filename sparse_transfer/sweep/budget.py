@@ -10,6 +10,8 @@ __all__ = ["describe"]
 
 def describe(spec: SweepSpec) -> str:
     cells = len(cell_keys(spec))
-    search = cells * spec.search.trials_per_cell
     final = cells * len(spec.seeds)
+    if not spec.searches:
+        return f"{cells} cells, no search (fixed hyperparameters), {final} final runs"
+    search = cells * spec.search.trials_per_cell
     return f"{cells} cells, {search} search trials, {final} final runs"

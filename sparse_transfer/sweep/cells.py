@@ -22,6 +22,7 @@ class Cell:
     sparsity: float
     upstream_path: str
     upstream_key: str = ""  # path inside the sweep's storage, when the model lives there
+    data_root: str = ""  # file datasets: where the images are (a local path or s3:// prefix)
 
     @property
     def id(self) -> str:
@@ -66,6 +67,7 @@ def plan_cells(spec: SweepSpec, upstreams: dict[str, tuple[Path, str]]) -> list[
             u.sparsity,
             str(upstreams[u.name][0]),
             upstreams[u.name][1],
+            spec.dataset_root(dataset) or "",
         )
         for u, dataset, mode in cell_keys(spec)
     ]

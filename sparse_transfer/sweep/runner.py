@@ -30,7 +30,7 @@ from sparse_transfer.sweep.search import (
     to_distributions,
 )
 from sparse_transfer.sweep.trainable import transfer_trainable
-from sparse_transfer.sweep.upstream import resolve_upstreams
+from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import load_final_runs
 
@@ -44,6 +44,7 @@ OPTUNA_FILE = "optuna.db"
 REPORT_DIR = "report"
 SWEEPS = "sweeps"
 SEARCH, FINAL, DONE = "search", "final", "done"
+DRY_RUN_BATCHES = 2  # a dry run's trials train and score this many batches per pass
 
 
 @dataclass
@@ -107,7 +108,8 @@ class SweepState:
 def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> SweepState:
     store = Storage(spec.storage)
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    upstream_paths = resolve_upstreams(spec, store, log=log)  # may fail: nothing made yet
+    check_data_roots(spec)  # these may fail: nothing is made yet
+    upstream_paths = resolve_upstreams(spec, store, log=log)
     sweep_dir = store.local(SWEEPS, sweep_id)
     sweep_dir.mkdir(parents=True, exist_ok=False)
     (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
@@ -145,10 +147,13 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
     sweep_dir = state.sweep_dir
     cells = load_cells(sweep_dir / CELLS_FILE)
     if state.phase == SEARCH:
-        _run_phase(SEARCH, _search_tuner, state, spec, cells, restore=restore, log=log)
+        if spec.searches:
+            _run_phase(SEARCH, _search_tuner, state, spec, cells, restore=restore, log=log)
+        else:
+            log("search: every hyperparameter is fixed; going straight to the final runs")
         plan = plan_final_runs(state, spec, cells, log=log)
         (sweep_dir / FINAL_PLAN_FILE).write_text(json.dumps(plan, indent=2))
-        state.upload(FINAL_PLAN_FILE, OPTUNA_FILE)
+        state.upload(FINAL_PLAN_FILE, *([OPTUNA_FILE] if spec.searches else []))
         state.phase = FINAL
         state.save()
         restore = False
@@ -221,6 +226,8 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "sweep_id": state.sweep_id,
         "threads": max(1, int(spec.resources.cpu)),
         "gpu": spec.resources.gpu,
+        "loader_workers": spec.resources.workers,
+        **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),
         **(
             {
                 "downstream_target": spec.downstream_pruning.target_sparsity,
@@ -263,7 +270,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
         backup=state.store.child(SWEEPS, state.sweep_id),
         sweep_id=state.sweep_id,
         cells=cells,
-        spaces={mode: spec.space(mode) for mode in spec.modes},
+        spaces={cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
         trials_per_cell=spec.search.trials_per_cell,
         sampler=spec.search.sampler,
         seed=spec.search.seed,
@@ -273,7 +280,9 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
     if spec.early_stopping.scheduler == "asha":
         scheduler = CellASHA(
             metric=metric,
-            max_t={m: max_epochs(spec.space(m)) for m in spec.modes},
+            max_t={
+                m: max(max_epochs(spec.space(m, d)) for d in spec.datasets) for m in spec.modes
+            },
             grace_period=spec.early_stopping.grace_period,
             reduction_factor=spec.early_stopping.reduction_factor,
         )
@@ -308,17 +317,18 @@ def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.
 
 def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=print) -> list:
     """The best search configuration of each cell, once per seed, scored on the test split."""
-    storage = optuna_storage(state.sweep_dir)
     plan = []
     for cell in cells:
-        study = optuna.load_study(study_name=study_name(state.sweep_id, cell), storage=storage)
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
-            log(f"WARNING {cell.id}: no search trial completed; the cell has no final runs")
-            continue
-        best = max(complete, key=lambda t: t.value)
-        _, fixed = to_distributions(spec.space(cell.mode))
-        hparams = {**fixed, **best.params}
+        searched, fixed = to_distributions(spec.space(cell.mode, cell.dataset))
+        best = {"search_best_value": None, "search_best_trial": None}
+        hparams = fixed
+        if searched:
+            trial = _best_trial(state, cell)
+            if trial is None:
+                log(f"WARNING {cell.id}: no search trial completed; the cell has no final runs")
+                continue
+            hparams = {**fixed, **trial.params}
+            best = {"search_best_value": trial.value, "search_best_trial": trial.number}
         for seed in spec.seeds:
             plan.append(
                 {
@@ -328,11 +338,17 @@ def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=p
                     "phase": FINAL,
                     "hparams": hparams,
                     "seed": seed,
-                    "search_best_value": best.value,
-                    "search_best_trial": best.number,
+                    **best,
                 }
             )
     return plan
+
+
+def _best_trial(state: SweepState, cell: Cell) -> optuna.trial.FrozenTrial | None:
+    storage = optuna_storage(state.sweep_dir)
+    study = optuna.load_study(study_name=study_name(state.sweep_id, cell), storage=storage)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
 
 
 def git_commit() -> str:

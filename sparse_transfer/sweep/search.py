@@ -69,7 +69,7 @@ class CellSearcher(Searcher):
         backup: str,
         sweep_id: str,
         cells: list[Cell],
-        spaces: dict[str, dict[str, SpaceValue]],
+        spaces: dict[str, dict[str, SpaceValue]],  # cell id -> its search space
         trials_per_cell: int,
         sampler: str,
         seed: int,
@@ -125,7 +125,7 @@ class CellSearcher(Searcher):
             return Searcher.FINISHED
         index = min(open_cells, key=lambda i: (self.asked[i], i))  # round-robin over cells
         cell = self.cells[index]
-        searched, fixed = to_distributions(self.spaces[cell.mode])
+        searched, fixed = to_distributions(self.spaces[cell.id])
         trial = self.study(index).ask(searched)
         trial.set_user_attr("tune_trial_id", trial_id)
         self.asked[index] += 1

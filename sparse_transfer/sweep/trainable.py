@@ -83,6 +83,9 @@ def transfer_trainable(config: dict) -> None:
         device=_device(float(settings.get("gpu", 0))),
         prune_to=settings.get("downstream_target") if settings["mode"] == "prune" else None,
         prune_ramp=float(settings.get("downstream_ramp", 2 / 3)),
+        data_root=settings.get("data_root") or None,
+        loader_workers=int(settings.get("loader_workers", 0)),
+        max_batches=settings.get("max_batches"),
     )
     trial_id = tune.get_context().get_trial_id()
     done = fetch_state(settings, trial_id, DONE_FILE)

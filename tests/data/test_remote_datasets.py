@@ -12,8 +12,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from dataset_fixtures import build_dtd
 from moto.server import ThreadedMotoServer
-from test_paper_datasets import build_dtd
 
 from sparse_transfer.data import remote
 from sparse_transfer.data.paper import PAPER_DATASETS, DatasetLayoutError

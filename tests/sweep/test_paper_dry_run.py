@@ -1,0 +1,161 @@
+"""The paper specs, dry-run through every layer on CPU: `sparse-transfer sweep
+sweeps/paper_mobilenetv1_*.yaml --dry-run`, narrowed with --set to two published upstream
+models (MobileNetV1 dense and AC/DC 75%, written in the authors' converted format with
+`module.` prefixes and wrapped layers) and two datasets in their exact on-disk layouts
+(CIFAR-10's pickled batches, Aircraft's image files with its lr override).
+
+Every layer runs for real: spec validation and overrides, the catalog entry and its strict
+loading and conversion, the dataset readers and the paper's transforms through DataLoader
+workers, Ray Tune, MLflow and the report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from dataset_fixtures import build_aircraft, build_cifar10
+from mlflow import MlflowClient
+from sweep_helpers import CLI, REPO
+
+from sparse_transfer.models import ARCHS
+from sparse_transfer.models.catalog import CATALOG
+from sparse_transfer.pruning import prunable_weights
+
+pytestmark = pytest.mark.slow
+
+UPSTREAMS = (
+    "[{name: dense, catalog: mobilenetv1.dense}, {name: acdc_75, catalog: mobilenetv1.acdc_75}]"
+)
+
+
+def write_ist_converted(path: Path, catalog_name: str) -> dict[str, torch.Tensor]:
+    """A MobileNetV1 at the entry's sparsity (every prunable layer, classifier included, as
+    the authors' models), saved as their converted files are: `module.` prefixes, pruned
+    layers wrapped as `<layer>._layer.weight` + `<layer>._weight_mask` with the raw (non-zero)
+    weights under the mask. Returns the effective state dict."""
+    entry = CATALOG.get(catalog_name)
+    torch.manual_seed(0)
+    model = ARCHS.get("mobilenetv1").build(1000)
+    weights = prunable_weights(model)
+    saved = {}
+    for key, value in model.state_dict().items():
+        if entry.sparsity > 0 and key in weights:
+            keep = torch.rand_like(value) >= entry.sparsity
+            layer = key.removesuffix(".weight")
+            saved[f"module.{layer}._layer.weight"] = value + torch.randn_like(value) * ~keep
+            saved[f"module.{layer}._weight_mask"] = keep.float()
+            with torch.no_grad():
+                weights[key].mul_(keep)
+        else:
+            saved[f"module.{key}"] = value
+    config = {"arch": "mobilenet", "dataset": "imagenet"}
+    torch.save({"model_config": config, "model_state_dict": saved}, path)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def paper_world(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("paper")
+    checkpoints = root / "checkpoints"
+    checkpoints.mkdir()
+    for name in ("mobilenetv1.dense", "mobilenetv1.acdc_75"):
+        write_ist_converted(checkpoints / f"{name}.pth", name)
+    build_cifar10(root / "data/cifar10")
+    build_aircraft(root / "data/aircraft")
+    return {"checkpoints": checkpoints, "data": root / "data"}
+
+
+def dry_run(spec: str, paper_world, tmp_path: Path) -> tuple[str, subprocess.CompletedProcess]:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [
+        *CLI,
+        "sweep",
+        str(REPO / "sweeps" / spec),
+        "--dry-run",
+        "--set", f"storage={tmp_path / 'runs'}",
+        "--set", f"data_root={paper_world['data']}",
+        "--set", f"checkpoint_root={paper_world['checkpoints']}",
+        "--set", f"tracking.uri={tracking}",
+        "--set", f"upstream={UPSTREAMS}",
+        "--set", "datasets=[aircraft, cifar10]",
+        "--set", "resources={cpu: 1, gpu: 0, loader_workers: 1}",
+        "--set", "search.max_concurrent_trials=2",
+    ]  # fmt: skip
+    env = {**os.environ, "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tracking, done
+
+
+def final_runs(tracking: str, experiment: str) -> list:
+    client = MlflowClient(tracking)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    return client.search_runs([found.experiment_id], "tags.phase = 'final'")
+
+
+def test_paper_full_spec_dry_run_goes_through_every_layer(paper_world, tmp_path):
+    tracking, done = dry_run("paper_mobilenetv1_full.yaml", paper_world, tmp_path)
+    assert "every hyperparameter is fixed; going straight to the final runs" in done.stdout
+    runs = final_runs(tracking, "paper_mobilenetv1_full-dryrun")
+    cells = {(r.data.tags["upstream"], r.data.tags["dataset"]): r for r in runs}
+    assert set(cells) == {(u, d) for u in ("dense", "acdc_75") for d in ("aircraft", "cifar10")}
+    for (upstream, dataset), run in cells.items():
+        assert run.info.status == "FINISHED"
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags["method"] == ("Dense" if upstream == "dense" else "AC/DC")
+        assert tags["arch"] == "mobilenetv1" and tags["mode"] == "full"
+        # the paper's hyperparameters, the lr override for aircraft, cut down for a dry run
+        assert float(params["lr"]) == (0.1 if dataset == "aircraft" else 0.01)
+        assert params["lr_schedule"] == "step" and int(params["epochs"]) == 1
+        assert int(params["batch_size"]) == 8
+        # the converted masks held through finetuning: the backbone is exactly as sparse
+        expected = 0.0 if upstream == "dense" else 0.75
+        assert metrics["upstream_sparsity"] == pytest.approx(expected, abs=0.01)
+        assert metrics["final_sparsity"] == metrics["upstream_sparsity"]
+        assert 0.0 <= metrics["test_top1"] <= 100.0
+    report = list((tmp_path / "runs/sweeps").glob("paper_mobilenetv1_full-dryrun-*/report"))
+    assert report and (report[0] / "summary.csv").is_file()
+    converted = list((tmp_path / "runs/upstream").glob("mobilenetv1.acdc_75-*.pt"))
+    assert len(converted) == 1, "the published checkpoint is converted once, into the storage"
+
+
+def test_paper_linear_spec_dry_run_extracts_features_through_the_loader(paper_world, tmp_path):
+    tracking, _ = dry_run("paper_mobilenetv1_linear.yaml", paper_world, tmp_path)
+    runs = final_runs(tracking, "paper_mobilenetv1_linear-dryrun")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["mode"] == "linear" for r in runs)
+    # one feature file per (upstream, dataset, split read): trainval and test
+    assert len(list((tmp_path / "runs/features").glob("*.parquet"))) == 2 * 2 * 2
+
+
+def test_a_missing_checkpoint_or_dataset_root_fails_before_any_trial(paper_world, tmp_path):
+    command = [*CLI, "sweep", str(REPO / "sweeps/paper_mobilenetv1_full.yaml"), "--dry-run"]
+    common = [
+        "--set", f"storage={tmp_path / 'runs'}",
+        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set", "datasets=[aircraft]",
+        "--set", "upstream=[{name: dense, catalog: mobilenetv1.dense}]",
+    ]  # fmt: skip
+    no_data = subprocess.run(
+        [*command, *common, "--set", f"data_root={tmp_path / 'nowhere'}",
+         "--set", f"checkpoint_root={paper_world['checkpoints']}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert no_data.returncode == 2
+    assert "data_root" in no_data.stderr and "'aircraft'" in no_data.stderr
+    assert "expected under the root" in no_data.stderr
+    no_checkpoint = subprocess.run(
+        [*command, *common, "--set", f"data_root={paper_world['data']}",
+         "--set", f"checkpoint_root={tmp_path / 'empty'}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert no_checkpoint.returncode == 2
+    assert "upstream[0] (dense).checkpoint_root" in no_checkpoint.stderr
+    assert "mobilenetv1.dense.pth" in no_checkpoint.stderr
+    assert not (tmp_path / "runs/sweeps").exists(), "nothing is made before the checks pass"
