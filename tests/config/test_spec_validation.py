@@ -95,6 +95,36 @@ def test_packaged_quickstart_is_identical_to_sweeps_copy():
     assert packaged.read_bytes() == (REPO / "sweeps" / "quickstart.yaml").read_bytes()
 
 
+def test_catalog_upstreams_take_arch_method_and_sparsity_from_the_entry(tmp_path):
+    raw = copy.deepcopy(VALID)
+    raw["upstream"][1] = {"name": "acdc", "catalog": "resnet50.acdc_95", "checkpoint": "/x.pth"}
+    upstream = load_spec(write_spec(tmp_path, raw)).upstream[1]
+    assert (upstream.arch, upstream.method, upstream.sparsity) == ("resnet50", "AC/DC", 0.95)
+
+
+def test_dataset_overrides_change_only_their_datasets_cells(tmp_path):
+    raw = copy.deepcopy(VALID)
+    raw["dataset_overrides"] = {"digits_5to9": {"full": {"epochs": 2, "lr": 0.05}}}
+    spec = load_spec(write_spec(tmp_path, raw))
+    assert spec.space("full", "digits_5to9")["lr"] == 0.05
+    assert spec.space("full", "digits_5to9")["epochs"] == 2
+    assert spec.space("full", "digits_5to9_parity") == spec.space("full")
+    assert spec.space("linear", "digits_5to9") == spec.space("linear")
+
+
+def test_file_datasets_live_under_the_data_root_unless_named(tmp_path):
+    raw = copy.deepcopy(VALID)
+    raw["datasets"] = ["digits_5to9", "cifar10", "dtd"]
+    raw["data_root"] = "s3://bucket/datasets?endpoint_override=127.0.0.1:9000&scheme=http"
+    raw["data_roots"] = {"dtd": "/mnt/dtd"}
+    spec = load_spec(write_spec(tmp_path, raw))
+    assert spec.dataset_root("cifar10") == (
+        "s3://bucket/datasets/cifar10?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
+    assert spec.dataset_root("dtd") == "/mnt/dtd"
+    assert spec.dataset_root("digits_5to9") is None
+
+
 def test_minimal_valid_spec_is_valid(tmp_path):
     spec = load_spec(write_spec(tmp_path, VALID))
     assert [u.name for u in spec.upstream] == ["dense", "gmp_90"]
@@ -175,6 +205,38 @@ BAD_CASES = {
         ["datasets", "duplicates", "digits_5to9"],
     ),
     "dense-with-sparsity": (_set("upstream.0.sparsity", 0.5), ["upstream[0].sparsity", "dense"]),
+    "unknown-catalog-entry": (
+        _set("upstream.1", {"name": "x", "catalog": "resnet50.acdc_99"}),
+        ["upstream[1].catalog", "resnet50.acdc_99", "resnet50.acdc_95"],
+    ),
+    "catalog-contradiction": (
+        _set("upstream.1", {"name": "x", "catalog": "resnet50.acdc_95", "sparsity": 0.9}),
+        ["upstream[1]", "sparsity: 0.9 contradicts", "resnet50.acdc_95"],
+    ),
+    "catalog-without-file": (
+        _set("upstream.1", {"name": "x", "catalog": "resnet50.acdc_95"}),
+        ["upstream[1].checkpoint", "no published file", "checkpoint_root"],
+    ),
+    "paper-method-for-zoo-entry": (
+        _set("upstream.1.method", "AC/DC"),
+        ["upstream[1]", "'AC/DC'", "published checkpoint"],
+    ),
+    "file-dataset-without-root": (
+        _set("datasets.1", "cifar10"),
+        ["data_root", "'cifar10'", "data_roots.cifar10"],
+    ),
+    "root-for-packaged-dataset": (
+        _set("data_roots", {"digits_5to9": "/data/digits"}),
+        ["data_roots.digits_5to9", "ships with the package"],
+    ),
+    "override-for-unknown-dataset": (
+        _set("dataset_overrides", {"svhn": {"full": {"lr": 0.1}}}),
+        ["dataset_overrides.svhn", "unknown dataset"],
+    ),
+    "override-with-bad-value": (
+        _set("dataset_overrides", {"digits_5to9": {"full": {"lr": -1}}}),
+        ["dataset_overrides.digits_5to9.full.lr", "> 0"],
+    ),
 }
 
 
