@@ -108,38 +108,29 @@ def _model_rate(
 def _loader_rate(
     batch_size: int, batches: int, image_size: int, workers: int, device: str
 ) -> float:
-    from sparse_transfer.data.paper.image_folder import read_image_folder
-    from sparse_transfer.data.paper.registry import ImageSplit
-    from sparse_transfer.data.paper.transforms import paper_transform
+    """Images/s of the very batch source full-finetuning trials read file datasets through."""
+    from sparse_transfer.data.paper import PAPER_DATASETS
+    from sparse_transfer.data.source import FileSource
     from sparse_transfer.models.catalog import Preprocessing
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        _write_jpegs(root, count=batch_size * 2, size=int(image_size * 1.5))
-        classes, samples = read_image_folder("bench", root, "train")
-        dataset = ImageSplit(
-            "bench",
-            "train",
-            classes,
-            samples * (batch_size * batches // len(samples) + 1),
-            paper_transform(Preprocessing(input_size=image_size), train=True),
+        _write_jpegs(root, count=batch_size * (batches + 1), size=int(image_size * 1.5))
+        source = FileSource(
+            PAPER_DATASETS.get("image_folder"),
+            str(root),
+            Preprocessing(input_size=image_size),
+            torch.device(device),
+            workers,
         )
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=workers,
-            pin_memory=device == "cuda",
-            persistent_workers=False,
+        stream = source.batches(
+            "trainval", train=True, batch_size=batch_size, generator=torch.Generator()
         )
         seen, started = 0, time.perf_counter()
-        for index, (images, _) in enumerate(loader):
+        for index, (images, _) in enumerate(stream):
             if index == 1:  # after worker start-up
                 seen, started = 0, time.perf_counter()
-            images.to(device, non_blocking=True)
             seen += len(images)
-            if index >= batches:
-                break
         _sync(device)
         return seen / (time.perf_counter() - started)
 
