@@ -112,12 +112,15 @@ def quickstart(
 def _run(spec, address: str | None) -> None:
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
+    from sparse_transfer.sweep.runner import SweepFailedError
     from sparse_transfer.sweep.upstream import PreflightError
 
     try:
         state = run_sweep(spec, address=address)
     except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
         _fail(f"error: {err.args[0] if err.args else err}")
+    except SweepFailedError as err:
+        _fail(f"error: {err}", code=1)
     _print_outcome(state)
 
 
@@ -133,11 +136,14 @@ def resume(
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
     from sparse_transfer.sweep import resume_sweep
+    from sparse_transfer.sweep.runner import SweepFailedError
 
     try:
         state = resume_sweep(sweep_dir, address=address)
     except FileNotFoundError as err:
         _fail(str(err))
+    except SweepFailedError as err:
+        _fail(f"error: {err}", code=1)
     _print_outcome(state)
 
 

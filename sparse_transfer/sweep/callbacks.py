@@ -7,12 +7,17 @@ import time
 from collections.abc import Callable
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
 from sparse_transfer import metrics as M
 from sparse_transfer.sweep.trainable import fetch_state, mark_done, state_path
 from sparse_transfer.tracking import SweepRecorder
 
-__all__ = ["MlflowTrials", "Progress"]
+__all__ = ["FailFast", "MlflowTrials", "Progress"]
+
+# A phase stops when this many trials failed before any trial finished: that is a bug or bad
+# data, and every other trial would fail the same way after spending its share of the budget.
+FAIL_FAST_AFTER = 3
 
 _EPOCH_METRICS = (
     M.TRAIN_LOSS,
@@ -163,3 +168,39 @@ class Progress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.failed += 1
         self._line(trial, f"FAILED, see {getattr(trial, 'error_file', '')}")
+
+
+class FailFast(Callback):
+    """Counts finished and failed trials; its `stopper` ends the phase once `threshold` trials
+    failed and none finished. Trial-specific failures after a success never stop a phase."""
+
+    def __init__(self, threshold: int = FAIL_FAST_AFTER) -> None:
+        self.threshold = threshold
+        self.failed = self.finished = 0
+        self.stopper = _StopWhenAllFail(self)
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if iteration == 0:  # also after a restore: what finished or failed before the crash
+            self.finished = sum(t.status == "TERMINATED" for t in trials)
+            self.failed = sum(t.status == "ERROR" for t in trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.finished += 1
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.failed += 1
+
+    @property
+    def tripped(self) -> bool:
+        return self.finished == 0 and self.failed >= self.threshold
+
+
+class _StopWhenAllFail(Stopper):
+    def __init__(self, counts: FailFast) -> None:
+        self.counts = counts  # pickled together with the callback: one object after restore
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.counts.tripped

@@ -19,7 +19,7 @@ from sparse_transfer import metrics as M
 from sparse_transfer.analysis import ReportPaths, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.storage import Storage
-from sparse_transfer.sweep.callbacks import MlflowTrials, Progress
+from sparse_transfer.sweep.callbacks import FAIL_FAST_AFTER, FailFast, MlflowTrials, Progress
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.scheduler import CellASHA
 from sparse_transfer.sweep.search import (
@@ -34,7 +34,12 @@ from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import load_final_runs
 
-__all__ = ["SweepState", "resume_sweep", "run_sweep", "write_sweep_report"]
+__all__ = ["SweepFailedError", "SweepState", "resume_sweep", "run_sweep", "write_sweep_report"]
+
+
+class SweepFailedError(RuntimeError):
+    """A phase stopped because its trials all failed; the message says where to look."""
+
 
 SPEC_FILE = "spec.resolved.yaml"
 STATE_FILE = "state.json"
@@ -212,6 +217,18 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
     results = tuner.fit()
     errors = [r for r in results if r.error]
     log(f"{phase}: {len(results)} trials, {len(errors)} failed")
+    reported = any(M.EPOCH in (r.metrics or {}) for r in results if not r.error)
+    if len(errors) >= FAIL_FAST_AFTER and not reported:
+        raise SweepFailedError(
+            f"{phase}: stopped after {len(errors)} trials failed and none finished (a bug or "
+            f"bad data, not bad luck). The first error:\n{_first_line(errors[0].error)}\n"
+            f"Full logs: {errors[0].path}. Fix the cause and start the sweep again."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
 
 
 def _trainable(spec: SweepSpec):
@@ -242,6 +259,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
 def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.RunConfig:
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
     storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
+    fail_fast = FailFast()
     return tune.RunConfig(
         name=phase,
         storage_path=storage_path,
@@ -255,7 +273,9 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
                 told=OptunaLedger(state.sweep_dir, state.sweep_id),
             ),
             Progress(phase, total, metric),
+            fail_fast,
         ],
+        stop=fail_fast.stopper,
         # A trial resumes from its last epoch, so retrying after a lost node (a reclaimed spot
         # instance) is cheap; a trial that fails for its own reasons still fails, loudly.
         failure_config=tune.FailureConfig(max_failures=1),

@@ -66,10 +66,10 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     hits = []
 
     def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # A dry run sees only a few batches: its features must never pass for the real ones.
-        variant = (
-            {**preprocessing, "max_batches": job.max_batches} if job.max_batches else preprocessing
-        )
+        # Features of another copy of the dataset (another root), or of a dry run's few
+        # batches, must never pass for these.
+        extra = {"data_root": job.data_root, "max_batches": job.max_batches}
+        variant = {**preprocessing, **{k: v for k, v in extra.items() if v}}
         key = cache_key(upstream.sha256, job.dataset, split, variant)
         x, y, hit = cached_features(
             job.feature_cache_dir,

@@ -11,6 +11,7 @@ workers, Ray Tune, MLflow and the report."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,33 @@ def test_a_missing_checkpoint_or_dataset_root_fails_before_any_trial(paper_world
     assert "upstream[0] (dense).checkpoint_root" in no_checkpoint.stderr
     assert "mobilenetv1.dense.pth" in no_checkpoint.stderr
     assert not (tmp_path / "runs/sweeps").exists(), "nothing is made before the checks pass"
+
+
+def test_a_sweep_whose_trials_all_fail_stops_early_and_says_why(paper_world, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(paper_world["data"] / "aircraft", data / "aircraft")
+    for jpeg in (data / "aircraft").rglob("*.jpg"):
+        jpeg.write_bytes(b"not a jpeg")  # the layout is right, so the preflight passes
+    command = [
+        *CLI, "sweep", str(REPO / "sweeps/paper_mobilenetv1_full.yaml"),
+        "--set", f"storage={tmp_path / 'runs'}",
+        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set", f"data_root={data}",
+        "--set", f"checkpoint_root={paper_world['checkpoints']}",
+        "--set", "datasets=[aircraft]",
+        "--set", f"upstream={UPSTREAMS}",
+        "--set", "seeds=[0, 1, 2, 3, 4, 5]",
+        "--set", "resources={cpu: 1, gpu: 0, loader_workers: 0}",
+        "--set", "search.max_concurrent_trials=2",
+    ]  # fmt: skip
+    env = {**os.environ, "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "trials failed and none finished" in done.stderr
+    assert "dataset 'aircraft'" in done.stderr and "is not a readable image" in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("paper_mobilenetv1_full").experiment_id
+    ran = client.search_runs([experiment], "tags.phase = 'final'")
+    assert 3 <= len(ran) < 12, "the sweep stopped instead of failing all 12 runs"

@@ -100,8 +100,13 @@ class ImageSplit(torch.utils.data.Dataset):
         if isinstance(source, np.ndarray):
             image = Image.fromarray(source).convert("RGB")
         else:
-            with Image.open(source) as raw:  # some datasets hold grayscale or CMYK files
-                image = raw.convert("RGB")
+            try:
+                with Image.open(source) as raw:  # some datasets hold grayscale or CMYK files
+                    image = raw.convert("RGB")
+            except (OSError, SyntaxError) as err:  # PIL's errors for truncated or bad files
+                raise DatasetLayoutError(
+                    f"dataset {self.dataset!r}: {source} is not a readable image: {err}"
+                ) from None
         return (self.transform(image) if self.transform else image), label
 
 
