@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from sparse_transfer.config.space import (
+    HYPERPARAMETERS,
+    Choice,
+    Distribution,
+    IntRange,
+    LogUniform,
+    SpaceValue,
+    Strict,
+    Uniform,
+    candidates,
+    check_space,
+    is_distribution,
+    max_epochs,
+)
 
 __all__ = [
     "HYPERPARAMETERS",
@@ -18,11 +32,13 @@ __all__ = [
     "IntRange",
     "LogUniform",
     "Resources",
+    "SpaceValue",
     "Search",
     "SweepSpec",
     "Tracking",
     "Uniform",
     "Upstream",
+    "max_epochs",
 ]
 
 # full: finetune everything, upstream masks fixed; linear: frozen backbone, linear head;
@@ -30,74 +46,7 @@ __all__ = [
 MODES = ("full", "linear", "prune")
 Mode = Literal["full", "linear", "prune"]
 
-# Every knob the transfer trainer understands, with its default. A search space may sample any of
-# them; the rest take these values. Names are the ones logged as MLflow params.
-HYPERPARAMETERS: dict[str, float | int | str] = {
-    "lr": 0.01,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "epochs": 10,
-    "batch_size": 64,
-    "label_smoothing": 0.0,
-    "lr_schedule": "cosine",
-}
-LR_SCHEDULES = ("cosine", "step", "constant")
 DRY_RUN_BATCH_SIZE = 8
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LogUniform(Strict):
-    distribution: Literal["loguniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _bounds(self) -> LogUniform:
-        if self.low <= 0:
-            raise ValueError(f"loguniform low must be > 0, got {self.low}")
-        if self.high <= self.low:
-            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
-        return self
-
-
-class Uniform(Strict):
-    distribution: Literal["uniform"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Uniform:
-        if self.high <= self.low:
-            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
-        return self
-
-
-class IntRange(Strict):
-    distribution: Literal["int"]
-    low: int
-    high: int
-    step: int = 1
-
-    @model_validator(mode="after")
-    def _bounds(self) -> IntRange:
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
-        return self
-
-
-class Choice(Strict):
-    distribution: Literal["choice"]
-    choices: list[float | int | str] = Field(min_length=1)
-
-
-Distribution = Annotated[
-    LogUniform | Uniform | IntRange | Choice, Field(discriminator="distribution")
-]
-# A search-space value is either a distribution or a fixed value.
-SpaceValue = Distribution | float | int | str
 
 
 def _known_dataset(value: str) -> str:
@@ -326,7 +275,7 @@ class SweepSpec(Strict):
         for mode in self.modes:
             if mode not in self.search_space:
                 raise ValueError(f"search_space: no entry for mode {mode!r} (listed in modes)")
-            _check_space(mode, self.search_space[mode])
+            check_space(mode, self.search_space[mode])
         for index, upstream in enumerate(self.upstream):
             if upstream.method.lower() == "dense" and upstream.sparsity != 0.0:
                 raise ValueError(f"upstream[{index}].sparsity: a dense model has sparsity 0.0")
@@ -367,7 +316,7 @@ class SweepSpec(Strict):
         for dataset, by_mode in self.dataset_overrides.items():
             _check_dataset_key(dataset, "dataset_overrides")
             for mode, space in by_mode.items():
-                _check_space(mode, space, where=f"dataset_overrides.{dataset}.{mode}")
+                check_space(mode, space, where=f"dataset_overrides.{dataset}.{mode}")
         for dataset in self.data_roots:
             _check_dataset_key(dataset, "data_roots")
         for dataset in self.datasets:
@@ -383,8 +332,8 @@ class SweepSpec(Strict):
 
     def space(self, mode: str, dataset: str | None = None) -> dict[str, SpaceValue]:
         """The search space of a mode's cells (of one dataset's cells, with its overrides)."""
-        override = self.dataset_overrides.get(dataset, {}).get(mode, {}) if dataset else {}  # type: ignore[call-overload]
-        return {**self.search_space[mode], **override}  # type: ignore[index]
+        by_mode = self.dataset_overrides.get(dataset, {}) if dataset else {}
+        return {**self.search_space[mode], **by_mode.get(mode, {})}  # type: ignore[index]
 
     def cell_spaces(self) -> dict[tuple[str, str], dict[str, SpaceValue]]:
         return {(m, d): self.space(m, d) for m in self.modes for d in self.datasets}
@@ -393,9 +342,7 @@ class SweepSpec(Strict):
     def searches(self) -> bool:
         """False when every cell's hyperparameters are fixed: there is nothing to search, so
         the sweep goes straight to the final runs (the paper's fixed-hyperparameter grid)."""
-        return any(
-            isinstance(v, _DISTRIBUTIONS) for s in self.cell_spaces().values() for v in s.values()
-        )
+        return any(is_distribution(v) for s in self.cell_spaces().values() for v in s.values())
 
     def as_dry_run(self) -> SweepSpec:
         """The same study through every layer at a tiny cost: one search trial per cell, one
@@ -403,7 +350,7 @@ class SweepSpec(Strict):
         to their own MLflow experiment, so they never mix with the real study's."""
 
         def tiny(space: dict[str, SpaceValue]) -> dict[str, int]:
-            batch = min(_candidates(space.get("batch_size", HYPERPARAMETERS["batch_size"])))
+            batch = min(candidates(space.get("batch_size", HYPERPARAMETERS["batch_size"])))
             return {"epochs": 1, "batch_size": min(int(batch), DRY_RUN_BATCH_SIZE)}
 
         raw = self.model_dump(mode="json")
@@ -450,52 +397,3 @@ def _check_unique(values: list, what: str) -> None:
     seen = {v for v in values if values.count(v) > 1}
     if seen:
         raise ValueError(f"{what}: duplicates {sorted(seen, key=str)}")
-
-
-_DISTRIBUTIONS = (LogUniform, Uniform, IntRange, Choice)
-
-
-def _check_space(mode: str, space: dict[str, SpaceValue], where: str = "") -> None:
-    where = where or f"search_space.{mode}"
-    if not space:
-        raise ValueError(f"{where}: empty; give at least one hyperparameter")
-    unknown = sorted(set(space) - set(HYPERPARAMETERS))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown hyperparameters {unknown}; valid: {', '.join(HYPERPARAMETERS)}"
-        )
-    for name, value in space.items():
-        for candidate in _candidates(value):
-            _check_value(where, name, candidate)
-
-
-def _candidates(value: SpaceValue) -> list:
-    if isinstance(value, Choice):
-        return list(value.choices)
-    if isinstance(value, LogUniform | Uniform | IntRange):
-        return [value.low, value.high]
-    return [value]
-
-
-def _check_value(prefix: str, name: str, value: object) -> None:
-    where = f"{prefix}.{name}"
-    if name == "lr_schedule":
-        if value not in LR_SCHEDULES:
-            raise ValueError(f"{where}: unknown schedule {value!r}; valid: {LR_SCHEDULES}")
-        return
-    if isinstance(value, str) or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise ValueError(f"{where}: must be a finite number, got {value!r}")
-    if name in ("epochs", "batch_size") and (float(value) < 1 or float(value) != int(value)):
-        raise ValueError(f"{where}: must be a positive integer, got {value!r}")
-    if name in ("lr",) and float(value) <= 0:
-        raise ValueError(f"{where}: must be > 0, got {value!r}")
-    if name in ("weight_decay", "momentum", "label_smoothing") and float(value) < 0:
-        raise ValueError(f"{where}: must be >= 0, got {value!r}")
-    if name == "label_smoothing" and float(value) >= 1:
-        raise ValueError(f"{where}: must be < 1, got {value!r}")
-
-
-def max_epochs(space: dict[str, SpaceValue]) -> int:
-    """The most epochs any trial of this space can run (ASHA's max_t)."""
-    value = space.get("epochs", HYPERPARAMETERS["epochs"])
-    return int(max(_candidates(value)))  # type: ignore[type-var]
