@@ -69,28 +69,35 @@ def paper_world(tmp_path_factory) -> dict[str, Path]:
     return {"checkpoints": checkpoints, "data": root / "data"}
 
 
-def dry_run(spec: str, paper_world, tmp_path: Path) -> tuple[str, subprocess.CompletedProcess]:
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [
-        *CLI,
-        "sweep",
-        str(REPO / "sweeps" / spec),
-        "--dry-run",
-        "--set", f"storage={tmp_path / 'runs'}",
-        "--set", f"data_root={paper_world['data']}",
-        "--set", f"checkpoint_root={paper_world['checkpoints']}",
-        "--set", f"tracking.uri={tracking}",
-        "--set", f"upstream={UPSTREAMS}",
-        "--set", "datasets=[aircraft, cifar10]",
-        "--set", "resources={cpu: 1, gpu: 0, loader_workers: 1}",
-        "--set", "search.max_concurrent_trials=2",
-    ]  # fmt: skip
+def sweep(spec: str, tmp_path: Path, *settings: str, dry_run: bool = True):
+    """`sparse-transfer sweep sweeps/<spec> [--dry-run] --set ...` with this test's storage,
+    MLflow store and node cache; `settings` are more `key=value` overrides."""
+    command = [*CLI, "sweep", str(REPO / "sweeps" / spec), *(["--dry-run"] if dry_run else [])]
+    for setting in (
+        f"storage={tmp_path / 'runs'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "search.max_concurrent_trials=2",
+        *settings,
+    ):
+        command += ["--set", setting]
     env = {**os.environ, "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(
+    return subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
+
+
+def dry_run(spec: str, paper_world, tmp_path: Path) -> tuple[str, subprocess.CompletedProcess]:
+    done = sweep(
+        spec,
+        tmp_path,
+        f"data_root={paper_world['data']}",
+        f"checkpoint_root={paper_world['checkpoints']}",
+        f"upstream={UPSTREAMS}",
+        "datasets=[aircraft, cifar10]",
+        "resources={cpu: 1, gpu: 0, loader_workers: 1}",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return tracking, done
+    return f"sqlite:///{tmp_path / 'mlflow.db'}", done
 
 
 def final_runs(tracking: str, experiment: str) -> list:
@@ -136,26 +143,15 @@ def test_paper_linear_spec_dry_run_extracts_features_through_the_loader(paper_wo
 
 
 def test_a_missing_checkpoint_or_dataset_root_fails_before_any_trial(paper_world, tmp_path):
-    command = [*CLI, "sweep", str(REPO / "sweeps/paper_mobilenetv1_full.yaml"), "--dry-run"]
-    common = [
-        "--set", f"storage={tmp_path / 'runs'}",
-        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set", "datasets=[aircraft]",
-        "--set", "upstream=[{name: dense, catalog: mobilenetv1.dense}]",
-    ]  # fmt: skip
-    no_data = subprocess.run(
-        [*command, *common, "--set", f"data_root={tmp_path / 'nowhere'}",
-         "--set", f"checkpoint_root={paper_world['checkpoints']}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+    spec = "paper_mobilenetv1_full.yaml"
+    narrow = ("datasets=[aircraft]", "upstream=[{name: dense, catalog: mobilenetv1.dense}]")
+    checkpoints, data = (f"checkpoint_root={paper_world['checkpoints']}",
+                         f"data_root={paper_world['data']}")  # fmt: skip
+    no_data = sweep(spec, tmp_path, *narrow, checkpoints, f"data_root={tmp_path / 'nowhere'}")
     assert no_data.returncode == 2
     assert "data_root" in no_data.stderr and "'aircraft'" in no_data.stderr
     assert "expected under the root" in no_data.stderr
-    no_checkpoint = subprocess.run(
-        [*command, *common, "--set", f"data_root={paper_world['data']}",
-         "--set", f"checkpoint_root={tmp_path / 'empty'}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
+    no_checkpoint = sweep(spec, tmp_path, *narrow, data, f"checkpoint_root={tmp_path / 'empty'}")
     assert no_checkpoint.returncode == 2
     assert "upstream[0] (dense).checkpoint_root" in no_checkpoint.stderr
     assert "mobilenetv1.dense.pth" in no_checkpoint.stderr
@@ -167,21 +163,16 @@ def test_a_sweep_whose_trials_all_fail_stops_early_and_says_why(paper_world, tmp
     shutil.copytree(paper_world["data"] / "aircraft", data / "aircraft")
     for jpeg in (data / "aircraft").rglob("*.jpg"):
         jpeg.write_bytes(b"not a jpeg")  # the layout is right, so the preflight passes
-    command = [
-        *CLI, "sweep", str(REPO / "sweeps/paper_mobilenetv1_full.yaml"),
-        "--set", f"storage={tmp_path / 'runs'}",
-        "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-        "--set", f"data_root={data}",
-        "--set", f"checkpoint_root={paper_world['checkpoints']}",
-        "--set", "datasets=[aircraft]",
-        "--set", f"upstream={UPSTREAMS}",
-        "--set", "seeds=[0, 1, 2, 3, 4, 5]",
-        "--set", "resources={cpu: 1, gpu: 0, loader_workers: 0}",
-        "--set", "search.max_concurrent_trials=2",
-    ]  # fmt: skip
-    env = {**os.environ, "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    done = sweep(
+        "paper_mobilenetv1_full.yaml",
+        tmp_path,
+        f"data_root={data}",
+        f"checkpoint_root={paper_world['checkpoints']}",
+        "datasets=[aircraft]",
+        f"upstream={UPSTREAMS}",
+        "seeds=[0, 1, 2, 3, 4, 5]",
+        "resources={cpu: 1, gpu: 0, loader_workers: 0}",
+        dry_run=False,
     )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "trials failed and none finished" in done.stderr
