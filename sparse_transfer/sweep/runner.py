@@ -23,6 +23,7 @@ from sparse_transfer.sweep.callbacks import FAIL_FAST_AFTER, FailFast, MlflowTri
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.scheduler import CellASHA
 from sparse_transfer.sweep.search import (
+    CellSearch,
     CellSearcher,
     OptunaLedger,
     optuna_storage,
@@ -256,7 +257,9 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
     }
 
 
-def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.RunConfig:
+def _run_config(
+    phase: str, state: SweepState, total: int, metric: str, *first: tune.Callback
+) -> tune.RunConfig:
     recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
     storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
     fail_fast = FailFast()
@@ -265,6 +268,7 @@ def _run_config(phase: str, state: SweepState, total: int, metric: str) -> tune.
         storage_path=storage_path,
         storage_filesystem=filesystem,
         callbacks=[
+            *first,
             MlflowTrials(
                 recorder,
                 state.parent_run_id,
@@ -292,6 +296,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
         cells=cells,
         spaces={cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
         trials_per_cell=spec.search.trials_per_cell,
+        max_concurrent=spec.search.max_concurrent_trials,
         sampler=spec.search.sampler,
         seed=spec.search.seed,
         metric=metric,
@@ -309,16 +314,15 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
     else:
         scheduler = FIFOScheduler()
     total = len(cells) * spec.search.trials_per_cell
+    search = CellSearch(searcher)  # the searcher limits concurrency itself
     return tune.Tuner(
         _trainable(spec),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=total,
-            max_concurrent_trials=spec.search.max_concurrent_trials,
-            reuse_actors=True,
+            search_alg=search, scheduler=scheduler, num_samples=total, reuse_actors=True
         ),
-        run_config=_run_config(SEARCH, state, total, metric),
+        # The reconciler comes first: the searcher must know Tune's trials before anything
+        # else looks at the search.
+        run_config=_run_config(SEARCH, state, total, metric, search.reconciler),
     )
 
 

@@ -4,11 +4,15 @@ Tune sees a single searcher, but each cell keeps its own Optuna study (persisted
 SQLite database) and its own budget of `trials_per_cell`; cells are served round-robin, so a
 strong cell can never take trials from a weak one. Trials that ASHA stops before their last
 epoch are told to Optuna as PRUNED, so TPE does not learn from truncated curves as if complete.
+
+The searcher keeps no saved state of its own: Tune writes a searcher's state and its trial list
+to separate files and uploads them one by one in the background, so after a crash (on S3
+especially) they can be from different moments. At the first step of every run, restored or
+not, it rebuilds its state from the trial list Tune holds and from Optuna (`reconcile`).
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import optuna
@@ -19,7 +23,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
+from ray.tune import Callback
+from ray.tune.search import Searcher, SearchGenerator
 
 from sparse_transfer.config.spec import (
     HYPERPARAMETERS,
@@ -32,7 +37,14 @@ from sparse_transfer.config.spec import (
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell
 
-__all__ = ["CellSearcher", "OptunaLedger", "optuna_storage", "study_name", "to_distributions"]
+__all__ = [
+    "CellSearch",
+    "CellSearcher",
+    "OptunaLedger",
+    "optuna_storage",
+    "study_name",
+    "to_distributions",
+]
 
 
 def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
@@ -61,6 +73,10 @@ def study_name(sweep_id: str, cell: Cell) -> str:
     return f"{sweep_id}/{cell.id}"
 
 
+def _epochs(hparams: dict) -> int:
+    return int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
+
+
 class CellSearcher(Searcher):
     def __init__(
         self,
@@ -71,6 +87,7 @@ class CellSearcher(Searcher):
         cells: list[Cell],
         spaces: dict[str, dict[str, SpaceValue]],  # cell id -> its search space
         trials_per_cell: int,
+        max_concurrent: int,
         sampler: str,
         seed: int,
         metric: str,
@@ -85,12 +102,17 @@ class CellSearcher(Searcher):
         self.cells = cells
         self.spaces = spaces
         self.trials_per_cell = trials_per_cell
+        # Limited here rather than by Tune's ConcurrencyLimiter, whose restored count of live
+        # trials may include trials Tune lost: they would hold their slots forever.
+        self.max_concurrent = max_concurrent
         self.sampler = sampler
         self.seed = seed
         self.base_config = base_config
         # Tune trial id -> (cell index, Optuna trial number, epochs the trial was asked to run)
         self.assigned: dict[str, tuple[int, int, int]] = {}
         self.asked = [0] * len(cells)
+        self.live: set[str] = set()  # Tune trial ids suggested and not yet complete
+        self.reconciled = False
         self._studies: dict[int, optuna.Study] = {}
 
     # Optuna studies hold database connections: never pickle them, reopen on demand.
@@ -120,9 +142,16 @@ class CellSearcher(Searcher):
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
     def suggest(self, trial_id: str) -> dict | None:
+        if not self.reconciled:
+            raise RuntimeError(
+                "CellSearcher asked for a trial before it saw Tune's trial list: "
+                "run it as CellSearch, with CellSearch.reconciler among the callbacks"
+            )
         open_cells = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not open_cells:
             return Searcher.FINISHED
+        if len(self.live) >= self.max_concurrent:
+            return None
         index = min(open_cells, key=lambda i: (self.asked[i], i))  # round-robin over cells
         cell = self.cells[index]
         searched, fixed = to_distributions(self.spaces[cell.id])
@@ -130,8 +159,8 @@ class CellSearcher(Searcher):
         trial.set_user_attr("tune_trial_id", trial_id)
         self.asked[index] += 1
         hparams = {**fixed, **trial.params}
-        epochs = int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
-        self.assigned[trial_id] = (index, trial.number, epochs)
+        self.assigned[trial_id] = (index, trial.number, _epochs(hparams))
+        self.live.add(trial_id)
         self.backup.upload("optuna.db")
         return {
             "trial": {
@@ -164,6 +193,7 @@ class CellSearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self.live.discard(trial_id)
         if trial_id not in self.assigned:
             return
         index, number, epochs = self.assigned[trial_id]
@@ -182,17 +212,28 @@ class CellSearcher(Searcher):
             study.tell(number, float(result[self.metric]))
         self.backup.upload("optuna.db")
 
-    def reconcile(self) -> None:
-        """After a crash, make Optuna and the restored Tune state agree.
+    def reconcile(self, trials: list) -> None:
+        """Rebuild the searcher's state from the trials Tune holds (`ray.tune.Trial`s: none in
+        a new run, its restored snapshot after a crash) and make Optuna agree with them.
 
-        Tune's state is a snapshot a few seconds old. An Optuna trial it does not know of was
-        either still running (its Tune trial is lost: mark it FAIL, a new trial takes its
-        place) or already told (it finished between snapshot and crash: it counts against
-        the cell's budget, so the budget is spent exactly once)."""
-        known = {(index, number) for index, number, _ in self.assigned.values()}
+        The snapshot is a few seconds old. An Optuna trial it does not know of was either
+        still running (its Tune trial is lost: mark it FAIL, a new trial takes its place) or
+        already told (it finished between snapshot and crash: it counts against the cell's
+        budget, so the budget is spent exactly once). Unfinished trials of the snapshot are
+        resumed by Tune: they are live again."""
+        index_of = {cell.id: i for i, cell in enumerate(self.cells)}
+        self.assigned, self.live = {}, set()
+        for trial in trials:
+            settings = trial.config["trial"]
+            index = index_of[settings["cell"]]
+            number = int(settings["optuna_trial"])
+            self.assigned[trial.trial_id] = (index, number, _epochs(settings["hparams"]))
+            if not trial.is_finished():
+                self.live.add(trial.trial_id)
         self.asked = [0] * len(self.cells)
         for index, _, _ in self.assigned.values():
             self.asked[index] += 1
+        known = {(index, number) for index, number, _ in self.assigned.values()}
         for index in range(len(self.cells)):
             study = self.study(index)
             for trial in study.get_trials(deepcopy=False):
@@ -203,16 +244,50 @@ class CellSearcher(Searcher):
                 elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     self.asked[index] += 1
         self.backup.upload("optuna.db")
+        self.reconciled = True
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"assigned": self.assigned, "asked": self.asked}, handle)
+    # Tune's file of searcher state is not written: see the module docstring.
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            state = pickle.load(handle)
-        self.assigned, self.asked = state["assigned"], state["asked"]
-        self.reconcile()
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        self.reconciled = False  # until the reconciler hands over Tune's restored trials
+
+
+class CellSearch(SearchGenerator):
+    """Tune's search algorithm around a CellSearcher, which alone says when the search is done.
+
+    Tune restores the algorithm's trial counter and `finished` flag from a file of its own,
+    uploaded apart from the trial list: after a crash they may count trials that Tune lost,
+    and the replacements for those would never be asked for. Its `reconciler` callback hands
+    the searcher Tune's trial list at the first step of a run, before Tune asks for a trial."""
+
+    def __init__(self, searcher: CellSearcher) -> None:
+        super().__init__(searcher)
+        self.reconciler = _Reconciler(searcher)
+
+    def is_finished(self) -> bool:
+        return self._finished
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._finished = False  # the reconciled searcher answers FINISHED if nothing is left
+
+
+class _Reconciler(Callback):
+    # Pickled with the Tuner in the same object graph as the search algorithm, so a restored
+    # Tuner's callback still holds the restored searcher.
+    def __init__(self, searcher: CellSearcher) -> None:
+        self.searcher = searcher
+        self._done = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_done": False}
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if not self._done:  # the first step, also after a restore
+            self._done = True
+            self.searcher.reconcile(trials)
 
 
 class OptunaLedger:

@@ -109,11 +109,6 @@ def _runs(uri: str, experiment: str, phase: str | None = None, status: str | Non
     return runs
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent hang (1 of 5 runs so far): after a kill, the resumed search "
-    "sometimes never asks Optuna for the trials that replace the lost ones; see the note on #5",
-)
 def test_s3_sweep_with_mlflow_server_resumes_from_s3(s3, mlflow_server, tmp_path):
     s3_port, client = s3
     storage = f"s3://{BUCKET}/study?endpoint_override=127.0.0.1:{s3_port}&scheme=http"
@@ -144,7 +139,7 @@ def test_s3_sweep_with_mlflow_server_resumes_from_s3(s3, mlflow_server, tmp_path
     )
     # A fresh process on a "new machine": an empty local cache, everything comes from S3.
     fresh = {**env, "SPARSE_TRANSFER_CACHE": str(tmp_path / "cache-second")}
-    resume_log = tmp_path / "resume.log"  # kept for diagnosis, see the xfail reason
+    resume_log = tmp_path / "resume.log"  # kept for diagnosis
     try:
         with open(resume_log, "w") as log:
             resumed = subprocess.run(

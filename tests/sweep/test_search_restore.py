@@ -1,0 +1,120 @@
+"""A crash can leave Tune's trial list and its search algorithm's saved state from different
+moments: Tune saves them as separate files and uploads them one by one in the background, while
+it keeps rewriting its local copies (on S3 an upload takes seconds, so a kill often falls in
+between). However the two disagree, the resumed search spends each cell's budget exactly once
+and finishes. The search phase runs here with a stand-in trainable, in this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+from sweep_helpers import optuna_trials, small_spec
+
+from sparse_transfer.sweep import runner
+from sparse_transfer.sweep.cells import plan_cells
+from sparse_transfer.tracking import SweepRecorder
+
+pytestmark = pytest.mark.slow
+
+
+def _stand_in(gate: Path):
+    """A trainable that reports every epoch at once. A cell's trials after its first wait for
+    `gate`, so they are the live ones when the driver is interrupted."""
+
+    def trainable(config: dict) -> None:
+        settings = config["trial"]
+        if settings["optuna_trial"] >= 1:
+            (gate.parent / f"started-{tune.get_context().get_trial_id()}").touch()
+            while not gate.exists():
+                time.sleep(0.05)
+        for epoch in range(1, int(settings["hparams"]["epochs"]) + 1):
+            tune.report({"epoch": epoch, "val_top1": 100 * settings["hparams"]["lr"]})
+
+    return trainable
+
+
+def _interrupt_when_started(gate: Path, count: int) -> threading.Thread:
+    """SIGINT this process (Tune ends the run and saves its state) once `count` trials wait."""
+
+    def watch() -> None:
+        while len(list(gate.parent.glob("started-*"))) < count:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _forget_live_trials(experiment_dir: Path) -> set[str]:
+    """Drop the unfinished trials from Tune's saved trial list, as if its snapshot predated
+    them, while the search algorithm's saved state still counts them as live."""
+    (path,) = experiment_dir.glob("experiment_state-*.json")
+    state = json.loads(path.read_text())
+    kept, lost = [], set()
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["status"] == "TERMINATED":
+            kept.append(entry)
+        else:
+            lost.add(trial["trial_id"])
+    state["trial_data"] = kept
+    path.write_text(json.dumps(state))
+    return lost
+
+
+@pytest.mark.timeout(180)  # a hung search fails here, not after the global 10 minutes
+@pytest.mark.parametrize(
+    ("trials_per_cell", "lost"),
+    [(3, True), (2, True), (3, False)],
+    ids=["lost-mid-search", "lost-last-asks", "kept"],
+)
+def test_resumed_search_spends_each_budget_once(
+    ray_runtime, tmp_path, monkeypatch, trials_per_cell, lost
+):
+    gate = tmp_path / "gate" / "open"
+    gate.parent.mkdir()
+    monkeypatch.setattr(runner, "_trainable", lambda spec: _stand_in(gate))
+    spec = small_spec(
+        tmp_path,
+        None,
+        modes=["linear"],
+        search_space={
+            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2}, "epochs": 2}
+        },
+        search={"trials_per_cell": trials_per_cell, "max_concurrent_trials": 2},
+        early_stopping={"scheduler": "none"},
+    )
+    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
+    sweep_id = "small-restore"
+    recorder = SweepRecorder(spec.tracking.uri, "small", sweep_id)
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", recorder.parent_run({}), "search", ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+
+    # Each cell's first trial finishes; its second is running when the driver stops.
+    _interrupt_when_started(gate, count=len(cells))
+    runner._run_phase("search", runner._search_tuner, state, spec, cells, restore=False, log=print)
+    experiment_dir = state.sweep_dir / "search"
+    if lost:
+        assert len(_forget_live_trials(experiment_dir)) == len(cells)
+
+    gate.touch()
+    runner._run_phase("search", runner._search_tuner, state, spec, cells, restore=True, log=print)
+
+    for name, trials in optuna_trials(state.sweep_dir).items():
+        states = [t.state for t in trials]
+        told = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+        assert told == trials_per_cell, (name, states)
+        assert TrialState.RUNNING not in states, (name, states)
+        # A trial Tune lost is failed in Optuna and replaced; one Tune kept is resumed.
+        assert states.count(TrialState.FAIL) == (1 if lost else 0), (name, states)
