@@ -112,7 +112,7 @@ def quickstart(
 def _run(spec, address: str | None) -> None:
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
 
     try:
@@ -121,6 +121,8 @@ def _run(spec, address: str | None) -> None:
         _fail(f"error: {err.args[0] if err.args else err}")
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
+    except SweepInterrupted as err:
+        _fail(str(err), code=130)
     _print_outcome(state)
 
 
@@ -136,7 +138,7 @@ def resume(
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
     from sparse_transfer.sweep import resume_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
 
     try:
         state = resume_sweep(sweep_dir, address=address)
@@ -144,6 +146,8 @@ def resume(
         _fail(str(err))
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
+    except SweepInterrupted as err:
+        _fail(str(err), code=130)
     _print_outcome(state)
 
 

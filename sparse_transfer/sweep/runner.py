@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -23,9 +24,10 @@ from sparse_transfer.sweep.callbacks import FAIL_FAST_AFTER, FailFast, MlflowTri
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.scheduler import CellASHA
 from sparse_transfer.sweep.search import (
-    CellSearch,
     CellSearcher,
     OptunaLedger,
+    PlannedRuns,
+    ReconciledSearch,
     optuna_storage,
     study_name,
     to_distributions,
@@ -35,11 +37,23 @@ from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import load_final_runs
 
-__all__ = ["SweepFailedError", "SweepState", "resume_sweep", "run_sweep", "write_sweep_report"]
+__all__ = [
+    "SweepFailedError",
+    "SweepInterrupted",
+    "SweepState",
+    "resume_sweep",
+    "run_sweep",
+    "write_sweep_report",
+]
 
 
 class SweepFailedError(RuntimeError):
     """A phase stopped because its trials all failed; the message says where to look."""
+
+
+class SweepInterrupted(RuntimeError):
+    """A phase ended with trials unfinished (Ctrl-C): the sweep stays in that phase, to be
+    finished with `sparse-transfer resume`, never moved on with a partial search."""
 
 
 SPEC_FILE = "spec.resolved.yaml"
@@ -218,6 +232,7 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
     results = tuner.fit()
     errors = [r for r in results if r.error]
     log(f"{phase}: {len(results)} trials, {len(errors)} failed")
+    unfinished = _unfinished(path, filesystem, spec)
     reported = any(M.EPOCH in (r.metrics or {}) for r in results if not r.error)
     if len(errors) >= FAIL_FAST_AFTER and not reported:
         raise SweepFailedError(
@@ -225,6 +240,20 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
             f"bad data, not bad luck). The first error:\n{_first_line(errors[0].error)}\n"
             f"Full logs: {errors[0].path}. Fix the cause and start the sweep again."
         )
+    if unfinished:
+        raise SweepInterrupted(
+            f"{phase}: interrupted with {unfinished} trials unfinished; finish the sweep with "
+            f"`sparse-transfer resume {state.location}`"
+        )
+
+
+def _unfinished(path: str, filesystem, spec: SweepSpec) -> int:
+    """Trials that Tune's saved state holds as neither finished nor failed. The returned
+    ResultGrid cannot say: Tune stops the trials of an interrupted run (Ctrl-C) before it
+    builds the grid, but it saves the experiment state first."""
+    saved = tune.Tuner.restore(path, trainable=_trainable(spec), storage_filesystem=filesystem)
+    grid = saved.get_results()
+    return len(grid) - grid.num_terminated - grid.num_errors
 
 
 def _first_line(error: BaseException) -> str:
@@ -314,7 +343,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
     else:
         scheduler = FIFOScheduler()
     total = len(cells) * spec.search.trials_per_cell
-    search = CellSearch(searcher)  # the searcher limits concurrency itself
+    search = ReconciledSearch(searcher)  # the searcher limits concurrency itself
     return tune.Tuner(
         _trainable(spec),
         tune_config=tune.TuneConfig(
@@ -328,14 +357,17 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
 
 def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
     plan = json.loads((state.sweep_dir / FINAL_PLAN_FILE).read_text())
+    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    runs = PlannedRuns(
+        plan,
+        spec.search.max_concurrent_trials,
+        finished=partial(recorder.finished_keys, FINAL),
+    )
+    search = ReconciledSearch(runs)  # not a grid search: see PlannedRuns
     return tune.Tuner(
         _trainable(spec),
-        param_space={"trial": tune.grid_search(plan)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.search.max_concurrent_trials,
-            reuse_actors=True,
-        ),
-        run_config=_run_config(FINAL, state, len(plan), M.TEST_TOP1),
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=len(plan), reuse_actors=True),
+        run_config=_run_config(FINAL, state, len(plan), M.TEST_TOP1, search.reconciler),
     )
 
 

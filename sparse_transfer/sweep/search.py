@@ -13,6 +13,7 @@ not, it rebuilds its state from the trial list Tune holds and from Optuna (`reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -38,9 +39,10 @@ from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell
 
 __all__ = [
-    "CellSearch",
     "CellSearcher",
     "OptunaLedger",
+    "PlannedRuns",
+    "ReconciledSearch",
     "optuna_storage",
     "study_name",
     "to_distributions",
@@ -145,7 +147,7 @@ class CellSearcher(Searcher):
         if not self.reconciled:
             raise RuntimeError(
                 "CellSearcher asked for a trial before it saw Tune's trial list: "
-                "run it as CellSearch, with CellSearch.reconciler among the callbacks"
+                "run it as ReconciledSearch, with its reconciler among the callbacks"
             )
         open_cells = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
         if not open_cells:
@@ -254,15 +256,69 @@ class CellSearcher(Searcher):
         self.reconciled = False  # until the reconciler hands over Tune's restored trials
 
 
-class CellSearch(SearchGenerator):
-    """Tune's search algorithm around a CellSearcher, which alone says when the search is done.
+class PlannedRuns(Searcher):
+    """The final phase: one trial per plan entry (a cell's best configuration x a seed), handed
+    out in order. Like CellSearcher it keeps no saved state: `reconcile` learns from Tune's
+    trial list, and from the runs MLflow holds as finished, which entries already ran, so a
+    run lost in a crash is started again and no run happens twice."""
+
+    def __init__(
+        self,
+        plan: list[dict],
+        max_concurrent: int,
+        finished: Callable[[], set[tuple[str, str]]],
+    ) -> None:
+        super().__init__()  # no metric: it searches nothing
+        self.plan = plan
+        self.max_concurrent = max_concurrent
+        self.finished = finished  # (cell, seed) of the final runs MLflow holds as finished
+        self.started: set[tuple[str, str]] = set()
+        self.live: set[str] = set()
+        self.reconciled = False
+
+    @staticmethod
+    def key(settings: dict) -> tuple[str, str]:
+        return settings["cell"], str(settings["seed"])
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if not self.reconciled:
+            raise RuntimeError("PlannedRuns asked for a trial before it saw Tune's trial list")
+        pending = [entry for entry in self.plan if self.key(entry) not in self.started]
+        if not pending:
+            return Searcher.FINISHED
+        if len(self.live) >= self.max_concurrent:
+            return None
+        self.started.add(self.key(pending[0]))
+        self.live.add(trial_id)
+        return {"trial": pending[0]}
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        self.live.discard(trial_id)
+
+    def reconcile(self, trials: list) -> None:
+        self.started = {self.key(t.config["trial"]) for t in trials} | self.finished()
+        self.live = {t.trial_id for t in trials if not t.is_finished()}
+        self.reconciled = True
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        self.reconciled = False
+
+
+class ReconciledSearch(SearchGenerator):
+    """Tune's search algorithm around a searcher that rebuilds its state with `reconcile`
+    (CellSearcher, PlannedRuns), and alone says when the search is done.
 
     Tune restores the algorithm's trial counter and `finished` flag from a file of its own,
     uploaded apart from the trial list: after a crash they may count trials that Tune lost,
     and the replacements for those would never be asked for. Its `reconciler` callback hands
     the searcher Tune's trial list at the first step of a run, before Tune asks for a trial."""
 
-    def __init__(self, searcher: CellSearcher) -> None:
+    def __init__(self, searcher: CellSearcher | PlannedRuns) -> None:
         super().__init__(searcher)
         self.reconciler = _Reconciler(searcher)
 
@@ -277,7 +333,7 @@ class CellSearch(SearchGenerator):
 class _Reconciler(Callback):
     # Pickled with the Tuner in the same object graph as the search algorithm, so a restored
     # Tuner's callback still holds the restored searcher.
-    def __init__(self, searcher: CellSearcher) -> None:
+    def __init__(self, searcher: CellSearcher | PlannedRuns) -> None:
         self.searcher = searcher
         self._done = False
 

@@ -200,6 +200,16 @@ class SweepRecorder:
                 deleted += 1
         return kept, deleted
 
+    def finished_keys(self, phase: str) -> set[tuple[str, str]]:
+        """(cell, seed) of this sweep's FINISHED runs of `phase`."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
+            "and attributes.status = 'FINISHED'",
+            max_results=50000,
+        )
+        return {(r.data.tags.get("cell", ""), r.data.tags.get("seed", "")) for r in runs}
+
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
         return [run.info.run_id for run in runs]

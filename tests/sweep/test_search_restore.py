@@ -11,12 +11,13 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 from ray import tune
-from sweep_helpers import optuna_trials, small_spec
+from sweep_helpers import child_runs, optuna_trials, small_spec
 
 from sparse_transfer.sweep import runner
 from sparse_transfer.sweep.cells import plan_cells
@@ -26,12 +27,14 @@ pytestmark = pytest.mark.slow
 
 
 def _stand_in(gate: Path):
-    """A trainable that reports every epoch at once. A cell's trials after its first wait for
-    `gate`, so they are the live ones when the driver is interrupted."""
+    """A trainable that reports every epoch at once. A cell's trials after its first (search:
+    Optuna trial 1 on; final: seed 1 on) wait for `gate`, so they are the live ones when the
+    driver is interrupted."""
 
     def trainable(config: dict) -> None:
         settings = config["trial"]
-        if settings["optuna_trial"] >= 1:
+        order = settings["optuna_trial"] if "optuna_trial" in settings else settings["seed"]
+        if order >= 1:
             (gate.parent / f"started-{tune.get_context().get_trial_id()}").touch()
             while not gate.exists():
                 time.sleep(0.05)
@@ -54,15 +57,16 @@ def _interrupt_when_started(gate: Path, count: int) -> threading.Thread:
     return thread
 
 
-def _forget_live_trials(experiment_dir: Path) -> set[str]:
-    """Drop the unfinished trials from Tune's saved trial list, as if its snapshot predated
-    them, while the search algorithm's saved state still counts them as live."""
+def _forget_live_trials(experiment_dir: Path, finished: bool = False) -> set[str]:
+    """Drop the unfinished trials (the finished ones with `finished`) from Tune's saved trial
+    list, as if its snapshot predated them, while the search algorithm's saved state still
+    counts them."""
     (path,) = experiment_dir.glob("experiment_state-*.json")
     state = json.loads(path.read_text())
     kept, lost = [], set()
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
-        if trial["status"] == "TERMINATED":
+        if (trial["status"] == "TERMINATED") != finished:
             kept.append(entry)
         else:
             lost.add(trial["trial_id"])
@@ -103,7 +107,10 @@ def test_resumed_search_spends_each_budget_once(
 
     # Each cell's first trial finishes; its second is running when the driver stops.
     _interrupt_when_started(gate, count=len(cells))
-    runner._run_phase("search", runner._search_tuner, state, spec, cells, restore=False, log=print)
+    with pytest.raises(runner.SweepInterrupted, match="sparse-transfer resume"):
+        runner._run_phase(
+            "search", runner._search_tuner, state, spec, cells, restore=False, log=print
+        )
     experiment_dir = state.sweep_dir / "search"
     if lost:
         assert len(_forget_live_trials(experiment_dir)) == len(cells)
@@ -118,3 +125,50 @@ def test_resumed_search_spends_each_budget_once(
         assert TrialState.RUNNING not in states, (name, states)
         # A trial Tune lost is failed in Optuna and replaced; one Tune kept is resumed.
         assert states.count(TrialState.FAIL) == (1 if lost else 0), (name, states)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("forget", ["running", "finished", "none"])
+def test_resumed_final_phase_runs_every_planned_run_exactly_once(
+    ray_runtime, tmp_path, monkeypatch, forget
+):
+    gate = tmp_path / "gate" / "open"
+    gate.parent.mkdir()
+    monkeypatch.setattr(runner, "_trainable", lambda spec: _stand_in(gate))
+    spec = small_spec(
+        tmp_path,
+        None,
+        modes=["linear"],
+        seeds=[0, 1],
+        search_space={"linear": {"lr": 0.1, "epochs": 2}},
+        search={"max_concurrent_trials": 2},
+        early_stopping={"scheduler": "none"},
+    )
+    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
+    sweep_id = "small-final-restore"
+    recorder = SweepRecorder(spec.tracking.uri, "small", sweep_id)
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", recorder.parent_run({}), "final", ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+    plan = runner.plan_final_runs(state, spec, cells)
+    (state.sweep_dir / runner.FINAL_PLAN_FILE).write_text(json.dumps(plan))
+
+    # Each cell's seed 0 finishes; its seed 1 is running when the driver stops.
+    _interrupt_when_started(gate, count=len(cells))
+    with pytest.raises(runner.SweepInterrupted):
+        runner._run_phase(
+            "final", runner._final_tuner, state, spec, cells, restore=False, log=print
+        )
+    if forget != "none":
+        lost = _forget_live_trials(state.sweep_dir / "final", finished=forget == "finished")
+        assert len(lost) == len(cells)
+
+    gate.touch()
+    runner._run_phase("final", runner._final_tuner, state, spec, cells, restore=True, log=print)
+
+    runs = child_runs(spec.tracking.uri, "small", sweep_id)
+    finished = Counter(
+        (r.data.tags["cell"], r.data.tags["seed"]) for r in runs if r.info.status == "FINISHED"
+    )
+    assert finished == Counter({(c.id, str(seed)): 1 for c in cells for seed in (0, 1)})
