@@ -5,6 +5,7 @@ This is what `ray submit` and `ray job submit` run; the driver joins the cluster
 
     ray submit infra/aws-gpu.yaml infra/run_sweep.py -- sweeps/quickstart.yaml
     ray submit infra/aws-gpu.yaml infra/run_sweep.py -- sweeps/quickstart.yaml --set seeds=[0]
+    ray submit infra/aws-gpu.yaml infra/run_sweep.py -- sweeps/paper_resnet50_full.yaml --dry-run
     ray submit infra/aws-gpu.yaml infra/run_sweep.py -- \
         --resume /mnt/shared/sparse-transfer-runs/sweeps/<sweep id>
     ray job submit --address http://HEAD:8265 --working-dir . -- \
@@ -57,11 +58,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SWEEP_DIR",
         help="Finish an interrupted sweep: its directory, or its s3:// URI.",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Every cell through every layer at a tiny cost (see `sparse-transfer sweep --help`).",
+    )
     args = parser.parse_args(argv)
     if (args.spec is None) == (args.resume is None):
         parser.error("give exactly one of SPEC or --resume SWEEP_DIR")
-    if args.resume is not None and args.overrides:
-        parser.error("--set applies to a new sweep; a resumed sweep keeps its saved spec")
+    if args.resume is not None and (args.overrides or args.dry_run):
+        parser.error(
+            "--set and --dry-run apply to a new sweep; a resumed sweep keeps its saved spec"
+        )
     return args
 
 
@@ -82,22 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from sparse_transfer.config import SpecError, load_spec
     from sparse_transfer.sweep import resume_sweep, run_sweep
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.upstream import PreflightError
 
-    if args.resume is not None:
-        try:
+    try:
+        if args.resume is not None:
             state = resume_sweep(args.resume, address="auto")  # a path or an s3:// URI
-        except FileNotFoundError as err:
-            print(err, file=sys.stderr)
-            return 2
-    else:
-        try:
+        else:
             spec = load_spec(
                 resolve_spec(args.spec, os.environ), spec_overrides(args.overrides, os.environ)
             )
-        except SpecError as err:
-            print(err, file=sys.stderr)
-            return 2
-        state = run_sweep(spec, address="auto")
+            state = run_sweep(spec.as_dry_run() if args.dry_run else spec, address="auto")
+    except (SpecError, FileNotFoundError, PreflightError) as err:  # before any trial ran
+        print(err, file=sys.stderr)
+        return 2
+    except SweepFailedError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except SweepInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130
     print(f"sweep:   {state.sweep_dir}")
     print(f"report:  {Path(state.sweep_dir) / 'report' / 'report.html'}")
     print(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")

@@ -45,8 +45,13 @@ def test_resume_is_parsed(entry):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["sweeps/quickstart.yaml", "--resume", "x"], ["--resume", "x", "--set", "a=b"]],
-    ids=["nothing", "spec-and-resume", "set-on-resume"],
+    [
+        [],
+        ["sweeps/quickstart.yaml", "--resume", "x"],
+        ["--resume", "x", "--set", "a=b"],
+        ["--resume", "x", "--dry-run"],
+    ],
+    ids=["nothing", "spec-and-resume", "set-on-resume", "dry-run-on-resume"],
 )
 def test_ambiguous_command_lines_are_refused(entry, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -93,6 +98,26 @@ def test_main_runs_the_sweep_on_the_cluster_it_runs_on(entry, monkeypatch, capsy
     assert spec.storage == "/mnt/shared/runs"
     assert spec.search.trials_per_cell == 8
     assert "/runs/sweeps/q-1" in capsys.readouterr().out
+
+
+def test_main_dry_runs_the_paper_spec(entry, monkeypatch):
+    import sparse_transfer.sweep
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def record(spec, **kwargs):
+        calls.append(spec)
+        raise Stop  # no cluster here: stop at the call
+
+    monkeypatch.setattr(sparse_transfer.sweep, "run_sweep", record)
+    monkeypatch.chdir(REPO)
+    with pytest.raises(Stop):
+        entry.main(["sweeps/paper_resnet50_full.yaml", "--dry-run"])
+    (spec,) = calls
+    assert spec.dry_run and spec.name == "paper_resnet50_full-dryrun"
 
 
 def test_main_reports_a_bad_spec_without_starting_anything(entry, tmp_path, capsys):
