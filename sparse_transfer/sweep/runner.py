@@ -65,6 +65,10 @@ REPORT_DIR = "report"
 SWEEPS = "sweeps"
 SEARCH, FINAL, DONE = "search", "final", "done"
 DRY_RUN_BATCHES = 2  # a dry run's trials train and score this many batches per pass
+# Tune keeps one trial pending at a time for a custom search algorithm unless told otherwise:
+# the autoscaler would then see the demand of one trial, never of `max_concurrent_trials`.
+MAX_PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+_USER_MAX_PENDING = os.environ.get(MAX_PENDING_ENV)
 
 
 @dataclass
@@ -218,6 +222,7 @@ def _start_ray(address: str | None) -> None:
 def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:
     storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
     path = f"{storage_path}/{phase}"
+    os.environ[MAX_PENDING_ENV] = _USER_MAX_PENDING or str(spec.search.max_concurrent_trials)
     tuner = make_tuner(state, spec, cells)
     if restore and tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log(f"{phase}: restoring Tune experiment {path}")
