@@ -269,16 +269,25 @@ def zoo_build(
 
 @zoo_app.command("list")
 def zoo_list(
-    storage: Annotated[Path, typer.Option(help="Storage root holding zoo/.")] = Path(
-        "sparse-transfer-runs"
-    ),
+    storage: Annotated[
+        str, typer.Option(help="Storage holding zoo/: a directory or s3://bucket/prefix.")
+    ] = "sparse-transfer-runs",
 ) -> None:
-    """List the upstream zoo entries under a storage root."""
-    from sparse_transfer.zoo import list_entries
+    """List the upstream zoo entries in a storage (local, or S3: fetched to this node)."""
+    import json
 
-    entries = list_entries(storage / "zoo")
+    from sparse_transfer.storage import Storage, StorageError
+
+    try:
+        store = Storage(storage)
+    except StorageError as err:
+        _fail(str(err))
+    entries = []
+    for name in (n for n in store.list_files("zoo") if n.endswith(".json")):
+        store.download("zoo", *name.split("/"))  # S3: to this node's mirror
+        entries.append(json.loads(store.local("zoo", *name.split("/")).read_text()))
     if not entries:
-        typer.echo(f"no zoo entries under {storage / 'zoo'}")
+        typer.echo(f"no zoo entries under {store.display('zoo')}")
     for e in entries:
         typer.echo(
             f"{e['name']:28s} {e['method']:10s} target {e['target_sparsity']:.2f} "

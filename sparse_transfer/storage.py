@@ -156,6 +156,18 @@ class Storage:
         os.replace(tmp, path)
         return True
 
+    def list_files(self, *parts: str) -> list[str]:
+        """The files under `parts` ("a/b.json", relative to it): in S3, or on local disk."""
+        if not self.is_remote:
+            base = self.local(*parts)
+            files = base.rglob("*") if base.is_dir() else []
+            return sorted(p.relative_to(base).as_posix() for p in files if p.is_file())
+        prefix = self.key(*parts) + "/"
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+
     def exists(self, *parts: str) -> bool:
         if not self.is_remote:
             return self.local(*parts).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -97,3 +98,27 @@ def test_load_upstream_refuses_nan_weights(zoo_dir, tmp_path):
 def test_load_upstream_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_upstream(tmp_path / "absent.pt")
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    from s3_helpers import s3_server
+
+    yield from s3_server(monkeypatch, tmp_path)
+
+
+def test_zoo_list_reads_a_local_or_an_s3_storage(zoo_dir, s3, tmp_path):
+    from typer.testing import CliRunner
+
+    from sparse_transfer.cli import app
+
+    local = tmp_path / "runs"
+    shutil.copytree(zoo_dir, local / "zoo")
+    s3.upload_tree(zoo_dir, "runs/zoo")
+    for storage in (str(local), s3.uri("runs")):
+        result = CliRunner().invoke(app, ["zoo", "list", "--storage", storage])
+        assert result.exit_code == 0, result.output
+        listed = [line.split()[0] for line in result.output.splitlines()]
+        assert listed == sorted(ENTRIES), storage
+    empty = CliRunner().invoke(app, ["zoo", "list", "--storage", s3.uri("nothing")])
+    assert empty.exit_code == 0 and "no zoo entries under s3://" in empty.output
