@@ -1,10 +1,14 @@
-"""Kill the driver mid-sweep (SIGKILL, no clean-up), resume: every trial exactly once."""
+"""Stop the driver mid-sweep, resume: every trial exactly once. Killed (SIGKILL, no clean-up)
+or interrupted (Ctrl-C: Tune saves its state, the sweep stays in its phase and says how to
+resume)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +42,20 @@ def _finished_search_runs(db: Path) -> int:
         return 0
 
 
-def test_killed_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path):
+def _interrupt_when(process: subprocess.Popen, ready, log_file: Path) -> None:
+    """Ctrl-C to the driver alone once `ready()`; it must exit by itself, saying how to resume."""
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert process.poll() is None, "the sweep ended early:\n" + log_file.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.5)
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(timeout=180) == 130, log_file.read_text()[-3000:]
+    assert "sparse-transfer resume" in log_file.read_text()
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "Ctrl-C"])
+def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, stop):
     spec = small_spec(tmp_path, zoo_dir, search={"trials_per_cell": 4, "max_concurrent_trials": 2})
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(dump_spec(spec))
@@ -46,7 +63,8 @@ def test_killed_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "sweep.log"
     process = start_sweep(spec_file, log, env, tmp_path)
-    kill_when(process, lambda: _finished_search_runs(db) >= 5, log)
+    stop_now = kill_when if stop == "SIGKILL" else _interrupt_when
+    stop_now(process, lambda: _finished_search_runs(db) >= 5, log)
 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())
