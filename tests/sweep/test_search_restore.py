@@ -75,6 +75,18 @@ def _forget_live_trials(experiment_dir: Path, finished: bool = False) -> set[str
     return lost
 
 
+def _sweep_in_phase(spec, tmp_path: Path, sweep_id: str, phase: str):
+    """The cells and a fresh SweepState of a sweep in `phase` (its parent run in MLflow)."""
+    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
+    recorder = SweepRecorder(spec.tracking.uri, "small", sweep_id)
+    parent = recorder.parent_run({})
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", parent, phase, ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+    return cells, state
+
+
 @pytest.mark.timeout(180)  # a hung search fails here, not after the global 10 minutes
 @pytest.mark.parametrize(
     ("trials_per_cell", "lost"),
@@ -97,13 +109,7 @@ def test_resumed_search_spends_each_budget_once(
         search={"trials_per_cell": trials_per_cell, "max_concurrent_trials": 2},
         early_stopping={"scheduler": "none"},
     )
-    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
-    sweep_id = "small-restore"
-    recorder = SweepRecorder(spec.tracking.uri, "small", sweep_id)
-    state = runner.SweepState(
-        sweep_id, spec.storage, spec.tracking.uri, "small", recorder.parent_run({}), "search", ""
-    )
-    state.sweep_dir.mkdir(parents=True)
+    cells, state = _sweep_in_phase(spec, tmp_path, "small-restore", "search")
 
     # Each cell's first trial finishes; its second is running when the driver stops.
     _interrupt_when_started(gate, count=len(cells))
@@ -144,13 +150,8 @@ def test_resumed_final_phase_runs_every_planned_run_exactly_once(
         search={"max_concurrent_trials": 2},
         early_stopping={"scheduler": "none"},
     )
-    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
-    sweep_id = "small-final-restore"
-    recorder = SweepRecorder(spec.tracking.uri, "small", sweep_id)
-    state = runner.SweepState(
-        sweep_id, spec.storage, spec.tracking.uri, "small", recorder.parent_run({}), "final", ""
-    )
-    state.sweep_dir.mkdir(parents=True)
+    cells, state = _sweep_in_phase(spec, tmp_path, "small-final-restore", "final")
+    sweep_id = state.sweep_id
     plan = runner.plan_final_runs(state, spec, cells)
     (state.sweep_dir / runner.FINAL_PLAN_FILE).write_text(json.dumps(plan))
 
