@@ -12,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from s3_helpers import BUCKET, s3_server
 
 from sparse_transfer.models.errors import ChecksumMismatchError
 from sparse_transfer.models.fetch import FetchError, fetch
@@ -117,42 +118,31 @@ def test_local_paths_pass_through_and_are_verified(tmp_path):
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server on 127.0.0.1 with a bucket holding PAYLOAD at ckpt/model.pth."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="zoo")
-    client.put_object(Bucket="zoo", Key="ckpt/model.pth", Body=PAYLOAD)
-    yield client, endpoint
-    server.stop()
+def s3(monkeypatch, tmp_path):
+    """A moto S3 server on 127.0.0.1 with PAYLOAD at ckpt/model.pth of its bucket."""
+    for server in s3_server(monkeypatch, tmp_path):
+        server.client.put_object(Bucket=BUCKET, Key="ckpt/model.pth", Body=PAYLOAD)
+        yield server
 
 
 def test_s3_sources_are_fetched_once_into_the_cache(s3, tmp_path, monkeypatch):
-    client, endpoint = s3
-    path = fetch(
-        "s3://zoo/ckpt/model.pth", sha256=SHA, cache_dir=tmp_path, s3_endpoint_url=endpoint
-    )
+    endpoint, url = f"http://127.0.0.1:{s3.port}", f"s3://{BUCKET}/ckpt/model.pth"
+    path = fetch(url, sha256=SHA, cache_dir=tmp_path, s3_endpoint_url=endpoint)
     assert path.read_bytes() == PAYLOAD
-    client.delete_object(Bucket="zoo", Key="ckpt/model.pth")  # a second fetch must not need it
-    assert fetch("s3://zoo/ckpt/model.pth", sha256=SHA, cache_dir=tmp_path) == path
-    client.put_object(Bucket="zoo", Key="ckpt/other.pth", Body=b"other")
+    s3.client.delete_object(Bucket=BUCKET, Key="ckpt/model.pth")  # a second fetch must not need it
+    assert fetch(url, sha256=SHA, cache_dir=tmp_path) == path
+    s3.client.put_object(Bucket=BUCKET, Key="ckpt/other.pth", Body=b"other")
+    other = f"s3://{BUCKET}/ckpt/other.pth"
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # the endpoint from the environment
-    assert fetch("s3://zoo/ckpt/other.pth", cache_dir=tmp_path).read_bytes() == b"other"
+    assert fetch(other, cache_dir=tmp_path).read_bytes() == b"other"
+
+
+def test_an_s3_endpoint_may_come_in_the_uri_as_for_sweep_storage(s3, tmp_path):
+    # s3://bucket/key?endpoint_override=HOST:PORT&scheme=http, as `checkpoint_root` takes it
+    path = fetch(s3.uri("ckpt/model.pth"), sha256=SHA, cache_dir=tmp_path)
+    assert path.read_bytes() == PAYLOAD and path.name == "model.pth"
 
 
 def test_a_missing_s3_object_fails_without_retrying(s3, tmp_path):
-    _, endpoint = s3
     with pytest.raises(FetchError, match="S3 (404|NoSuchKey)"):
-        fetch("s3://zoo/absent.pth", cache_dir=tmp_path, s3_endpoint_url=endpoint, backoff_s=5)
+        fetch(s3.uri("absent.pth"), cache_dir=tmp_path, backoff_s=5)
