@@ -274,18 +274,14 @@ def zoo_list(
     ] = "sparse-transfer-runs",
 ) -> None:
     """List the upstream zoo entries in a storage (local, or S3: fetched to this node)."""
-    import json
-
     from sparse_transfer.storage import Storage, StorageError
+    from sparse_transfer.zoo import list_entries
 
     try:
         store = Storage(storage)
     except StorageError as err:
         _fail(str(err))
-    entries = []
-    for name in (n for n in store.list_files("zoo") if n.endswith(".json")):
-        store.download("zoo", *name.split("/"))  # S3: to this node's mirror
-        entries.append(json.loads(store.local("zoo", *name.split("/")).read_text()))
+    entries = list_entries(store)
     if not entries:
         typer.echo(f"no zoo entries under {store.display('zoo')}")
     for e in entries:

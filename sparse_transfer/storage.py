@@ -156,17 +156,23 @@ class Storage:
         os.replace(tmp, path)
         return True
 
-    def list_files(self, *parts: str) -> list[str]:
-        """The files under `parts` ("a/b.json", relative to it): in S3, or on local disk."""
+    def list_objects(self, *parts: str, page_size: int = 1000) -> list[tuple[str, int]]:
+        """(path relative to `parts`, size) of every file under `parts`, in S3 or on local
+        disk; S3's "folder" placeholder keys are skipped."""
         if not self.is_remote:
             base = self.local(*parts)
-            files = base.rglob("*") if base.is_dir() else []
-            return sorted(p.relative_to(base).as_posix() for p in files if p.is_file())
-        prefix = self.key(*parts) + "/"
+            files = [p for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
+            return sorted((p.relative_to(base).as_posix(), p.stat().st_size) for p in files)
+        prefix = f"{self.key(*parts)}/" if self.key(*parts) else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
         )
-        return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+        return sorted(
+            (item["Key"][len(prefix) :], item["Size"])
+            for page in pages
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        )
 
     def exists(self, *parts: str) -> bool:
         if not self.is_remote:

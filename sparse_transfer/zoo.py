@@ -25,6 +25,7 @@ from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream, save_upstream
 from sparse_transfer.models.flops import count_flops
 from sparse_transfer.pruning import METHODS, PruneContext, prunable_weights, sparsity_report
+from sparse_transfer.storage import Storage
 from sparse_transfer.transfer.loop import evaluate, make_optimizer, normalize, train_epoch
 
 __all__ = [
@@ -265,5 +266,11 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
     return metadata
 
 
-def list_entries(zoo_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(zoo_dir).rglob("*.json"))]
+def list_entries(store: Storage, folder: str = "zoo") -> list[dict]:
+    """The metadata of every zoo entry under `folder` of a storage (S3: fetched to this node)."""
+    entries = []
+    for name, _ in store.list_objects(folder):
+        if name.endswith(".json"):
+            store.download(folder, *name.split("/"))
+            entries.append(json.loads(store.local(folder, *name.split("/")).read_text()))
+    return entries

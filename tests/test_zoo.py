@@ -10,6 +10,7 @@ import torch
 
 from sparse_transfer.models import load_upstream
 from sparse_transfer.models.checkpoint import file_sha256
+from sparse_transfer.storage import Storage
 from sparse_transfer.zoo import QUICKSTART_RECIPE, ensure_entry, entry_path, list_entries
 
 ENTRIES = QUICKSTART_RECIPE.entry_names()
@@ -48,7 +49,8 @@ def test_entry_metadata_is_honest(zoo_dir, name, method, target):
 
 
 def test_list_entries_finds_every_entry(zoo_dir):
-    assert sorted(e["name"] for e in list_entries(zoo_dir)) == sorted(ENTRIES)
+    entries = list_entries(Storage(str(zoo_dir.parent)), zoo_dir.name)
+    assert sorted(e["name"] for e in entries) == sorted(ENTRIES)
 
 
 def test_ensure_entry_does_not_rebuild(zoo_dir):

@@ -38,6 +38,7 @@ __all__ = [
     "Tracking",
     "Uniform",
     "Upstream",
+    "known",
     "max_epochs",
 ]
 
@@ -102,7 +103,7 @@ class Upstream(Strict):
     def _known_arch(cls, value: str | None) -> str | None:
         from sparse_transfer.models import ARCHS
 
-        return value if value is None else _known(value, ARCHS, "architecture")
+        return value if value is None else known(value, ARCHS, "architecture")
 
     @field_validator("method")
     @classmethod
@@ -119,7 +120,7 @@ class Upstream(Strict):
     def _known_entry(cls, value: str | None) -> str | None:
         from sparse_transfer.models.catalog import CATALOG
 
-        return value if value is None else _known(value, CATALOG, "catalog entry")
+        return value if value is None else known(value, CATALOG, "catalog entry")
 
     @model_validator(mode="after")
     def _one_source(self) -> Upstream:
@@ -380,7 +381,8 @@ class SweepSpec(Strict):
         return Storage(self.data_root).child(dataset)
 
 
-def _known(value: str, registry, kind: str) -> str:
+def known(value: str, registry, kind: str) -> str:
+    """`value` if the registry holds it; else an error listing the valid names."""
     if value not in registry:
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(registry.names())}")
     return value

@@ -9,7 +9,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sparse_transfer.config.loader import SpecError, _format
-from sparse_transfer.config.spec import Resources, Sparsity, Strict, Tracking
+from sparse_transfer.config.spec import Resources, Sparsity, Strict, Tracking, known
 
 __all__ = ["ZooEntrySpec", "ZooSpec", "load_zoo_spec"]
 
@@ -69,18 +69,14 @@ class ZooSpec(Strict):
     def _arch(cls, value: str) -> str:
         from sparse_transfer.models import ARCHS
 
-        if value not in ARCHS:
-            raise ValueError(f"unknown architecture {value!r}; valid: {', '.join(ARCHS.names())}")
-        return value
+        return known(value, ARCHS, "architecture")
 
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
         from sparse_transfer.data import DATASETS
 
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}; valid: {', '.join(DATASETS.names())}")
-        return value
+        return known(value, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _unique(self) -> ZooSpec:

@@ -65,14 +65,14 @@ def _cache_dir() -> Path:
 
 
 def _sync(storage: Storage, dest: Path) -> None:
-    objects = _list(storage)
+    objects = storage.list_objects(page_size=LIST_PAGE_SIZE)
     if not objects:
         raise EmptyPrefixError(
             f"dataset root {storage.display()}: no objects under this prefix (is the URI "
             "right, and has the dataset been uploaded?)"
         )
     # Check every key before downloading anything: a bad key means a bad listing.
-    targets = [(key, size, _target(dest, storage, key)) for key, size in objects]
+    targets = [(storage.key(name), size, _target(dest, storage, name)) for name, size in objects]
     todo = [t for t in targets if not (t[2].is_file() and t[2].stat().st_size == t[1])]
     with ThreadPoolExecutor(THREADS) as pool:
         # list() drains the iterator so the first failed download raises here
@@ -89,27 +89,12 @@ def _sync(storage: Storage, dest: Path) -> None:
     os.replace(tmp, dest / MARKER)
 
 
-def _list(storage: Storage) -> list[tuple[str, int]]:
-    """(key, size) of every object under the prefix, skipping "folder" placeholder keys."""
-    prefix = f"{storage.prefix}/" if storage.prefix else ""
-    pages = storage.client.get_paginator("list_objects_v2").paginate(
-        Bucket=storage.bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
-    )
-    return [
-        (item["Key"], item["Size"])
-        for page in pages
-        for item in page.get("Contents", [])
-        if not item["Key"].endswith("/")
-    ]
-
-
-def _target(dest: Path, storage: Storage, key: str) -> Path:
-    relative = key[len(storage.prefix) + 1 :] if storage.prefix else key
+def _target(dest: Path, storage: Storage, relative: str) -> Path:
     parts = PurePosixPath(relative).parts
     if not parts or relative.startswith("/") or ".." in parts or parts[-1] == MARKER:
         raise UnsafeKeyError(
-            f"dataset root {storage.display()}: refusing key {key!r}, which would be written "
-            f"outside {dest} (or over its sync marker)"
+            f"dataset root {storage.display()}: refusing key {storage.key(relative)!r}, "
+            f"which would be written outside {dest} (or over its sync marker)"
         )
     return dest.joinpath(*parts)
 

@@ -28,6 +28,7 @@ from sparse_transfer.models.keymap import (
     Conv1x1ToLinear,
     FoldSoftThreshold,
     KeyRule,
+    StateDict,
     StripPrefix,
     UnwrapMaskedLayers,
     ZeroBiasIfMissing,
@@ -45,8 +46,6 @@ __all__ = [
     "read_state_dict",
     "state_dict_of",
 ]
-
-StateDict = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

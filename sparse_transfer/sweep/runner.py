@@ -379,12 +379,13 @@ def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.
 def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=print) -> list:
     """The best search configuration of each cell, once per seed, scored on the test split."""
     plan = []
+    storage = optuna_storage(state.sweep_dir) if spec.searches else None
     for cell in cells:
         searched, fixed = to_distributions(spec.space(cell.mode, cell.dataset))
         best = {"search_best_value": None, "search_best_trial": None}
         hparams = fixed
         if searched:
-            trial = _best_trial(state, cell)
+            trial = _best_trial(storage, state.sweep_id, cell)
             if trial is None:
                 log(f"WARNING {cell.id}: no search trial completed; the cell has no final runs")
                 continue
@@ -405,9 +406,8 @@ def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=p
     return plan
 
 
-def _best_trial(state: SweepState, cell: Cell) -> optuna.trial.FrozenTrial | None:
-    storage = optuna_storage(state.sweep_dir)
-    study = optuna.load_study(study_name=study_name(state.sweep_id, cell), storage=storage)
+def _best_trial(storage, sweep_id: str, cell: Cell) -> optuna.trial.FrozenTrial | None:
+    study = optuna.load_study(study_name=study_name(sweep_id, cell), storage=storage)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return max(complete, key=lambda t: t.value) if complete else None
 

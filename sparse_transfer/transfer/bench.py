@@ -21,7 +21,7 @@ from PIL import Image
 
 from sparse_transfer.models import ARCHS
 from sparse_transfer.pruning import apply_masks, global_magnitude_masks, prunable_weights
-from sparse_transfer.transfer.loop import make_optimizer, train_step
+from sparse_transfer.transfer.loop import autocast_dtype, make_optimizer, on_device, train_step
 
 __all__ = ["BenchResult", "run_bench"]
 
@@ -78,16 +78,14 @@ def _model_rate(
 ) -> float:
     torch.manual_seed(0)
     spec = ARCHS.get(arch)
-    model = spec.build(100).to(device)
+    model = on_device(spec.build(100), torch.device(device))
     masks = None
     if sparsity is not None:
         masks = global_magnitude_masks(
             prunable_weights(model, exclude=(spec.classifier,)), sparsity
         )
         apply_masks(model, masks)
-    autocast = torch.bfloat16 if device == "cuda" else None
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    autocast = autocast_dtype(torch.device(device))
     optimizer = make_optimizer(
         model.parameters(), {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
     )

@@ -22,6 +22,7 @@ from sparse_transfer.transfer.loop import (
     evaluate_batches,
     make_optimizer,
     make_schedule,
+    on_device,
     train_batches,
 )
 
@@ -41,9 +42,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     model = upstream.build_model()
     replace_classifier(model, arch, dataset.num_classes)
     backbone = (arch.classifier,)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    on_device(model, device)
     precision = autocast_dtype(device)
     masks = {
         k: v.to(device)

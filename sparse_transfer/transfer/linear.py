@@ -17,6 +17,7 @@ from sparse_transfer.transfer.loop import (
     evaluate,
     make_optimizer,
     make_schedule,
+    on_device,
     train_epoch,
 )
 
@@ -30,9 +31,7 @@ def extract_features(
     """Penultimate-layer features (on the CPU), no augmentation (as the paper), in eval mode."""
     arch = ARCHS.get(upstream.arch)
     device = torch.device(job.device)
-    model = upstream.build_model().eval().to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model = on_device(upstream.build_model().eval(), device)
     _set_classifier(model, arch.classifier, nn.Identity())
     source = job.source(upstream.metadata["preprocessing"])
     precision = autocast_dtype(device)
@@ -57,9 +56,9 @@ def _set_classifier(model: nn.Module, path: str, module: nn.Module) -> None:
 def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[EpochOutcome]:
     upstream = load_upstream(job.upstream_path)
     arch = ARCHS.get(upstream.arch)
-    num_classes = job.source(upstream.metadata["preprocessing"]).num_classes
-    generator = seeded_generator(job.seed)
     preprocessing = upstream.metadata["preprocessing"]
+    num_classes = job.source(preprocessing).num_classes
+    generator = seeded_generator(job.seed)
     if job.feature_cache_dir is None:
         raise ValueError("linear finetuning needs a feature cache directory")
 

@@ -19,6 +19,7 @@ __all__ = [
     "evaluate_batches",
     "make_optimizer",
     "make_schedule",
+    "on_device",
     "normalize",
     "random_shift",
     "train_batches",
@@ -77,6 +78,15 @@ def train_step(
         # ... and re-apply the mask, since weight decay and momentum still move them.
         apply_masks(model, masks)
     return loss.detach()
+
+
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model moved to `device`; on a GPU in channels_last, the memory layout cuDNN's
+    convolutions run fastest in (batches from `FileSource` arrive in it too)."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
