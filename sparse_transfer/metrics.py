@@ -13,3 +13,7 @@ EPOCH = "epoch"
 
 # Tags every trial's MLflow run carries.
 STUDY_TAGS = ("method", "sparsity", "arch", "dataset", "mode", "cell", "seed", "phase", "sweep_id")
+
+# Cost of a trial (the sweep core logs both as metrics on every trial run, search and final).
+GPU_HOURS = "gpu_hours"
+CPU_HOURS = "cpu_hours"
