@@ -231,6 +231,7 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
         _base_config(state, spec),
         events,
     )
+    recorder.prefetch()
     search.start()
     search.close_records(recorder.open_trial_keys())
     events.count_told("search", sum(p.done for p in search.plans))

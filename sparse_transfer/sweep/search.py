@@ -327,13 +327,16 @@ class CellSearch(Searcher):
             storage.set_trial_intermediate_value(storage_id, step, float(result[metric]))
         if step >= int(self._hparams(key)["epochs"]):
             return False  # the last epoch: nothing left to stop
-        if plan.search.pruner.prune(plan.search, storage.get_trial(storage_id)):
-            # Durable before the trial stops: a crash now still ends in PRUNED at this rung.
+        # The rung the pruner records and the decision reach S3 together: a crash in between
+        # would lose the decision but keep the rung.
+        with self.ledger.backend.atomic():
+            if not plan.search.pruner.prune(plan.search, storage.get_trial(storage_id)):
+                return False
+            # Recorded before the trial stops: a crash now still ends in PRUNED at this rung.
             storage.set_trial_user_attr(storage_id, "pruned_at", step)
             storage.set_trial_user_attr(storage_id, "outcome", _outcome(result))
-            self.pruned.add(key)
-            return True
-        return False
+        self.pruned.add(key)
+        return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # `record`, called by the scheduler, sees every result

@@ -43,6 +43,7 @@ class SweepRecorder:
         self._pending: dict[str, list[Metric]] = {}
         self._flushed_at: dict[str, float] = {}
         self._closed: set[str] = set()  # runs finished before a resume: never touched again
+        self._known: dict[str, tuple[str, str]] | None = None  # see `prefetch`
 
     # Pickled with Tune's experiment state: keep only the plain settings.
     def __getstate__(self) -> dict:
@@ -97,7 +98,11 @@ class SweepRecorder:
     ) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self._search(f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'")
+        if self._known is not None:  # one query at start, not one per trial
+            found = [self._known[trial_id][0]] if trial_id in self._known else []
+        else:
+            query = f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'"
+            found = self._search(query)
         if found and self.client.get_run(found[0]).info.status == "FINISHED":
             # Finished before a crash; Tune may report it once more. Leave the run as it is.
             self._closed.add(found[0])
@@ -171,15 +176,31 @@ class SweepRecorder:
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
 
+    def prefetch(self) -> None:
+        """Learn this sweep's runs in one paged query, so opening a trial's run never
+        searches MLflow (a search per trial grows with the runs the store holds)."""
+        self._known = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.sweep_id = '{self.sweep_id}'",
+                max_results=5000,
+                page_token=token,
+            )
+            for run in page:
+                if "trial_id" in run.data.tags:
+                    self._known[run.data.tags["trial_id"]] = (run.info.run_id, run.info.status)
+            token = page.token
+            if not token:
+                return
+
     def open_trial_keys(self) -> set[str]:
         """Trial keys of this sweep's runs still RUNNING: after a crash, some belong to trials
         the ledger already told (the sweep closes those from the ledger)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and attributes.status = 'RUNNING'",
-            max_results=50000,
-        )
-        return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
+        if self._known is None:
+            self.prefetch()
+        return {key for key, (_, status) in self._known.items() if status == "RUNNING"}
 
     def flush_all(self) -> None:
         for run_id in list(self._pending):
