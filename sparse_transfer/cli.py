@@ -112,14 +112,14 @@ def quickstart(
 def _run(spec, address: str | None) -> None:
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
 
     try:
         state = run_sweep(spec, address=address)
     except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
         _fail(f"error: {err.args[0] if err.args else err}")
-    except SweepFailedError as err:
+    except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
         _fail(str(err), code=130)
@@ -138,13 +138,13 @@ def resume(
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
     from sparse_transfer.sweep import resume_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
 
     try:
         state = resume_sweep(sweep_dir, address=address)
     except FileNotFoundError as err:
         _fail(str(err))
-    except SweepFailedError as err:
+    except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
         _fail(str(err), code=130)
@@ -168,6 +168,11 @@ def _print_outcome(state) -> None:
     typer.echo(f"\nreport:  {report / 'report.html'}")
     typer.echo(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
     typer.echo(f"         mlflow ui --backend-store-uri {state.tracking_uri}")
+    failed = getattr(state, "failed_cells", {})
+    for cell, why in failed.items():
+        typer.echo(f"FAILED cell {cell}: {why}", err=True)
+    if failed:
+        _fail(f"{len(failed)} cell(s) failed and have no final runs (see above)", code=1)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from sparse_transfer.tracking.runs_table import load_final_runs
 
 __all__ = [
     "SweepFailedError",
+    "SweepHalted",
     "SweepInterrupted",
     "SweepState",
     "resume_sweep",
@@ -41,6 +42,10 @@ __all__ = [
 
 class SweepFailedError(RuntimeError):
     """The sweep stopped because its first trials all failed; the message says where to look."""
+
+
+class SweepHalted(RuntimeError):
+    """A node cannot go on (its disk is full): the sweep pauses, resumable once fixed."""
 
 
 class SweepInterrupted(RuntimeError):
@@ -174,6 +179,11 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
             search = _run_tune(state, spec, cells, ledger, log=log)
         finally:
             ledger.close()
+        if search.halted:
+            raise SweepHalted(
+                f"halted: {search.halted}\nFree space there, then finish the sweep with "
+                f"`sparse-transfer resume {state.location}`"
+            )
         if search.stopping:
             # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
             # to final runs from a partial search.

@@ -162,6 +162,7 @@ class CellSearch(Searcher):
         self.first_error = ""
         self.own_failures = self.successes = 0
         self.stopping = False
+        self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
 
     def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
         return {}
@@ -354,6 +355,11 @@ class CellSearch(Searcher):
                 self.orphans.append(key)
             else:
                 self._tell(key, {FAILURE: "infrastructure", "error": "its worker died repeatedly"})
+            return
+        if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
+            self.halted = self.halted or str(result.get("error", "no space left on device"))
+            self.stopping = True
+            self.orphans.append(key)
             return
         epochs = int(self._hparams(key)["epochs"])
         if FAILURE in result or key in self.pruned or int(result.get(M.EPOCH, 0)) >= epochs:

@@ -69,8 +69,7 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())
     told_before = [
-        sum(t.state.is_finished() for t in trials)
-        for trials in optuna_trials(sweep_dir).values()
+        sum(t.state.is_finished() for t in trials) for trials in optuna_trials(sweep_dir).values()
     ]
     assert min(told_before) < 4, "killed too late to test a mid-search resume"
     before = {
