@@ -83,10 +83,11 @@ def write_report(
 
 def format_summary(summary: pd.DataFrame) -> str:
     """A fixed-width text table of ``summarize``'s output for the terminal."""
-    headers = ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
+    headers = ["arch", "mode", "method", "sparsity", "datasets", "mean delta", "std"]
     rows = [
         [
-            row.mode or "-",
+            _text(row.arch),
+            _text(row.mode),
             row.method,
             f"{row.sparsity * 100:g}%",
             str(row.n_datasets),
@@ -96,7 +97,7 @@ def format_summary(summary: pd.DataFrame) -> str:
         for row in summary.itertuples(index=False)
     ]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    left_aligned = {0, 1}
+    left_aligned = {0, 1, 2}
 
     def line(cells: list[str]) -> str:
         padded = [
@@ -107,6 +108,11 @@ def format_summary(summary: pd.DataFrame) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _text(value: object) -> str:
+    """A label column read back from CSV may hold NaN where it was empty."""
+    return value if isinstance(value, str) and value else "-"
 
 
 def _percent_of(value: float) -> str:
