@@ -254,6 +254,63 @@ def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bo
 
 
 @app.command()
+def compare(
+    fixed: Annotated[
+        str, typer.Argument(help="The fixed-hyperparameter sweep: its directory, or its id.")
+    ],
+    tuned: Annotated[str, typer.Argument(help="The tuned sweep: its directory, or its id.")],
+    out: Annotated[Path, typer.Option(help="Directory for compare.csv/.png/.html.")] = Path(
+        "compare"
+    ),
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI of sweeps given by id.")
+    ] = None,
+) -> None:
+    """Does tuning change which method wins? Fixed vs. tuned, per architecture and mode."""
+    from sparse_transfer.analysis.compare import tau_title, write_compare
+
+    try:
+        (left, left_source), (right, right_source) = (
+            _sweep_results(arg, tracking_uri) for arg in (fixed, tuned)
+        )
+        paths = write_compare(left, right, out, sources=(left_source, right_source))
+    except ValueError as err:
+        _fail(str(err))
+    import pandas as pd
+
+    rankings = pd.read_csv(paths.csv, keep_default_na=False, na_values=[""])
+    for _, group in rankings.groupby(["arch", "mode"], sort=False):
+        typer.echo(tau_title(group))
+        for row in group.itertuples(index=False):
+            typer.echo(
+                f"  {row.method} {row.sparsity * 100:g}%: fixed {row.fixed_mean_delta_pts:+.2f}"
+                f" (rank {row.fixed_rank:g}), tuned {row.tuned_mean_delta_pts:+.2f}"
+                f" (rank {row.tuned_rank:g})"
+            )
+    typer.echo(f"\nwrote {paths.csv}, {paths.cells}, {paths.figure}, {paths.html}")
+
+
+def _sweep_results(sweep: str, tracking_uri: str | None):
+    """A sweep's final runs, from its directory's state.json or its id in MLflow."""
+    import json
+
+    from sparse_transfer.tracking import default_tracking_uri
+    from sparse_transfer.tracking.runs_table import experiment_of_sweep, load_final_runs
+
+    state_file = Path(sweep) / "state.json"
+    if Path(sweep).is_dir():
+        if not state_file.is_file():
+            raise ValueError(f"{sweep}: not a sweep directory (no state.json)")
+        state = json.loads(state_file.read_text())
+        uri, experiment, sweep_id = state["tracking_uri"], state["experiment"], state["sweep_id"]
+    else:
+        uri, sweep_id = default_tracking_uri(tracking_uri), sweep
+        experiment = experiment_of_sweep(uri, sweep_id)
+    source = f"sweep {sweep_id} (MLflow {uri}, experiment {experiment!r})"
+    return load_final_runs(uri, experiment, sweep_id=sweep_id), source
+
+
+@app.command()
 def bench(
     arch: Annotated[str, typer.Option(help="Architecture to train.")] = "resnet50",
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,

@@ -70,7 +70,7 @@ def duplicates(results: pd.DataFrame) -> pd.DataFrame:
     return found.sort_values(_RUN, kind="stable").reset_index(drop=True)
 
 
-def _one_row_per_seed(results: pd.DataFrame) -> pd.DataFrame:
+def one_row_per_seed(results: pd.DataFrame) -> pd.DataFrame:
     return results.groupby(_RUN, sort=False)["top1"].mean().reset_index()
 
 
@@ -82,7 +82,7 @@ def per_dataset(results: pd.DataFrame) -> pd.DataFrame:
     ``delta_pts = mean_top1 - dense_top1`` (both NaN where that dataset has no dense run;
     exactly 0 on the dense rows).
     """
-    results = _one_row_per_seed(results)
+    results = one_row_per_seed(results)
     cells = (
         results.groupby(_CELL, sort=False)["top1"]
         .agg(n_seeds="count", mean_top1="mean", std_top1="std")
@@ -131,7 +131,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     summary["n_datasets"] = summary["n_datasets"].astype(int)
-    intervals = _intervals(_one_row_per_seed(results), deltas)
+    intervals = _intervals(one_row_per_seed(results), deltas)
     summary = summary.merge(intervals, on=_ROW, how="left")
     summary["within_noise"] = (summary["ci_low_pts"] <= 0.0) & (summary["ci_high_pts"] >= 0.0)
     return _sorted(summary, ["arch", "mode"], ["sparsity"])[SUMMARY_COLUMNS]

@@ -25,6 +25,7 @@ __all__ = [
     "TEST_TOP1_METRIC",
     "SweepChoice",
     "choose_sweep",
+    "experiment_of_sweep",
     "load_final_runs",
     "load_provenance",
 ]
@@ -103,6 +104,23 @@ def load_final_runs(
         )
     frame = pd.DataFrame([_row(run, experiment) for run in runs])
     return to_canonical(frame, source=f"MLflow experiment {experiment!r}")
+
+
+def experiment_of_sweep(tracking_uri: str, sweep_id: str) -> str:
+    """The name of the experiment that holds a sweep's final runs."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiments = list(_pages(client.search_experiments))
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments],
+        filter_string=f"{_FINAL_FILTER} and tags.sweep_id = '{sweep_id}'",
+        max_results=1,
+    )
+    if not runs:
+        raise ValueError(f"no finished final runs of sweep {sweep_id!r} at {tracking_uri}")
+    by_id = {e.experiment_id: e.name for e in experiments}
+    return by_id[runs[0].info.experiment_id]
 
 
 def _experiment(tracking_uri: str, experiment: str) -> tuple[Any, list[str]]:
