@@ -112,3 +112,16 @@ def test_a_failing_report_leaves_no_half_written_one(tmp_path: Path, monkeypatch
     # the previous report is whole: same files, same bytes, no scratch folder left
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert first.summary.is_file()
+
+
+def test_readme_report_example_runs_from_a_clone(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "../shared" not in readme
+    section = readme[readme.index("## Report") :]
+    line = next(x for x in section.splitlines() if "report --paper" in x)
+    args = line.split("sparse-transfer", 1)[1].split()
+    args[args.index("--out") + 1] = str(tmp_path / "paper")
+    done = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "paper" / "report.html").is_file()
+    assert "top1` in percent (0-100) or the paper's `val_acc` as a fraction (0-1)" in readme
