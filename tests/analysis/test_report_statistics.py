@@ -208,6 +208,12 @@ def test_a_paper_sweep_is_overlaid_with_the_paper_numbers(tmp_path: Path) -> Non
     assert row.mean_delta_pts == pytest.approx(-2.0)
     assert row.difference_pts == pytest.approx(-2.0 - paper, abs=1e-9)
 
+    from sparse_transfer.analysis.figures import accuracy_vs_sparsity_figure, plain_text
+
+    with plain_text():
+        delta = accuracy_vs_sparsity_figure(ours, reference=reference).axes[1]
+    (line,) = [x for x in delta.get_lines() if x.get_label() == "AC/DC (paper)"]
+    assert list(line.get_ydata()) == pytest.approx([paper])
     paths = write_report(ours, tmp_path / "r", reference=reference)
     page = paths.html.read_text()
     assert "Against the paper's published numbers" in page
