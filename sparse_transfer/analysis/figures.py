@@ -148,7 +148,11 @@ def _plot_delta(ax: Axes, frame: pd.DataFrame, label: str, paper: pd.DataFrame |
         ax.scatter(x[noise], mean[noise], s=36, color="white", edgecolors=color, zorder=3)
         values += [*low, *high]
         if paper is not None and not paper.empty:
-            values += _plot_paper(ax, paper[paper["method"] == method], method, color)
+            # Only at our sparsities: the overlay compares, it does not plot the paper.
+            theirs = paper[
+                (paper["method"] == method) & paper["sparsity"].isin(points["sparsity"])
+            ]
+            values += _plot_paper(ax, theirs, method, color)
     _pad_y(ax, values)
     _sparsity_ticks(ax, frame)
     ax.set_title(f"{label}: mean delta vs. dense\n({BARS_LABEL})", fontsize="medium")
