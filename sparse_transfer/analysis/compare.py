@@ -163,10 +163,10 @@ def write_compare(
 
 
 def tau_title(group: pd.DataFrame) -> str:
-    first = group.iloc[0]
+    first = group.iloc[0].to_dict()  # a dict: a Series' .mode is a method, not the column
     return (
-        f"{first.arch} {first.mode}: Kendall's tau {first.kendall_tau:+.2f} "
-        f"(95% interval {first.tau_ci_low:+.2f} to {first.tau_ci_high:+.2f})"
+        f"{first['arch']} {first['mode']}: Kendall's tau {first['kendall_tau']:+.2f} "
+        f"(95% interval {first['tau_ci_low']:+.2f} to {first['tau_ci_high']:+.2f})"
     )
 
 

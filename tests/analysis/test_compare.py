@@ -126,7 +126,8 @@ def test_compare_of_a_fixed_and_a_tuned_sweep(sweeps) -> None:
     assert rankings["kendall_tau"].tolist() == pytest.approx([tau] * len(items))
     low, high = rankings["tau_ci_low"].iloc[0], rankings["tau_ci_high"].iloc[0]
     assert -1 <= low <= high <= 1
-    assert f"Kendall's tau {tau:+.2f}" in done.stdout
+    title = f"quickstart_cnn linear: Kendall's tau {tau:+.2f} (95% interval {low:+.2f} to"
+    assert title in done.stdout
 
     cells = pd.read_csv(out / "compare_cells.csv")
     assert len(cells) == 4  # every cell, dense included, under both sweeps
@@ -142,3 +143,22 @@ def test_kendall_tau_against_pair_counting() -> None:
         b = rng.integers(0, 4, size=6).astype(float)
         if len(set(a)) > 1 and len(set(b)) > 1:
             assert float(kendall_tau(a, b)) == pytest.approx(_tau_by_hand(list(a), list(b)))
+
+
+def test_titles_name_the_group_and_the_interval() -> None:
+    from sparse_transfer.analysis.compare import compare, tau_title
+
+    def table(losses):
+        rows = [("dense", 0.0, d, s, 90.0 + i + int(s)) for i, d in enumerate("ab") for s in "01"]
+        rows += [
+            (m, 0.9, d, s, 90.0 + i + int(s) - loss)
+            for m, loss in losses.items()
+            for i, d in enumerate("ab")
+            for s in "01"
+        ]
+        frame = pd.DataFrame(rows, columns=["method", "sparsity", "dataset", "seed", "top1"])
+        return frame.assign(arch="net", mode="full")
+
+    rankings, _ = compare(table({"x": 1, "y": 2, "z": 3}), table({"x": 3, "y": 2, "z": 1}))
+    assert rankings["kendall_tau"].tolist() == [-1.0] * 3
+    assert tau_title(rankings).startswith("net full: Kendall's tau -1.00 (95% interval -1.00 to")
