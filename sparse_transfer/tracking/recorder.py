@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -171,44 +171,19 @@ class SweepRecorder:
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
 
-    def settle_lost_runs(
-        self, phase: str, known_trial_ids: set[str], was_told: Callable[[dict], bool]
-    ) -> tuple[int, int]:
-        """Settle RUNNING runs of trials that a crash removed from Tune's state.
-
-        A run whose result already reached the search (`was_told(tags)`: Optuna has it as
-        COMPLETE or PRUNED) is kept and closed as FINISHED; any other is deleted (it stays in
-        MLflow's trash, tagged), since Tune starts a fresh trial in its place."""
+    def open_trial_keys(self) -> set[str]:
+        """Trial keys of this sweep's runs still RUNNING: after a crash, some belong to trials
+        the ledger already told (the sweep closes those from the ledger)."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
-            "and attributes.status = 'RUNNING'",
-            max_results=5000,
-        )
-        kept = deleted = 0
-        for run in runs:
-            if run.data.tags.get("trial_id") in known_trial_ids:
-                continue
-            run_id = run.info.run_id
-            self.client.set_tag(run_id, "lost_in_crash", "true")
-            if was_told(run.data.tags):
-                self.client.set_terminated(run_id, status="FINISHED")
-                kept += 1
-            else:
-                self.client.set_terminated(run_id, status="KILLED")
-                self.client.delete_run(run_id)
-                deleted += 1
-        return kept, deleted
-
-    def finished_keys(self, phase: str) -> set[tuple[str, str]]:
-        """(cell, seed) of this sweep's FINISHED runs of `phase`."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
-            "and attributes.status = 'FINISHED'",
+            f"tags.sweep_id = '{self.sweep_id}' and attributes.status = 'RUNNING'",
             max_results=50000,
         )
-        return {(r.data.tags.get("cell", ""), r.data.tags.get("seed", "")) for r in runs}
+        return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
+
+    def flush_all(self) -> None:
+        for run_id in list(self._pending):
+            self.flush(run_id)
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
