@@ -20,7 +20,6 @@ from sweep_helpers import child_runs, small_spec
 from sparse_transfer.analysis.compare import kendall_tau
 from sparse_transfer.sweep import run_sweep
 
-pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 UPSTREAM = [
     {"name": name, "arch": "quickstart_cnn", "method": method, "sparsity": sparsity,
@@ -96,6 +95,7 @@ def _tau_by_hand(a: list[float], b: list[float]) -> float:
     return (concordant - discordant) / math.sqrt((n + ties_a) * (n + ties_b))
 
 
+@pytest.mark.slow
 def test_compare_of_a_fixed_and_a_tuned_sweep(sweeps) -> None:
     tmp, fixed, tuned = sweeps
     # the fixed sweep searched nothing; the tuned one searched every cell
