@@ -17,7 +17,7 @@ import optuna
 import ray
 from ray import tune
 
-from sparse_transfer.analysis import ReportPaths, write_report
+from sparse_transfer.analysis import ReportPaths, paper_reference, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
@@ -27,7 +27,7 @@ from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
-from sparse_transfer.tracking.runs_table import load_final_runs
+from sparse_transfer.tracking.runs_table import load_final_runs, load_provenance
 
 __all__ = [
     "SweepFailedError",
@@ -322,6 +322,8 @@ def write_sweep_report(state: SweepState) -> ReportPaths:
         state.sweep_dir / REPORT_DIR,
         title=f"sparse-transfer: {state.sweep_id}",
         source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
+        reference=paper_reference(results),
+        provenance=load_provenance(state.tracking_uri, state.experiment, state.sweep_id),
     )
 
 
