@@ -23,7 +23,7 @@ def stand_in(behaviour: dict, log_dir: Path):
     """The real trainable with `run_transfer` replaced by a loop whose score rises with lr.
     `behaviour` maps a cell id to what its search trials do: "raise", "diverge", "slow:<s>"
     (seconds per epoch), "die" (the worker process exits at epoch 3 of Optuna trial 1, once),
-    "big" (1 MB states)."""
+    "big" (1 MB states); the key "<cell>@final" says what its final runs do."""
 
     def trainable(config: dict) -> None:
         import torch
@@ -32,7 +32,8 @@ def stand_in(behaviour: dict, log_dir: Path):
         from sparse_transfer.transfer import EpochOutcome
 
         def run_transfer(settings, resume):
-            what = behaviour.get(settings["cell"], "") if settings["phase"] == "search" else ""
+            cell = settings["cell"]
+            what = behaviour.get(cell if settings["phase"] == "search" else f"{cell}@final", "")
             hp = settings["hparams"]
             epochs, start = int(hp["epochs"]), int(resume["epoch"]) if resume else 0
             for epoch in range(start + 1, epochs + 1):

@@ -50,13 +50,15 @@ def write_report(
     source: str = "",
     reference: pd.DataFrame | None = None,
     provenance: SweepProvenance | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> ReportPaths:
     """Write results.parquet, summary.csv, accuracy_vs_sparsity.png and report.html.
 
     ``reference`` (``paper_reference``'s summary of the paper) adds the overlay; ``provenance``
-    adds each cell's configuration, search, cost and MLflow links. Every file is written to a
-    scratch folder first and moved into place only when all are written, so a failure leaves
-    the previous report (or none), never half of a new one.
+    adds each cell's configuration, search, cost and MLflow links; ``failures`` (columns cell,
+    seed, failure, why) names the cells without final runs and the final runs that failed.
+    Every file is written to a scratch folder first and moved into place only when all are
+    written, so a failure leaves the previous report (or none), never half of a new one.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,9 @@ def write_report(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as scratch:
         staged = ReportPaths(*(Path(scratch) / p for p in astuple(names)))
         plot_accuracy_vs_sparsity(results, staged.figure, reference=reference)
-        page = _html_page(title, source, results, summary, staged.figure, reference, provenance)
+        page = _html_page(
+            title, source, results, summary, staged.figure, reference, provenance, failures
+        )
         staged.html.write_text(page, encoding="utf-8")
         results.to_parquet(staged.results, index=False)
         # Full precision on purpose: the CSV is data for later analysis, not a display table.
@@ -139,6 +143,7 @@ def _html_page(
     figure: Path,
     reference: pd.DataFrame | None,
     provenance: SweepProvenance | None,
+    failures: pd.DataFrame | None = None,
 ) -> str:
     image = base64.b64encode(figure.read_bytes()).decode("ascii")
     esc = html.escape
@@ -152,6 +157,7 @@ def _html_page(
         "<h2>Summary: delta vs. dense, over datasets (pts)</h2>",
         f"<p>{esc(_INTERVAL_NOTE)}</p>",
         _html_table(_marked(summary), _SUMMARY_FORMATS),
+        *_failures_section(failures),
         *_duplicates_section(results),
         *_overlay_section(summary, reference),
         "<h2>Accuracy vs. sparsity</h2>",
@@ -188,6 +194,19 @@ _DATASET_FORMATS = {
 def _marked(summary: pd.DataFrame) -> pd.DataFrame:
     noise = summary["within_noise"].map(lambda v: "within noise" if v else "")
     return summary.assign(within_noise=noise)
+
+
+def _failures_section(failures: pd.DataFrame | None) -> list[str]:
+    """Cells with no final runs and final runs that failed (a divergent lr, ...): named here,
+    never silently missing from the tables above."""
+    if failures is None:
+        return []
+    listing = (
+        _html_table(failures, {})
+        if len(failures)
+        else "<p>None: every cell has its final runs, and every final run finished.</p>"
+    )
+    return [f"<h2>Failed cells and final runs: {len(failures)}</h2>", listing]
 
 
 def _duplicates_section(results: pd.DataFrame) -> list[str]:

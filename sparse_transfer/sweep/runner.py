@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import ray
 from ray import tune
 
@@ -27,7 +28,11 @@ from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
-from sparse_transfer.tracking.runs_table import load_final_runs, load_provenance
+from sparse_transfer.tracking.runs_table import (
+    load_failed_final_runs,
+    load_final_runs,
+    load_provenance,
+)
 
 __all__ = [
     "SweepFailedError",
@@ -317,6 +322,14 @@ def _search_settings(spec: SweepSpec) -> Settings:
 def write_sweep_report(state: SweepState) -> ReportPaths:
     """The sweep's report from its final runs in MLflow, in `<sweep_dir>/report`."""
     results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
+    cells = pd.DataFrame(
+        [
+            {"cell": cell, "seed": "", "failure": "cell failed", "why": why}
+            for cell, why in state.failed_cells.items()
+        ],
+        columns=["cell", "seed", "failure", "why"],
+    )
+    runs = load_failed_final_runs(state.tracking_uri, state.experiment, state.sweep_id)
     return write_report(
         results,
         state.sweep_dir / REPORT_DIR,
@@ -324,6 +337,7 @@ def write_sweep_report(state: SweepState) -> ReportPaths:
         source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
         reference=paper_reference(results),
         provenance=load_provenance(state.tracking_uri, state.experiment, state.sweep_id),
+        failures=pd.concat([cells, runs], ignore_index=True),
     )
 
 

@@ -247,3 +247,20 @@ def _row(run: Any, experiment: str) -> dict[str, object]:
     row["top1"] = metrics[TEST_TOP1_METRIC]
     row["run_id"] = run.info.run_id
     return row
+
+
+def load_failed_final_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
+    """A sweep's final runs that ended FAILED: cell, seed, failure (e.g. diverged), why."""
+    client, ids = _experiment(tracking_uri, experiment)
+    query = f"tags.phase = '{FINAL_PHASE}' and attributes.status = 'FAILED'"
+    query += f" and tags.sweep_id = '{sweep_id}'"
+    rows = [
+        {
+            "cell": run.data.tags.get("cell", ""),
+            "seed": run.data.tags.get("seed", ""),
+            "failure": run.data.tags.get("failure", "error"),
+            "why": run.data.tags.get("error", ""),
+        }
+        for run in _pages(client.search_runs, experiment_ids=ids, filter_string=query)
+    ]
+    return pd.DataFrame(rows, columns=["cell", "seed", "failure", "why"])

@@ -136,6 +136,24 @@ def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_n
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     # a divergent lr is the trial's own failure, not a bug: it never trips fail-fast
     assert done.phase == runner.DONE
+    page = (state.sweep_dir / "report" / "report.html").read_text()
+    assert "Failed cells and final runs: 1" in page and bad in page
+
+
+def test_a_final_run_that_diverges_is_reported_not_dropped(ray_runtime, tmp_path, monkeypatch):
+    cell = "dense/digits_5to9/linear"
+    spec, cells, state, _ = make_sweep(
+        tmp_path, monkeypatch, {f"{cell}@final": "diverge"}, search={"trials_per_cell": 1}
+    )
+    go(state, spec)
+    finals = [
+        r
+        for r in child_runs(spec.tracking.uri, "small", state.sweep_id)
+        if r.data.tags["phase"] == "final" and r.data.tags["cell"] == cell
+    ]
+    assert [r.data.tags.get("failure") for r in finals] == ["diverged", "diverged"]
+    page = (state.sweep_dir / "report" / "report.html").read_text()
+    assert "Failed cells and final runs: 2" in page and page.count("diverged") >= 2
 
 
 def test_final_runs_start_while_other_cells_still_search(ray_runtime, tmp_path, monkeypatch):
