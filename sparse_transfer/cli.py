@@ -110,6 +110,7 @@ def quickstart(
 
 
 def _run(spec, address: str | None) -> None:
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
@@ -117,7 +118,7 @@ def _run(spec, address: str | None) -> None:
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
+    except (KeyError, FileNotFoundError, StorageError, UnsafeInputError, PreflightError) as err:
         _fail(f"error: {err.args[0] if err.args else err}")
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
@@ -137,13 +138,15 @@ def resume(
     address: Address = None,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    from sparse_transfer.paths import UnsafeInputError
+    from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import resume_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
 
     try:
         state = resume_sweep(sweep_dir, address=address)
-    except FileNotFoundError as err:
-        _fail(str(err))
+    except (FileNotFoundError, StorageError, UnsafeInputError) as err:
+        _fail(f"error: {err}")
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
@@ -274,14 +277,15 @@ def zoo_list(
     ] = "sparse-transfer-runs",
 ) -> None:
     """List the upstream zoo entries in a storage (local, or S3: fetched to this node)."""
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import Storage, StorageError
     from sparse_transfer.zoo import list_entries
 
     try:
         store = Storage(storage)
-    except StorageError as err:
-        _fail(str(err))
-    entries = list_entries(store)
+        entries = list_entries(store)
+    except (StorageError, UnsafeInputError) as err:
+        _fail(f"error: {err}")
     if not entries:
         typer.echo(f"no zoo entries under {store.display('zoo')}")
     for e in entries:
