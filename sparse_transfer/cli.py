@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -23,6 +24,10 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(checkpoint_app, name="checkpoint")
 
 QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
+# Ray usage stats and MLflow telemetry stay off unless the user turns them on: all of them
+# with SPARSE_TRANSFER_TELEMETRY=1, or one by setting its own variable (which is respected).
+TELEMETRY_ENV = "SPARSE_TRANSFER_TELEMETRY"
+TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 Overrides = Annotated[
     list[str] | None,
@@ -36,6 +41,14 @@ Address = Annotated[
         help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray."
     ),
 ]
+
+
+@app.callback()
+def _telemetry_defaults() -> None:
+    # Runs before every command, so before Ray or MLflow start (Ray's workers inherit it).
+    if os.environ.get(TELEMETRY_ENV) != "1":
+        for name, value in TELEMETRY_OFF.items():
+            os.environ.setdefault(name, value)
 
 
 def _fail(message: str, code: int = 2) -> None:
