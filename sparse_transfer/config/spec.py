@@ -252,7 +252,7 @@ class Resources(Strict):
 
 
 class Tracking(Strict):
-    uri: Annotated[str, Field(max_length=MAX_URI), AfterValidator(check_uri)] | None = None
+    uri: Uri | None = None
     experiment: str | None = Field(None, max_length=MAX_NAME)
 
 

@@ -100,13 +100,14 @@ def test_a_sweep_writes_no_credential_anywhere(s3, zoo_dir, tmp_path, ray_tmp):
     # The trials wrote their state to S3, so they had the credentials.
     keys = [o["Key"] for p in _pages(s3) for o in p.get("Contents", [])]
     assert [k for k in keys if "/trial_state/" in k and k.endswith("/state.pt")], keys
-    bucket = tmp_path / "bucket"
-    for key in keys:
-        target = bucket / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    # tmp_path holds the log, the MLflow store, the storage's local mirror and the bucket copy.
-    assert _holding_a_sentinel(ray_tmp) + _holding_a_sentinel(tmp_path) == []
+    in_bucket = [
+        f"s3://{BUCKET}/{key}: {name}"
+        for key in keys
+        for name, value in SENTINELS.items()
+        if value.encode() in s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    ]
+    # tmp_path holds the log, the MLflow store and the storage's local mirror (the cache).
+    assert in_bucket + _holding_a_sentinel(ray_tmp) + _holding_a_sentinel(tmp_path) == []
 
 
 def _pages(s3):
