@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -23,6 +24,10 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(checkpoint_app, name="checkpoint")
 
 QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
+# Ray usage stats and MLflow telemetry stay off unless the user turns them on: all of them
+# with SPARSE_TRANSFER_TELEMETRY=1, or one by setting its own variable (which is respected).
+TELEMETRY_ENV = "SPARSE_TRANSFER_TELEMETRY"
+TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 Overrides = Annotated[
     list[str] | None,
@@ -36,6 +41,14 @@ Address = Annotated[
         help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray."
     ),
 ]
+
+
+@app.callback()
+def _telemetry_defaults() -> None:
+    # Runs before every command, so before Ray or MLflow start (Ray's workers inherit it).
+    if os.environ.get(TELEMETRY_ENV) != "1":
+        for name, value in TELEMETRY_OFF.items():
+            os.environ.setdefault(name, value)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -110,6 +123,7 @@ def quickstart(
 
 
 def _run(spec, address: str | None) -> None:
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
@@ -117,7 +131,7 @@ def _run(spec, address: str | None) -> None:
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
+    except (KeyError, FileNotFoundError, StorageError, UnsafeInputError, PreflightError) as err:
         _fail(f"error: {err.args[0] if err.args else err}")
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
@@ -137,13 +151,15 @@ def resume(
     address: Address = None,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    from sparse_transfer.paths import UnsafeInputError
+    from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import resume_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
 
     try:
         state = resume_sweep(sweep_dir, address=address)
-    except FileNotFoundError as err:
-        _fail(str(err))
+    except (FileNotFoundError, StorageError, UnsafeInputError) as err:
+        _fail(f"error: {err}")
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
@@ -380,14 +396,15 @@ def zoo_list(
     ] = "sparse-transfer-runs",
 ) -> None:
     """List the upstream zoo entries in a storage (local, or S3: fetched to this node)."""
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import Storage, StorageError
     from sparse_transfer.zoo import list_entries
 
     try:
         store = Storage(storage)
-    except StorageError as err:
-        _fail(str(err))
-    entries = list_entries(store)
+        entries = list_entries(store)
+    except (StorageError, UnsafeInputError) as err:
+        _fail(f"error: {err}")
     if not entries:
         typer.echo(f"no zoo entries under {store.display('zoo')}")
     for e in entries:

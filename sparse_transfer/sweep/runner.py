@@ -350,6 +350,13 @@ def _start_ray(address: str | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tune's result grid looks for the per-trial JSON/CSV logs we turned off: MLflow has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune copies the driver's AWS_* credentials into each trial's runtime env, which Ray's
+    # runtime env agent logs in plain text; trials inherit the node's environment anyway.
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(
+        {v for v in class_cache.ENV_VARS_TO_PROPAGATE if v.startswith("AWS_")}
+    )
     if ray.is_initialized():
         return
     if address:  # an existing cluster: it has its own dashboard and logging settings
