@@ -335,6 +335,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
         seed=spec.search.seed,
         metric=metric,
         base_config=_base_config(state, spec),
+        enqueue={cell.id: spec.enqueued(cell.mode, cell.dataset) for cell in cells},
     )
     if spec.early_stopping.scheduler == "asha":
         scheduler = CellASHA(

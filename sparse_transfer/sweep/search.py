@@ -94,6 +94,7 @@ class CellSearcher(Searcher):
         seed: int,
         metric: str,
         base_config: dict,
+        enqueue: dict[str, list[dict]] | None = None,  # cell id -> its first trials' params
     ) -> None:
         super().__init__(metric=metric, mode="max")
         self.sweep_dir = Path(sweep_dir)
@@ -110,6 +111,7 @@ class CellSearcher(Searcher):
         self.sampler = sampler
         self.seed = seed
         self.base_config = base_config
+        self.enqueue = enqueue or {}
         # Tune trial id -> (cell index, Optuna trial number, epochs the trial was asked to run)
         self.assigned: dict[str, tuple[int, int, int]] = {}
         self.asked = [0] * len(cells)
@@ -127,13 +129,19 @@ class CellSearcher(Searcher):
 
     def study(self, index: int) -> optuna.Study:
         if index not in self._studies:
-            self._studies[index] = optuna.create_study(
+            study = optuna.create_study(
                 storage=optuna_storage(self.sweep_dir),
                 study_name=study_name(self.sweep_id, self.cells[index]),
                 direction="maximize",
                 sampler=self._make_sampler(index),
                 load_if_exists=True,
             )
+            # search.enqueue: the first asks of a new study get these params; a resumed study
+            # already holds them (waiting or asked), so they are never enqueued twice
+            if not study.get_trials(deepcopy=False):
+                for params in self.enqueue.get(self.cells[index].id, []):
+                    study.enqueue_trial(params, skip_if_exists=True)
+            self._studies[index] = study
         return self._studies[index]
 
     def _make_sampler(self, index: int) -> optuna.samplers.BaseSampler:
