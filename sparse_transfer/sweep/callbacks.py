@@ -73,6 +73,7 @@ class MlflowTrials(Callback):
             "seed": str(s["seed"]),
             "phase": s["phase"],
             "upstream": s["upstream"],
+            "precision": s.get("precision", "bf16"),
             "git_commit": self.commit,
         }
         if s["mode"] == "prune":

@@ -279,6 +279,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "threads": max(1, int(spec.resources.cpu)),
         "gpu": spec.resources.gpu,
         "loader_workers": spec.resources.workers,
+        "precision": spec.resources.precision,
         **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),
         **(
             {

@@ -86,6 +86,7 @@ def transfer_trainable(config: dict) -> None:
         data_root=settings.get("data_root") or None,
         loader_workers=int(settings.get("loader_workers", 0)),
         max_batches=settings.get("max_batches"),
+        precision=settings.get("precision", "bf16"),
     )
     trial_id = tune.get_context().get_trial_id()
     done = fetch_state(settings, trial_id, DONE_FILE)

@@ -31,6 +31,7 @@ class TransferJob:
     data_root: str | None = None  # file datasets: a local root or s3:// prefix
     loader_workers: int = 0  # DataLoader worker processes (file datasets)
     max_batches: int | None = None  # a dry run: at most this many batches per pass
+    precision: str = "bf16"  # resources.precision: bf16 autocast on a GPU, or fp32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})

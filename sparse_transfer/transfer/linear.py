@@ -34,7 +34,7 @@ def extract_features(
     model = on_device(upstream.build_model().eval(), device)
     _set_classifier(model, arch.classifier, nn.Identity())
     source = job.source(upstream.metadata["preprocessing"])
-    precision = autocast_dtype(device)
+    precision = autocast_dtype(device, job.precision)
     features, labels = [], []
     batch_size = max(int(job.hparams["batch_size"]), 256)
     for x, y in job.limit(
