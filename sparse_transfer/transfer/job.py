@@ -46,7 +46,12 @@ class TransferJob:
 
     def source(self, preprocessing: Mapping) -> BatchSource:
         return open_source(
-            self.dataset, self.data_root, preprocessing, self.device, self.loader_workers
+            self.dataset,
+            self.data_root,
+            preprocessing,
+            self.device,
+            self.loader_workers,
+            mode=self.mode,
         )
 
     def limit(self, batches: Iterator) -> Iterator:

@@ -133,3 +133,23 @@ def test_a_dry_run_spec_is_the_same_grid_at_a_tiny_cost():
         space = dry.space("full", dataset)
         assert space["epochs"] == 1 and space["batch_size"] == 8
         assert space["lr"] == spec.space("full", dataset)["lr"]
+
+
+@pytest.mark.parametrize("mode", ["full", "linear"])
+def test_normalization_is_the_papers_for_the_mode(mode):
+    """Full finetuning normalizes with each dataset's own statistics, linear finetuning with
+    ImageNet's (the reference's `normalization`), for every published upstream's preprocessing."""
+    from sparse_transfer.data.source import transfer_preprocessing
+    from sparse_transfer.reference import IMAGENET_STATS
+
+    rule = paper_hyperparameters()["modes"][mode]["normalization"]
+    for entry in {CATALOG.get(n).preprocessing for n in CATALOG.names()}:
+        for name in PAPER_12:
+            dataset = PAPER_DATASETS.get(name)
+            pre = transfer_preprocessing(dataset, entry, mode)
+            if rule == "dataset":
+                assert (pre.mean, pre.std) == (dataset.stats.mean, dataset.stats.std), name
+            else:
+                assert list(pre.mean) == IMAGENET_STATS["mean"], name
+                assert list(pre.std) == IMAGENET_STATS["std"], name
+            assert pre.interpolation == entry.interpolation  # the rest stays the upstream's

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from sparse_transfer.data.paper.image_folder import read_image_folder
 from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
     PAPER_DATASETS,
+    ChannelStats,
     DatasetLayoutError,
     PaperDataset,
     Samples,
@@ -63,9 +65,23 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4856, 0.4948, 0.4486),
+    (0.2233, 0.2213, 0.2586),
+    f"{AUTHORS_CODE} utils/datasets.py, birds_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
-        NAME, 500, LAYOUT, read, "birds", (32677, 8171), description="Birdsnap, 500 species"
+        NAME,
+        500,
+        LAYOUT,
+        read,
+        "birds",
+        (32677, 8171),
+        stats=STATS,
+        description="Birdsnap, 500 species",
     ),
 )

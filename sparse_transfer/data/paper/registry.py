@@ -19,7 +19,9 @@ from sparse_transfer.data.registry import SPLITS
 from sparse_transfer.registry import Registry
 
 __all__ = [
+    "AUTHORS_CODE",
     "PAPER_DATASETS",
+    "ChannelStats",
     "DatasetLayoutError",
     "ImageSplit",
     "PaperDataset",
@@ -30,6 +32,18 @@ __all__ = [
 ImageSource = Path | np.ndarray  # a file, or an HxWx3 uint8 array (CIFAR keeps pixels inline)
 Samples = list[tuple[ImageSource, int]]
 VAL_EVERY = 5  # when a dataset has no official val split, every 5th image of a class is val
+
+
+AUTHORS_CODE = "IST-DASLab/sparse-imagenet-transfer"  # the paper's code, cited on each entry
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel mean and std of a dataset's RGB images in [0, 1], and where they are from."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -48,6 +62,9 @@ class PaperDataset:
     paper_sizes: tuple[int, int] | None = None  # (trainval, test) images in the paper
     official_val: bool = False
     description: str = ""
+    # The dataset's own statistics: full finetuning normalizes with them (the paper's code
+    # does); linear finetuning keeps the upstream model's (ImageNet's). None: the upstream's.
+    stats: ChannelStats | None = None
 
     def open(self, root: str | Path, split: str, transform: Callable | None = None):
         """One split as a torch Dataset of (transformed RGB image, label)."""
