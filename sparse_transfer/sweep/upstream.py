@@ -53,7 +53,12 @@ def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, t
             )
         model = checkpoint.build_model()
         classifier = ARCHS.get(checkpoint.arch).classifier
-        measured = sparsity_report(prunable_weights(model, exclude=(classifier,)))[0]
+        weights = prunable_weights(model, exclude=(classifier,))
+        if (
+            "policy" in checkpoint.metadata
+        ):  # a zoo entry: sparsity of the layers its policy prunes
+            weights = {n: w for n, w in prunable_weights(model).items() if n in checkpoint.masks}
+        measured = sparsity_report(weights)[0]
         if abs(measured - upstream.sparsity) > DECLARED_SPARSITY_TOLERANCE:
             raise PreflightError(
                 f"{where}.sparsity: spec says {upstream.sparsity}, "
