@@ -7,7 +7,8 @@ redundant weights to spare, slowly near the end. As in the paper, every layer is
 at each step (`uniform`: the smallest-magnitude weights within each layer). The first
 convolution stays dense, as in Gale, Elsen & Hooker's ResNet-50 GMP ("The State of Sparsity in
 Deep Neural Networks", 2019), the baseline the sparse-ImageNet literature uses; the classifier
-stays dense too (transfer replaces it). `global` and `erk` rankings are policy overrides. The last third of the budget finetunes with the final masks fixed.
+stays dense too (transfer replaces it). `global` and `erk` rankings are policy overrides.
+The last third of the budget finetunes with the final masks fixed.
 """
 
 from __future__ import annotations
