@@ -61,7 +61,7 @@ class MlflowTrials(Callback):
             known = {t.trial_id for t in trials}
             self.recorder.settle_lost_runs(self.phase, known, self.told)
 
-    def _open(self, trial) -> None:
+    def _open(self, trial) -> str:
         s = _settings(trial)
         tags = {
             "method": s["method"],
@@ -80,7 +80,7 @@ class MlflowTrials(Callback):
             tags["downstream_target"] = str(s["downstream_target"])
         if "optuna_trial" in s:
             tags["optuna_trial"] = str(s["optuna_trial"])
-        self.recorder.open_trial(
+        return self.recorder.open_trial(
             trial.trial_id,
             self.parent_run_id,
             tags,
@@ -92,7 +92,10 @@ class MlflowTrials(Callback):
         self._open(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._open(trial)
+        run_id = self._open(trial)
+        dataset = result.get("dataset", _settings(trial)["dataset"])
+        if dataset != _settings(trial)["dataset"]:  # a variant: never the paper's dataset
+            self.recorder.client.set_tag(run_id, "dataset", dataset)
         self._last[trial.trial_id] = result
         epoch_metrics = {k: result[k] for k in _EPOCH_METRICS if k in result}
         self.recorder.log_epoch(trial.trial_id, int(result[M.EPOCH]), epoch_metrics)

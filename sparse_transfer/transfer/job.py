@@ -54,6 +54,15 @@ class TransferJob:
             mode=self.mode,
         )
 
+    def dataset_label(self) -> str:
+        """The dataset's name as results carry it: with the variant its root holds, when that
+        is not the paper's copy (`birdsnap:official-split`)."""
+        from sparse_transfer.data.paper import PAPER_DATASETS
+
+        if self.dataset in PAPER_DATASETS and self.data_root is not None:
+            return PAPER_DATASETS.get(self.dataset).label(self.data_root)
+        return self.dataset
+
     def limit(self, batches: Iterator) -> Iterator:
         """All batches, or the first `max_batches` of them in a dry run."""
         return batches if self.max_batches is None else islice(batches, self.max_batches)

@@ -199,3 +199,21 @@ def test_the_transform_normalizes_by_transfer_mode(name, mode, tmp_path):
             assert (tuple(normalize.mean), tuple(normalize.std)) == (IMAGENET_MEAN, IMAGENET_STD)
         else:
             assert (tuple(normalize.mean), tuple(normalize.std)) == AUTHORS_STATS[name]
+
+
+def test_birdsnaps_official_split_is_a_variant_that_never_passes_for_the_papers(tmp_path):
+    """The reader falls back to the official test split: results carry
+    `birdsnap:official-split`, so they never join the paper's Birdsnap numbers."""
+    from sparse_transfer.transfer import TransferJob
+
+    official, prepared = tmp_path / "official", tmp_path / "prepared"
+    build_birdsnap(official)
+    build_image_folder(prepared)  # the paper's prepared copy: train/<species>, test/<species>
+    birdsnap = PAPER_DATASETS.get("birdsnap")
+    assert birdsnap.variant(official) == "official-split" and birdsnap.variant(prepared) is None
+    assert birdsnap.label(official) == "birdsnap:official-split"
+    assert birdsnap.label(prepared) == "birdsnap"
+    for root, label in ((official, "birdsnap:official-split"), (prepared, "birdsnap")):
+        job = TransferJob(tmp_path / "x.pt", "birdsnap", "full", "final", {}, 0, data_root=root)
+        assert job.dataset_label() == label
+    assert PAPER_DATASETS.get("cifar10").label(official) == "cifar10"  # no variants

@@ -79,3 +79,27 @@ def test_every_trial_run_is_tagged_with_its_precision(tmp_path, precision):
     callback.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"trial": settings}))
     (run,) = MlflowClient(uri).search_runs([recorder.experiment_id], "tags.trial_id = 't1'")
     assert run.data.tags["precision"] == precision
+
+
+def test_a_dataset_variant_the_trial_reports_becomes_the_runs_dataset_tag(tmp_path):
+    """birdsnap read from the official split: the trial reports `birdsnap:official-split`
+    and its run's `dataset` tag says so (the paper's copy keeps the plain name)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = SweepRecorder(uri, "variant", "s1")
+    callback = MlflowTrials(recorder, recorder.parent_run({}), "abc", "final", lambda t: False)
+    for trial_id, reported in (("t1", "birdsnap:official-split"), ("t2", "birdsnap")):
+        settings = {
+            **dict.fromkeys(("method", "arch", "cell", "upstream"), "x"),
+            **{"sparsity": 0.9, "dataset": "birdsnap", "mode": "full", "seed": 0},
+            **{"phase": "final", "hparams": HP},
+        }
+        trial = SimpleNamespace(trial_id=trial_id, config={"trial": settings})
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_result(
+            0, [], trial, {"epoch": 1, "test_top1": 50.0, "dataset": reported}
+        )
+    runs = MlflowClient(uri).search_runs([recorder.experiment_id])
+    tags = {
+        r.data.tags["trial_id"]: r.data.tags["dataset"] for r in runs if "trial_id" in r.data.tags
+    }
+    assert tags == {"t1": "birdsnap:official-split", "t2": "birdsnap"}

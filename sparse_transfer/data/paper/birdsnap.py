@@ -3,8 +3,9 @@
 The paper's split is that of its prepared copy (robust-models-transfer's, 32,677 trainval /
 8,171 test images): an image folder, `train/<species>/*`, `test/<species>/*`. When the root
 holds one, it is read as such. Otherwise the official distribution is read and split by its
-`test_images.txt` (2,443 test images) -- a different split from the paper's. Flickr images
-go missing over time; listed images absent from disk are skipped with a warning.
+`test_images.txt` (2,443 test images) -- a different split from the paper's, so results on it
+carry the dataset variant `birdsnap:official-split` and never join the paper's numbers. Flickr
+images go missing over time; listed images absent from disk are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -33,8 +34,19 @@ LAYOUT = """\
     download/images/<path from images.txt>"""
 
 
+OFFICIAL_SPLIT = "official-split"
+
+
+def _prepared(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def variant(root: Path) -> str | None:
+    return None if _prepared(root) else OFFICIAL_SPLIT
+
+
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if _prepared(root):
         return read_image_folder(NAME, root, split, LAYOUT)
     require(NAME, root, LAYOUT, "species.txt", "images.txt", "test_images.txt", "download/images")
     species = _rows(root / "species.txt")
@@ -82,6 +94,7 @@ PAPER_DATASETS.add(
         "birds",
         (32677, 8171),
         stats=STATS,
+        variant_of=variant,
         description="Birdsnap, 500 species",
     ),
 )

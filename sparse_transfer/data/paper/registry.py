@@ -65,16 +65,15 @@ class PaperDataset:
     # The dataset's own statistics: full finetuning normalizes with them (the paper's code
     # does); linear finetuning keeps the upstream model's (ImageNet's). None: the upstream's.
     stats: ChannelStats | None = None
+    # root -> None when it holds the paper's copy, else the name of the variant it holds
+    # (Birdsnap's official split): results on a variant never pass for the paper's dataset
+    variant_of: Callable[[Path], str | None] | None = None
 
     def open(self, root: str | Path, split: str, transform: Callable | None = None):
         """One split as a torch Dataset of (transformed RGB image, label)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
-        if str(root).startswith("s3://"):
-            from sparse_transfer.data.remote import local_root  # imports this module
-
-            root = local_root(root)  # synced once per node, then read from local disk
-        root = Path(root)
+        root = _local(root)
         if not root.is_dir():
             raise DatasetLayoutError(_message(self.name, root, self.layout, [str(root)]))
         if split in ("train", "val") and not self.official_val:
@@ -89,6 +88,23 @@ class PaperDataset:
                 _message(self.name, root, self.layout, [f"{len(missing)} listed images: {shown}"])
             )
         return ImageSplit(self.name, split, classes, samples, transform)
+
+    def variant(self, root: str | Path) -> str | None:
+        """None when `root` holds the paper's copy; else the variant it holds."""
+        return None if self.variant_of is None else self.variant_of(_local(root))
+
+    def label(self, root: str | Path) -> str:
+        """The name results on `root` carry: `birdsnap`, or `birdsnap:official-split`."""
+        variant = self.variant(root)
+        return self.name if variant is None else f"{self.name}:{variant}"
+
+
+def _local(root: str | Path) -> Path:
+    if str(root).startswith("s3://"):
+        from sparse_transfer.data.remote import local_root  # imports this module
+
+        return local_root(root)  # synced once per node, then read from local disk
+    return Path(root)
 
 
 class ImageSplit(torch.utils.data.Dataset):
