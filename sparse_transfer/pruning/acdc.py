@@ -3,8 +3,8 @@
 Peste, Iofinova, Vladu & Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of Deep
 Neural Networks", NeurIPS 2021 (arXiv:2106.12379). After a dense warm-up, training alternates
 between compressed phases (at the start of each, the smallest-magnitude weights are pruned to the
-target, globally over all layers but the first convolution, classifier included, as the
-authors' code does; the mask is then fixed for the phase) and decompressed
+target, globally over all layers but the first convolution, classifier included: our reading
+of the paper's ImageNet setup; the mask is then fixed for the phase) and decompressed
 phases (all weights train again; the pruned ones restart from zero). The run ends with a longer
 compressed phase, so the result is sparse at exactly the target. One optimizer (and momentum)
 spans all phases, as in the paper. The paper's ImageNet plan (100 epochs: 10 warm-up, 5-epoch
