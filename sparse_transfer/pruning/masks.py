@@ -149,11 +149,12 @@ def sparsity_report(weights: dict[str, torch.Tensor]) -> tuple[float, dict[str, 
 
 
 def check_sparsity(weights: dict[str, torch.Tensor], masks: Masks) -> float:
-    """Measured sparsity; raises if any pruned weight became non-zero."""
+    """Measured sparsity of the masked layers (those the upstream method's policy pruned: a
+    layer it left dense has no mask); raises if any pruned weight became non-zero."""
     for name, mask in masks.items():
         revived = int((weights[name].detach()[~mask.to(weights[name].device)] != 0).sum())
         if revived:
             raise SparsityDriftError(
                 f"{revived} pruned weights of {name} are non-zero: the mask did not hold"
             )
-    return sparsity_report(weights)[0]
+    return sparsity_report({name: weights[name] for name in masks})[0]
