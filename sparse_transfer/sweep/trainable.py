@@ -97,15 +97,15 @@ def transfer_trainable(config: dict) -> None:
     resume = torch.load(path, map_location="cpu", weights_only=True) if path else None
     path = state_path(settings, trial_id)
     # the dataset as results carry it (a variant such as birdsnap:official-split is tagged)
-    node = {"node": _node(), "dataset": job.dataset_label()}
+    extra = {"node": _node(), "dataset": job.dataset_label()}
     if resume is not None and int(resume["epoch"]) >= int(job.hparams["epochs"]):
         # Finished before the crash, but the driver never heard: say the last result again.
-        tune.report({**resume["metrics"], **node})
+        tune.report({**resume["metrics"], **extra})
         return
     for outcome in run_transfer(job, resume):
         _save(path, {**outcome.state(), "metrics": outcome.metrics})
         store.upload(*_state_parts(settings, trial_id, STATE_FILE))
-        tune.report({**outcome.metrics, **node})
+        tune.report({**outcome.metrics, **extra})
 
 
 def _save(path: Path, state: dict) -> None:
