@@ -108,7 +108,8 @@ def entry_digest(spec: ZooSpec, entry: ZooEntrySpec) -> str:
             "pretrain": _pretrain_digest(spec),
             "entry": entry.model_dump(),
             "prune_epochs": spec.prune_epochs,
-            "prune_classifier": spec.prune_classifier,
+            # the resolved policy: a changed method default rebuilds the entries it made
+            "policy": entry.resolved_policy().model_dump(),
         }
     )
 
@@ -234,9 +235,18 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
     params_type = getattr(method, "params_type", None)
     if params_type is not None:
         method = type(method)(params=params_type(**entry.params))
-    # The classifier is left dense unless the spec says otherwise (transfer replaces it).
-    exclude = () if spec.prune_classifier else (arch.classifier,)
-    ctx = PruneContext(train_x, train_y, spec.prune_epochs, hparams, generator, exclude=exclude)
+    # Which layers stay dense and how sparsity spreads: the method's policy, as the entry has it.
+    policy = entry.resolved_policy()
+    exclude = policy.exclude(arch.first_conv, arch.classifier)
+    ctx = PruneContext(
+        train_x,
+        train_y,
+        spec.prune_epochs,
+        hparams,
+        generator,
+        exclude=exclude,
+        distribution=policy.distribution,
+    )
     masks = method.prune(model, entry.sparsity, ctx)
     name = f"{spec.name}/{entry.entry}"
     total, per_layer = sparsity_report(prunable_weights(model, exclude=exclude))
@@ -247,6 +257,7 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
         "digest": entry_digest(spec, entry),
         "method": entry.method,
         "params": entry.params,
+        "policy": policy.model_dump(),
         "arch": spec.arch,
         "target_sparsity": entry.sparsity,
         "sparsity": total,

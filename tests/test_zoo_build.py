@@ -88,7 +88,9 @@ def test_zoo_spec_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("prune_classifier", [False, True])
-def test_classifier_is_pruned_only_by_choice(tmp_path, prune_classifier):
+def test_a_zoo_spec_overrides_the_methods_policy(tmp_path, prune_classifier):
+    """magnitude keeps the classifier dense by default; an entry's policy prunes it, and the
+    metadata records the policy the entry was built with."""
     from sparse_transfer.config.zoo_spec import ZooSpec
     from sparse_transfer.zoo import build_zoo
 
@@ -99,8 +101,13 @@ def test_classifier_is_pruned_only_by_choice(tmp_path, prune_classifier):
             "dataset": "digits_0to4",
             "pretrain_epochs": 1,
             "prune_epochs": 1,
-            "prune_classifier": prune_classifier,
-            "entries": [{"method": "magnitude", "sparsity": 0.8}],
+            "entries": [
+                {
+                    "method": "magnitude",
+                    "sparsity": 0.8,
+                    **({"policy": {"prune_classifier": True}} if prune_classifier else {}),
+                }
+            ],
         }
     )
     (meta,) = build_zoo(spec, tmp_path, log=lambda _: None)
@@ -109,3 +116,8 @@ def test_classifier_is_pruned_only_by_choice(tmp_path, prune_classifier):
     assert bool((upstream.state_dict["fc.weight"] == 0).any()) is prune_classifier
     assert ("fc.weight" in meta["per_layer_sparsity"]) is prune_classifier
     assert abs(meta["sparsity"] - 0.8) < 1e-3
+    assert meta["policy"] == {
+        "prune_first_conv": True,
+        "prune_classifier": prune_classifier,
+        "distribution": "global",
+    }

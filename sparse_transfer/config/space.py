@@ -29,6 +29,7 @@ __all__ = [
     "Uniform",
     "candidates",
     "check_space",
+    "contains",
     "is_distribution",
     "max_epochs",
 ]
@@ -135,6 +136,22 @@ def candidates(value: SpaceValue) -> list:
     if isinstance(value, LogUniform | Uniform | IntRange):
         return [value.low, value.high]
     return [value]
+
+
+def contains(distribution: Distribution, value: object) -> bool:
+    """Whether `value` is one a distribution can produce (bounds inclusive)."""
+    if isinstance(distribution, Choice):
+        return value in distribution.choices
+    if isinstance(value, str | bool):
+        return False
+    if isinstance(distribution, IntRange):
+        steps = (value - distribution.low) / distribution.step
+        return (
+            value == int(value)
+            and steps == int(steps)
+            and distribution.low <= value <= distribution.high
+        )
+    return distribution.low <= value <= distribution.high
 
 
 def _check_value(prefix: str, name: str, value: object) -> None:

@@ -18,6 +18,7 @@ from sparse_transfer.config.space import (
     Uniform,
     candidates,
     check_space,
+    contains,
     is_distribution,
     max_epochs,
 )
@@ -65,6 +66,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=MAX_NAME)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
 
 DRY_RUN_BATCH_SIZE = 8
+PAPER = "paper"  # an enqueued value that stands for the paper's value for the cell
 
 
 def _known_dataset(value: str) -> str:
@@ -231,6 +233,11 @@ class Search(Strict):
     # Search trials of one cell that may fail for their own reasons (each is replaced by a new
     # trial) before the cell is given up and reported as failed.
     max_failures_per_cell: int = Field(3, ge=0, le=1000, strict=True)
+    # The first trials of every cell, in order: each a configuration of searched
+    # hyperparameters (the rest are sampled). A value may be `paper`: the paper's value for
+    # the cell's mode and dataset (sparse_transfer/reference/paper_hyperparameters.yaml), so
+    # one entry enqueues lr 0.001 for most cells and 0.01 for aircraft and cars.
+    enqueue: list[dict[str, float | int | str]] = Field(default_factory=list, max_length=1000)
 
 
 class EarlyStopping(Strict):
@@ -254,6 +261,9 @@ class Resources(Strict):
     # Per trial; more than any one node has would leave the trials pending forever.
     cpu: float = Field(1.0, gt=0, le=1024, allow_inf_nan=False)
     gpu: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
+    # bf16: autocast to bfloat16 on a GPU (about twice the speed on Ampere and later; the CPU
+    # always trains in fp32); fp32: full precision everywhere, as the paper's authors trained.
+    precision: Literal["bf16", "fp32"] = "bf16"
     # DataLoader worker processes per trial for file datasets; default: one per CPU but one
     # (the trial's own process feeds the GPU).
     loader_workers: int | None = Field(None, ge=0, le=1024, strict=True)
@@ -335,6 +345,7 @@ class SweepSpec(Strict):
                         "or a `checkpoint_root` holding <catalog name>.pth"
                     )
         self._check_datasets()
+        self._check_enqueue()
         if "prune" in self.modes:
             if self.downstream_pruning is None:
                 raise ValueError(
@@ -376,6 +387,42 @@ class SweepSpec(Strict):
                     f"(holding {dataset}/) or `data_roots.{dataset}`"
                 )
 
+    def _check_enqueue(self) -> None:
+        if len(self.search.enqueue) > self.search.trials_per_cell:
+            raise ValueError(
+                f"search.enqueue: {len(self.search.enqueue)} configurations, more than "
+                f"search.trials_per_cell ({self.search.trials_per_cell})"
+            )
+        for (mode, dataset), space in self.cell_spaces().items():
+            for index, params in enumerate(self.enqueued(mode, dataset)):
+                for name, value in params.items():
+                    where = f"search.enqueue[{index}].{name}"
+                    if not is_distribution(space.get(name)):
+                        raise ValueError(
+                            f"{where}: not searched in the {mode} cells of {dataset!r}; "
+                            "enqueue names searched hyperparameters only"
+                        )
+                    if not contains(space[name], value):
+                        raise ValueError(
+                            f"{where}: {value!r} is outside the searched {space[name]} "
+                            f"of the {mode} cells of {dataset!r}"
+                        )
+
+    def enqueued(self, mode: str, dataset: str) -> list[dict[str, float | int | str]]:
+        """The configurations enqueued as the first trials of a (mode, dataset) cell, with
+        each `paper` value replaced by the paper's value for that mode and dataset."""
+        from sparse_transfer.reference import paper_value
+
+        def resolve(name: str, value):
+            if value != PAPER:
+                return value
+            try:
+                return paper_value("full" if mode == "prune" else mode, dataset, name)
+            except KeyError as err:
+                raise ValueError(f"search.enqueue: {name}: paper: {err.args[0]}") from None
+
+        return [{k: resolve(k, v) for k, v in e.items()} for e in self.search.enqueue]
+
     def space(self, mode: str, dataset: str | None = None) -> dict[str, SpaceValue]:
         """The search space of a mode's cells (of one dataset's cells, with its overrides)."""
         by_mode = self.dataset_overrides.get(dataset, {}) if dataset else {}
@@ -402,6 +449,11 @@ class SweepSpec(Strict):
         raw = self.model_dump(mode="json")
         raw.update(name=f"{self.name}-dryrun", dry_run=True, seeds=self.seeds[:1])
         raw["search"]["trials_per_cell"] = 1
+        # the first enqueued configuration still runs, with the dry run's epochs and batches
+        raw["search"]["enqueue"] = [
+            {k: v for k, v in e.items() if k not in ("epochs", "batch_size")}
+            for e in self.search.enqueue[:1]
+        ]
         raw["early_stopping"]["scheduler"] = "none"
         raw["tracking"]["experiment"] = f"{self.tracking.experiment or self.name}-dryrun"
         for mode, space in self.search_space.items():

@@ -20,6 +20,7 @@ from sparse_transfer.config.spec import (
     _usable_storage,
     known,
 )
+from sparse_transfer.pruning.policy import PolicyOverride, PruningPolicy, resolve_policy
 
 __all__ = ["ZooEntrySpec", "ZooSpec", "load_zoo_spec"]
 
@@ -28,10 +29,13 @@ class ZooEntrySpec(Strict):
     method: str
     sparsity: Sparsity
     params: dict[str, Any] = Field(default_factory=dict)
+    # changes to the method's pruning policy (which layers, how sparsity spreads); what is
+    # left out keeps the method's published default (sparse_transfer/pruning/policy.py)
+    policy: PolicyOverride | None = None
 
     @model_validator(mode="after")
     def _method_and_params(self) -> ZooEntrySpec:
-        from sparse_transfer.pruning import METHODS
+        from sparse_transfer.pruning import METHODS, resolve_policy
 
         if self.method not in METHODS:
             raise ValueError(
@@ -48,7 +52,13 @@ class ZooEntrySpec(Strict):
                 params_type(**self.params)
             except ValidationError as err:
                 raise ValueError(f"params: {err}") from None
+        resolve_policy(METHODS.get(self.method), self.policy)  # names the field it refuses
         return self
+
+    def resolved_policy(self) -> PruningPolicy:
+        from sparse_transfer.pruning import METHODS
+
+        return resolve_policy(METHODS.get(self.method), self.policy)
 
     @property
     def entry(self) -> str:
@@ -69,7 +79,6 @@ class ZooSpec(Strict):
     hparams: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
     entries: list[ZooEntrySpec] = Field(min_length=1, max_length=10_000)
     seed: Seed = 0
-    prune_classifier: bool = False  # conv and linear weights; the classifier only by choice
     resources: Resources = Resources()
     storage: Annotated[str, Field(max_length=MAX_URI), AfterValidator(_usable_storage)] = (
         "./sparse-transfer-runs"

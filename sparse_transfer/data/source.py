@@ -6,7 +6,9 @@ Two kinds behind one interface, so full and linear finetuning never ask which on
   augmented by a one-pixel random shift;
 - file datasets (the paper's 12, image folders): decoded by DataLoader workers with the paper's
   transforms (`paper_transform`, from the upstream checkpoint's preprocessing), pinned memory
-  and channels_last batches when the device is a GPU.
+  and channels_last batches when the device is a GPU. As in the paper's code, full finetuning
+  normalizes with the dataset's own mean/std (`PaperDataset.stats`), linear finetuning with
+  the upstream model's (ImageNet's): see `transfer_preprocessing`.
 
 Shuffling and augmentation draw from the trial's generator, whose state is saved with every
 epoch, so a resumed trial sees the same batches it would have seen without the crash.
@@ -15,7 +17,7 @@ epoch, so a resumed trial sees the same batches it would have seen without the c
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
 import torch
@@ -24,7 +26,14 @@ from sparse_transfer.data.paper import PAPER_DATASETS, PaperDataset, paper_trans
 from sparse_transfer.data.registry import DATASETS, Dataset
 from sparse_transfer.models.catalog import Preprocessing
 
-__all__ = ["BatchSource", "FileSource", "TensorSource", "open_source", "to_preprocessing"]
+__all__ = [
+    "BatchSource",
+    "FileSource",
+    "TensorSource",
+    "open_source",
+    "to_preprocessing",
+    "transfer_preprocessing",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 EVAL_BATCH = 512  # in-memory evaluation: big chunks, no augmentation
@@ -47,15 +56,27 @@ def open_source(
     preprocessing: Mapping,
     device: torch.device | str = "cpu",
     workers: int = 0,
+    mode: str = "full",
 ) -> BatchSource:
-    """The dataset `name` (from either registry) for a model with this preprocessing."""
+    """The dataset `name` (from either registry) for a model with this preprocessing,
+    normalized as transfer `mode` (full, prune, linear) does."""
     device = torch.device(device)
     if name in PAPER_DATASETS:
         if root is None:
             raise ValueError(f"dataset {name!r} is read from image files: it needs a root")
-        pre = to_preprocessing(preprocessing)
-        return FileSource(PAPER_DATASETS.get(name), root, pre, device, workers)
+        dataset = PAPER_DATASETS.get(name)
+        pre = transfer_preprocessing(dataset, to_preprocessing(preprocessing), mode)
+        return FileSource(dataset, root, pre, device, workers)
     return TensorSource(DATASETS.get(name), preprocessing, device)
+
+
+def transfer_preprocessing(dataset: PaperDataset, upstream: Preprocessing, mode: str):
+    """The upstream model's preprocessing, with the dataset's own mean/std in full finetuning
+    (and prune): the paper's code normalizes so unless `use_imagenet_stats`, which only its
+    linear finetuning sets. Linear features keep the upstream's (ImageNet's) normalization."""
+    if mode == "linear" or dataset.stats is None:
+        return upstream
+    return replace(upstream, mean=dataset.stats.mean, std=dataset.stats.std)
 
 
 def to_preprocessing(metadata: Mapping) -> Preprocessing:

@@ -73,4 +73,6 @@ class MobileNetV1(nn.Module):
         return self.fc(torch.flatten(self.model(x), 1))
 
 
-ARCHS.add("mobilenetv1", Arch("mobilenetv1", MobileNetV1, "fc", (3, 224, 224)))
+ARCHS.add(
+    "mobilenetv1", Arch("mobilenetv1", MobileNetV1, "fc", (3, 224, 224), first_conv="model.0.0")
+)

@@ -36,4 +36,7 @@ class QuickstartCNN(nn.Module):
         return self.fc(self.features(x))
 
 
-ARCHS.add("quickstart_cnn", Arch("quickstart_cnn", QuickstartCNN, "fc", (1, 8, 8)))
+ARCHS.add(
+    "quickstart_cnn",
+    Arch("quickstart_cnn", QuickstartCNN, "fc", (1, 8, 8), first_conv="features.0"),
+)

@@ -18,6 +18,7 @@ class Arch:
     build: Callable[[int], nn.Module]  # num_classes -> model
     classifier: str  # attribute path of the final nn.Linear, e.g. "fc"
     input_shape: tuple[int, int, int]  # (channels, height, width)
+    first_conv: str  # module name of the first convolution (pruning policies may keep it dense)
 
 
 ARCHS: Registry[Arch] = Registry("architecture")

@@ -24,5 +24,5 @@ def build_resnet50(num_classes: int) -> nn.Module:
     return resnet50(weights=None, num_classes=num_classes)
 
 
-ARCHS.add("resnet18", Arch("resnet18", build_resnet18, "fc", (3, 224, 224)))
-ARCHS.add("resnet50", Arch("resnet50", build_resnet50, "fc", (3, 224, 224)))
+ARCHS.add("resnet18", Arch("resnet18", build_resnet18, "fc", (3, 224, 224), first_conv="conv1"))
+ARCHS.add("resnet50", Arch("resnet50", build_resnet50, "fc", (3, 224, 224), first_conv="conv1"))

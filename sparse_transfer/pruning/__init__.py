@@ -15,22 +15,28 @@ from sparse_transfer.pruning.masks import (
     apply_masks,
     check_sparsity,
     global_magnitude_masks,
+    magnitude_masks,
     masks_from_zeros,
     prunable_weights,
     sparsity_report,
 )
 from sparse_transfer.pruning.method import METHODS, PruneContext, PruningMethod
+from sparse_transfer.pruning.policy import PolicyOverride, PruningPolicy, resolve_policy
 
 __all__ = [
     "METHODS",
     "Masks",
     "PruneContext",
+    "PolicyOverride",
     "PruningMethod",
+    "PruningPolicy",
     "SparsityDriftError",
     "apply_masks",
     "check_sparsity",
     "global_magnitude_masks",
+    "magnitude_masks",
     "masks_from_zeros",
     "prunable_weights",
+    "resolve_policy",
     "sparsity_report",
 ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparse_transfer.pruning.masks import Masks, prunable_weights, sparsity_report
+from sparse_transfer.pruning.masks import (  # noqa: F401  (lowest_scores_masks: shared here)
+    Masks,
+    lowest_scores_masks,
+    prunable_weights,
+    sparsity_report,
+)
 from sparse_transfer.pruning.method import PruneContext
 from sparse_transfer.transfer.loop import batches, train_epoch
 
@@ -54,26 +59,6 @@ def mask_sparsity(masks: Masks) -> float:
 
 def all_kept(weights: dict[str, torch.Tensor]) -> Masks:
     return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
-
-
-def lowest_scores_masks(scores: dict[str, torch.Tensor], masks: Masks, sparsity: float) -> Masks:
-    """Prune exactly round(s*n) weights over all layers: those already pruned, then the lowest
-    scores. Argsort (not a threshold) so ties cannot make the count drift from the target."""
-    flat = torch.cat(
-        [
-            torch.where(masks[name], score.detach(), -torch.inf).flatten()
-            for name, score in scores.items()
-        ]
-    )
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    n_prune = round(sparsity * flat.numel())
-    if n_prune > 0:
-        keep[torch.argsort(flat, stable=True)[:n_prune]] = False
-    out, start = {}, 0
-    for name, score in scores.items():
-        out[name] = keep[start : start + score.numel()].view_as(score).clone()
-        start += score.numel()
-    return out
 
 
 @torch.no_grad()

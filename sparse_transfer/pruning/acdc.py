@@ -3,7 +3,8 @@
 Peste, Iofinova, Vladu & Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of Deep
 Neural Networks", NeurIPS 2021 (arXiv:2106.12379). After a dense warm-up, training alternates
 between compressed phases (at the start of each, the smallest-magnitude weights are pruned to the
-target, globally over all layers, and the mask is then fixed for the phase) and decompressed
+target, globally over all layers but the first convolution, classifier included: our reading
+of the paper's ImageNet setup; the mask is then fixed for the phase) and decompressed
 phases (all weights train again; the pruned ones restart from zero). The run ends with a longer
 compressed phase, so the result is sparse at exactly the target. One optimizer (and momentum)
 spans all phases, as in the paper. The paper's ImageNet plan (100 epochs: 10 warm-up, 5-epoch
@@ -19,10 +20,11 @@ from sparse_transfer.pruning._training import measured_sparsity, run_epoch
 from sparse_transfer.pruning.masks import (
     Masks,
     apply_masks,
-    global_magnitude_masks,
+    magnitude_masks,
     prunable_weights,
 )
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 from sparse_transfer.transfer.loop import make_optimizer
 
 __all__ = ["ACDC", "ACDCParams", "phase_plan"]
@@ -49,19 +51,22 @@ def phase_plan(epochs: int, params: ACDCParams) -> list[bool]:
 class ACDC:
     name = "acdc"
     params_type = ACDCParams
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="global")
+    distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: ACDCParams | None = None) -> None:
         self.params = params or ACDCParams()
 
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> Masks:
         weights = prunable_weights(model, exclude=ctx.exclude)
+        distribution = ctx.distribution or self.policy.distribution
         optimizer = make_optimizer(model.parameters(), ctx.hparams)
         masks: Masks | None = None
         for epoch, compressed in enumerate(phase_plan(ctx.epochs, self.params)):
             if not compressed:
                 masks = None
             elif masks is None:  # a compressed phase begins: a fresh top-k mask
-                masks = global_magnitude_masks(weights, sparsity)
+                masks = magnitude_masks(weights, sparsity, distribution)
                 apply_masks(model, masks)
             loss = run_epoch(model, ctx, optimizer, masks)
             ctx.log.append(
@@ -73,7 +78,7 @@ class ACDC:
                 }
             )
         if masks is None:  # no training budget at all: compress once
-            masks = global_magnitude_masks(weights, sparsity)
+            masks = magnitude_masks(weights, sparsity, distribution)
             apply_masks(model, masks)
         return masks
 

@@ -7,10 +7,13 @@ from torch import nn
 
 from sparse_transfer.pruning.masks import Masks, prunable_weights
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 
 
 class Dense:
     name = "dense"
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=False, distribution="none")
+    distributions = ("none",)
 
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> Masks:
         if sparsity != 0.0:

@@ -26,6 +26,7 @@ from sparse_transfer.pruning._training import all_kept, lowest_scores_masks, mas
 from sparse_transfer.pruning.magnitude import finetune
 from sparse_transfer.pruning.masks import Masks, apply_masks, prunable_weights
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 
 __all__ = ["LTH", "LTHParams"]
 
@@ -41,6 +42,10 @@ class LTHParams(BaseModel):
 class LTH:
     name = "lth"
     params_type = LTHParams
+    # Chen et al. prune the pretrained backbone by global magnitude, first convolution
+    # included; the task head is not part of the ticket
+    policy = PruningPolicy(prune_first_conv=True, prune_classifier=False, distribution="global")
+    distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: LTHParams | None = None) -> None:
         self.params = params or LTHParams()
@@ -59,7 +64,9 @@ class LTH:
             finetune(model, masks, ctx, epochs=per_round - rewind_epoch)
             target = 1.0 - (1.0 - sparsity) ** ((r + 1) / k)
             scores = {name: w.detach().abs() for name, w in weights.items()}
-            masks = lowest_scores_masks(scores, masks, target)
+            masks = lowest_scores_masks(
+                scores, masks, target, ctx.distribution or self.policy.distribution
+            )
             model.load_state_dict(snapshot)
             apply_masks(model, masks)
             ctx.log.append(

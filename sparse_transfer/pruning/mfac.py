@@ -35,6 +35,7 @@ from sparse_transfer.pruning._obs import (
 from sparse_transfer.pruning._training import lowest_scores_masks
 from sparse_transfer.pruning.masks import Masks
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 
 __all__ = ["InverseFisherWindow", "MFAC", "MFACParams"]
 
@@ -104,6 +105,10 @@ class InverseFisherWindow:
 class MFAC:
     name = "mfac"
     params_type = MFACParams
+    # the authors' (IST-DASLab) convention, shared with AC/DC: one global ranking over every
+    # layer but the first convolution, the classifier included
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="global")
+    distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: MFACParams | None = None) -> None:
         self.params = params or MFACParams()
@@ -127,7 +132,10 @@ class MFAC:
             w = flatten(weights).double()
             diagonal = layout.unblocks(window.diagonal())
             new_masks = lowest_scores_masks(
-                unflatten(weights, w**2 / (2 * diagonal)), masks, target
+                unflatten(weights, w**2 / (2 * diagonal)),
+                masks,
+                target,
+                ctx.distribution or self.policy.distribution,
             )
             pruned = ~flatten(new_masks)
             newly = pruned & flatten(masks)

@@ -9,6 +9,9 @@ as many inactive ones with the largest dense-gradient magnitude (new ones start 
 momentum), so per-layer counts never change; as in the paper's code, an update step replaces
 that step's optimizer step. `training_multiplier` scales the epoch budget (the paper's 1x, 5x).
 
+Layers: as in the paper, the first convolution stays dense and every other layer, the
+classifier included, is sparse (ERK); `uniform` is the paper's other distribution.
+
 Starting point: the paper trains from scratch with random masks; here the method starts from a
 pretrained model, so by default the initial mask keeps the largest-magnitude weights within each
 layer at its ERK density (`init="magnitude"`); `init="random"` gives the paper's random masks.
@@ -24,8 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from sparse_transfer.pruning._training import batch_loss, measured_sparsity
-from sparse_transfer.pruning.masks import Masks, apply_masks, prunable_weights
+from sparse_transfer.pruning.masks import (
+    Masks,
+    apply_masks,
+    erk_counts,
+    layer_prune_counts,
+    prunable_weights,
+)
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 from sparse_transfer.transfer.loop import batches, make_optimizer, random_shift
 
 __all__ = ["RigL", "RigLParams", "erk_counts", "drop_and_grow"]
@@ -39,31 +49,6 @@ class RigLParams(BaseModel):
     end_fraction: float = Field(0.75, gt=0, le=1, description="T_end as a fraction of training")
     training_multiplier: float = Field(1.0, gt=0, description="scales the epoch budget")
     init: Literal["magnitude", "random"] = "magnitude"
-
-
-def erk_counts(shapes: dict[str, torch.Size], sparsity: float) -> dict[str, int]:
-    """Active weights per layer under ERK; they sum to exactly round((1 - s) * n)."""
-    sizes = {name: math.prod(shape) for name, shape in shapes.items()}
-    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
-    active = round((1.0 - sparsity) * sum(sizes.values()))
-    dense: set[str] = set()
-    while True:
-        sparse = [name for name in shapes if name not in dense]
-        if not sparse:
-            break
-        scale = (active - sum(sizes[n] for n in dense)) / sum(raw[n] * sizes[n] for n in sparse)
-        top = max(raw[n] for n in sparse)
-        if scale * top <= 1.0:
-            break
-        dense.update(n for n in sparse if raw[n] == top)  # the paper's fix, densest first
-    exact = {n: float(sizes[n]) if n in dense else scale * raw[n] * sizes[n] for n in shapes}
-    counts = {n: math.floor(exact[n]) for n in shapes}
-    # the largest remainders take the few weights that rounding left over
-    short = active - sum(counts.values())
-    for n in sorted((n for n in shapes if n not in dense), key=lambda n: counts[n] - exact[n]):
-        if short > 0 and counts[n] < sizes[n]:
-            counts[n], short = counts[n] + 1, short - 1
-    return counts
 
 
 def drop_and_grow(
@@ -94,6 +79,8 @@ def _initial_mask(w: torch.Tensor, count: int, init: str, generator: torch.Gener
 class RigL:
     name = "rigl"
     params_type = RigLParams
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="erk")
+    distributions = ("erk", "uniform")
 
     def __init__(self, params: RigLParams | None = None) -> None:
         self.params = params or RigLParams()
@@ -101,7 +88,12 @@ class RigL:
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> Masks:
         p = self.params
         weights = prunable_weights(model, exclude=ctx.exclude)
-        counts = erk_counts({n: w.shape for n, w in weights.items()}, sparsity)
+        shapes = {n: w.shape for n, w in weights.items()}
+        if (ctx.distribution or self.policy.distribution) == "erk":
+            counts = erk_counts(shapes, sparsity)
+        else:  # uniform: every layer keeps the same fraction
+            pruned = layer_prune_counts(shapes, sparsity, "uniform")
+            counts = {n: w.numel() - pruned[n] for n, w in weights.items()}
         masks = {n: _initial_mask(w, counts[n], p.init, ctx.generator) for n, w in weights.items()}
         apply_masks(model, masks)
         optimizer = make_optimizer(model.parameters(), ctx.hparams)

@@ -38,6 +38,7 @@ from sparse_transfer.pruning._training import (
 )
 from sparse_transfer.pruning.masks import Masks, masks_from_zeros, prunable_weights
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 from sparse_transfer.transfer.loop import make_optimizer
 
 __all__ = ["STR", "STRParams", "SoftThreshold"]
@@ -67,6 +68,10 @@ class SoftThreshold(nn.Module):
 class STR:
     name = "str"
     params_type = STRParams
+    # STR's code gives every layer, the first convolution and the classifier included, a
+    # learnable threshold: the per-layer sparsity is learned
+    policy = PruningPolicy(prune_first_conv=True, prune_classifier=True, distribution="learned")
+    distributions = ("learned",)
     sparsity_tolerance = 0.02  # how far from the target STR may land on the quickstart task
 
     def __init__(self, params: STRParams | None = None) -> None:

@@ -32,6 +32,7 @@ from sparse_transfer.pruning._obs import (
 from sparse_transfer.pruning._training import lowest_scores_masks
 from sparse_transfer.pruning.masks import Masks
 from sparse_transfer.pruning.method import METHODS, PruneContext
+from sparse_transfer.pruning.policy import PruningPolicy
 
 __all__ = ["WoodFisher", "WoodFisherParams", "joint_obs_update", "woodbury_inverse"]
 
@@ -69,6 +70,10 @@ def joint_obs_update(w: torch.Tensor, inverse: torch.Tensor, pruned: torch.Tenso
 class WoodFisher:
     name = "woodfisher"
     params_type = WoodFisherParams
+    # the authors' (IST-DASLab) convention, shared with AC/DC: one global ranking over every
+    # layer but the first convolution, the classifier included
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="global")
+    distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: WoodFisherParams | None = None) -> None:
         self.params = params or WoodFisherParams()
@@ -88,7 +93,10 @@ class WoodFisher:
             w = flatten(weights).double()
             diagonal = layout.unblocks(inverse.diagonal(dim1=1, dim2=2))
             new_masks = lowest_scores_masks(
-                unflatten(weights, w**2 / (2 * diagonal)), masks, target
+                unflatten(weights, w**2 / (2 * diagonal)),
+                masks,
+                target,
+                ctx.distribution or self.policy.distribution,
             )
             pruned = ~flatten(new_masks)
             delta = layout.unblocks(

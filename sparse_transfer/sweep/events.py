@@ -112,6 +112,8 @@ class TrialEvents:
             "stopped_early": str(state == "PRUNED").lower(),
             "ledger_state": state,
         }
+        if config and outcome.get("dataset", config["dataset"]) != config["dataset"]:
+            tags["dataset"] = outcome["dataset"]  # a variant: never the paper's dataset
         if "failure" in outcome:
             tags["failure"] = outcome["failure"]
             tags["error"] = outcome.get("error", "")[:500]

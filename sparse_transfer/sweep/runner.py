@@ -242,7 +242,7 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
         ledger,
         cells,
         {cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
-        _search_settings(spec),
+        _search_settings(spec, cells),
         _base_config(state, spec),
         events,
     )
@@ -289,7 +289,7 @@ def _trainable(spec: SweepSpec):
     )
 
 
-def _search_settings(spec: SweepSpec) -> Settings:
+def _search_settings(spec: SweepSpec, cells: list[Cell]) -> Settings:
     stopping = spec.early_stopping
     pruner = None
     rungs: list[int] = []
@@ -313,7 +313,7 @@ def _search_settings(spec: SweepSpec) -> Settings:
         metric=spec.search.metric,
         seeds=list(spec.seeds),
         pruner=pruner,
-        enqueue=[dict(c) for c in getattr(spec.search, "enqueue", None) or []],
+        enqueue={cell.id: spec.enqueued(cell.mode, cell.dataset) for cell in cells},
         gpu_hours_budget=spec.budget.gpu_hours,
         save_epochs=rungs,
     )
@@ -372,6 +372,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "threads": max(1, int(spec.resources.cpu)),
         "cpus": spec.resources.cpu,
         "gpu": spec.resources.gpu,
+        "precision": spec.resources.precision,
         "loader_workers": spec.resources.workers,
         "checkpoint_interval_s": spec.resources.checkpoint_interval_s,
         **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),

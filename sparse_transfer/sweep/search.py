@@ -127,7 +127,7 @@ class Settings:
     metric: str
     seeds: list[int]
     pruner: Callable[[], optuna.pruners.BasePruner] | None
-    enqueue: list[dict] = field(default_factory=list)
+    enqueue: dict[str, list[dict]] = field(default_factory=dict)  # cell id -> first trials
     gpu_hours_budget: float | None = None
     save_epochs: list[int] = field(default_factory=list)
 
@@ -189,10 +189,10 @@ class CellSearch(Searcher):
             with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([self.settings.metric])
-            for params in self.settings.enqueue:  # e.g. the paper's configuration, first
-                study.enqueue_trial(
-                    {k: v for k, v in params.items() if k in plan.searched}, skip_if_exists=True
-                )
+            # search.enqueue (e.g. the paper's configuration) first; a resumed study already
+            # holds them, waiting or asked, so they are never enqueued twice
+            for params in self.settings.enqueue.get(plan.cell.id, []):
+                study.enqueue_trial(params, skip_if_exists=True)
         return study
 
     def _sampler(self, index: int, existing: int) -> optuna.samplers.BaseSampler:
@@ -526,7 +526,7 @@ def _outcome(result: dict) -> dict:
     keep = {
         k: v for k, v in result.items() if isinstance(v, int | float) and not k.startswith("_")
     }
-    for name in (FAILURE, "error", "node"):
+    for name in (FAILURE, "error", "node", "dataset"):
         if name in result:
             keep[name] = str(result[name])[:2000]
     return keep

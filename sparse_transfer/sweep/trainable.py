@@ -94,15 +94,16 @@ def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
             store.local(*folder, STATE_FILE), map_location="cpu", weights_only=True
         )
     saver = _StateSaver(store, folder, settings)
-    hours = dict(resume.get("hours", {})) if resume else {}
-    clock = _Clock(settings, hours)
+    clock = _Clock(settings, resume.get("hours", {}) if resume else {})
     try:
         job = _job(settings, store)
+        # the dataset as results carry it: a variant (birdsnap:official-split) is tagged so
+        label = job.dataset_label() if hasattr(job, "dataset_label") else settings["dataset"]
         for outcome in run_transfer(job, resume):
             loss = float(outcome.metrics.get(M.TRAIN_LOSS, 0.0))
             if not math.isfinite(loss):
                 raise Diverged(f"train loss is {loss} after epoch {outcome.epoch}")
-            metrics = {**outcome.metrics, **clock.hours(), "node": node}
+            metrics = {**outcome.metrics, **clock.hours(), "node": node, "dataset": label}
             if outcome.done:
                 saver.finish(outcome, metrics, final=settings["phase"] == "final")
             else:
@@ -253,6 +254,7 @@ def _job(settings: dict, store: Storage) -> TransferJob:
         data_root=settings.get("data_root") or None,
         loader_workers=int(settings.get("loader_workers", 0)),
         max_batches=settings.get("max_batches"),
+        precision=settings.get("precision", "bf16"),
     )
 
 

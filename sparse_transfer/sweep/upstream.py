@@ -53,7 +53,11 @@ def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, t
             )
         model = checkpoint.build_model()
         classifier = ARCHS.get(checkpoint.arch).classifier
-        measured = sparsity_report(prunable_weights(model, exclude=(classifier,)))[0]
+        weights = prunable_weights(model, exclude=(classifier,))
+        # a zoo entry's sparsity is that of the layers its pruning policy prunes (its masks)
+        if "policy" in checkpoint.metadata:
+            weights = {n: w for n, w in prunable_weights(model).items() if n in checkpoint.masks}
+        measured = sparsity_report(weights)[0]
         if abs(measured - upstream.sparsity) > DECLARED_SPARSITY_TOLERANCE:
             raise PreflightError(
                 f"{where}.sparsity: spec says {upstream.sparsity}, "

@@ -43,7 +43,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     replace_classifier(model, arch, dataset.num_classes)
     backbone = (arch.classifier,)
     on_device(model, device)
-    precision = autocast_dtype(device)
+    precision = autocast_dtype(device, job.precision)
     masks = {
         k: v.to(device)
         for k, v in upstream.masks.items()

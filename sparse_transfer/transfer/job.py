@@ -31,6 +31,7 @@ class TransferJob:
     data_root: str | None = None  # file datasets: a local root or s3:// prefix
     loader_workers: int = 0  # DataLoader worker processes (file datasets)
     max_batches: int | None = None  # a dry run: at most this many batches per pass
+    precision: str = "bf16"  # resources.precision: bf16 autocast on a GPU, or fp32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})
@@ -45,8 +46,22 @@ class TransferJob:
 
     def source(self, preprocessing: Mapping) -> BatchSource:
         return open_source(
-            self.dataset, self.data_root, preprocessing, self.device, self.loader_workers
+            self.dataset,
+            self.data_root,
+            preprocessing,
+            self.device,
+            self.loader_workers,
+            mode=self.mode,
         )
+
+    def dataset_label(self) -> str:
+        """The dataset's name as results carry it: with the variant its root holds, when that
+        is not the paper's copy (`birdsnap:official-split`)."""
+        from sparse_transfer.data.paper import PAPER_DATASETS
+
+        if self.dataset in PAPER_DATASETS and self.data_root is not None:
+            return PAPER_DATASETS.get(self.dataset).label(self.data_root)
+        return self.dataset
 
     def limit(self, batches: Iterator) -> Iterator:
         """All batches, or the first `max_batches` of them in a dry run."""

@@ -34,7 +34,7 @@ def extract_features(
     model = on_device(upstream.build_model().eval(), device)
     _set_classifier(model, arch.classifier, nn.Identity())
     source = job.source(upstream.metadata["preprocessing"])
-    precision = autocast_dtype(device)
+    precision = autocast_dtype(device, job.precision)
     features, labels = [], []
     batch_size = max(int(job.hparams["batch_size"]), 256)
     for x, y in job.limit(
@@ -82,9 +82,10 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     train_split, eval_split = job.splits
     train_x, train_y = features(train_split)
     eval_x, eval_y = features(eval_split)
-    backbone_sparsity = sparsity_report(
-        prunable_weights(upstream.build_model(), exclude=(arch.classifier,))
-    )[0]
+    # over the layers the upstream method pruned (its masks), as full finetuning measures it
+    backbone = prunable_weights(upstream.build_model(), exclude=(arch.classifier,))
+    masked = {n: w for n, w in backbone.items() if n in upstream.masks} or backbone
+    backbone_sparsity = sparsity_report(masked)[0]
 
     hp = job.hparams
     device = torch.device(job.device)

@@ -89,9 +89,13 @@ def on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 mixed precision on GPUs (no loss scaling needed, unlike fp16); fp32 on CPUs."""
-    return torch.bfloat16 if device.type == "cuda" else None
+def autocast_dtype(device: torch.device, precision: str = "bf16") -> torch.dtype | None:
+    """The autocast dtype of a spec's `resources.precision`: bf16 mixed precision on GPUs (no
+    loss scaling needed, unlike fp16); None (plain fp32) for fp32, and always on CPUs, where
+    bf16 autocast is slower than fp32."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}; valid: bf16, fp32")
+    return torch.bfloat16 if precision == "bf16" and device.type == "cuda" else None
 
 
 def train_batches(

@@ -1,6 +1,7 @@
 """The paper specs: all eight exist, validate, say what they reproduce, what it costs and how to
 run it, and hold the paper's grid (every catalog entry of the paper's raw results for the
-architecture, the 12 datasets, the paper's hyperparameters and seeds)."""
+architecture, the 12 datasets, the paper's hyperparameters and seeds), checked against the
+packaged reference (sparse_transfer/reference/paper_hyperparameters.yaml)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sparse_transfer.config import load_spec
 from sparse_transfer.config.spec import Choice, LogUniform
 from sparse_transfer.data.paper import PAPER_DATASETS
 from sparse_transfer.models.catalog import CATALOG
+from sparse_transfer.reference import paper_hyperparameters, paper_value
 
 GRIDS = [(arch, mode) for arch in ("resnet50", "mobilenetv1") for mode in ("full", "linear")]
 PAPER_SPECS = [
@@ -38,6 +40,25 @@ def test_header_says_what_it_reproduces_the_gpu_hours_and_the_command(path):
     assert f"sparse-transfer sweep sweeps/{path.name}" in header
     assert "--dry-run" in header
     assert ("Reproduces the paper's" in header) != ("Beyond the paper" in header)
+    spec = load_spec(path)
+    assert spec.resources.precision == "fp32"  # as the authors trained
+    assert "Precision: fp32" in header
+
+
+def test_the_reference_holds_the_authors_configs():
+    """The values of the authors' configs (configs/imagenet_transfer_small_lr.yaml: lr 0.001;
+    configs/imagenet_transfer.yaml, for aircraft and cars: lr 0.01; the preextract config for
+    linear: lr 0.01), written out here so a wrong edit of the reference fails too."""
+    full, linear = (paper_hyperparameters()["modes"][m] for m in ("full", "linear"))
+    assert full["lr"] == 0.001 and full["dataset_overrides"] == {
+        "aircraft": {"lr": 0.01},
+        "cars": {"lr": 0.01},
+    }
+    assert linear["lr"] == 0.01 and linear["dataset_overrides"] == {}
+    for mode in (full, linear):
+        assert (mode["momentum"], mode["weight_decay"], mode["batch_size"]) == (0.9, 5e-4, 64)
+        assert (mode["epochs"], mode["lr_schedule"]) == (150, "step")
+    assert (full["normalization"], linear["normalization"]) == ("dataset", "imagenet")
 
 
 @pytest.mark.parametrize(("arch", "mode"), GRIDS)
@@ -47,14 +68,35 @@ def test_fixed_specs_hold_the_papers_grid_and_hyperparameters(arch, mode):
     paper = {n for n in paper if CATALOG.get(n).in_paper_results}
     assert {u.catalog for u in spec.upstream} == paper
     assert sorted(spec.datasets) == PAPER_12 and spec.modes == [mode]
-    assert len(spec.seeds) == (3 if mode == "full" else 5)
+    assert len(spec.seeds) == paper_value(mode, "cifar10", "seeds")
     assert not spec.searches
     for dataset in spec.datasets:
         space = spec.space(mode, dataset)
-        vehicles = mode == "full" and dataset in ("aircraft", "cars")
-        assert space["lr"] == (0.1 if vehicles else 0.01), dataset
-        assert (space["momentum"], space["weight_decay"]) == (0.9, 5e-4)
-        assert (space["batch_size"], space["epochs"], space["lr_schedule"]) == (64, 150, "step")
+        for name in ("lr", "momentum", "weight_decay", "batch_size", "epochs", "label_smoothing"):
+            assert space[name] == paper_value(mode, dataset, name), (dataset, name)
+        assert space["lr_schedule"] == "step" == paper_value(mode, dataset, "lr_schedule")
+    expected = {"full": (0.01, 0.001), "linear": (0.01, 0.01)}[mode]  # the authors' configs
+    assert (spec.space(mode, "aircraft")["lr"], spec.space(mode, "cifar10")["lr"]) == expected
+
+
+def test_the_step_schedule_is_the_papers_x01_every_50_epochs():
+    import torch
+
+    import sparse_transfer.pruning  # noqa: F401  (transfer.loop and pruning import each other)
+    from sparse_transfer.transfer.loop import make_schedule
+
+    hparams = {"epochs": 150, "lr_schedule": "step"}
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.001)
+    schedule = make_schedule(optimizer, hparams)
+    lrs = []
+    for _ in range(150):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == lrs[49] == 0.001
+    assert lrs[50] == lrs[99] == pytest.approx(1e-4) and lrs[100] == lrs[149] == pytest.approx(
+        1e-5
+    )
 
 
 @pytest.mark.parametrize(("arch", "mode"), GRIDS)
@@ -66,7 +108,15 @@ def test_tuned_specs_search_the_same_grid_per_cell(arch, mode):
     assert tuned.searches and tuned.early_stopping.scheduler == "asha"
     space = tuned.space(mode)
     assert isinstance(space["lr"], LogUniform) and isinstance(space["weight_decay"], LogUniform)
-    assert space["lr"].low <= 0.01 <= space["lr"].high, "the paper's lr is in the search space"
+    for dataset in tuned.datasets:
+        lr, paper_lr = tuned.space(mode, dataset)["lr"], paper_value(mode, dataset, "lr")
+        assert isinstance(lr, LogUniform)
+        if mode == "full":  # centred on the paper's lr (geometrically)
+            assert lr.low * lr.high == pytest.approx(paper_lr**2), dataset
+        assert lr.low < paper_lr < lr.high, dataset
+        # the paper's fixed configuration is the first trial of every cell
+        (first,) = tuned.enqueued(mode, dataset)
+        assert first["lr"] == paper_lr and first["weight_decay"] == 5e-4, dataset
     if mode == "full":
         assert isinstance(space["label_smoothing"], Choice)
 
@@ -83,3 +133,23 @@ def test_a_dry_run_spec_is_the_same_grid_at_a_tiny_cost():
         space = dry.space("full", dataset)
         assert space["epochs"] == 1 and space["batch_size"] == 8
         assert space["lr"] == spec.space("full", dataset)["lr"]
+
+
+@pytest.mark.parametrize("mode", ["full", "linear"])
+def test_normalization_is_the_papers_for_the_mode(mode):
+    """Full finetuning normalizes with each dataset's own statistics, linear finetuning with
+    ImageNet's (the reference's `normalization`), for every published upstream's preprocessing."""
+    from sparse_transfer.data.source import transfer_preprocessing
+    from sparse_transfer.reference import IMAGENET_STATS
+
+    rule = paper_hyperparameters()["modes"][mode]["normalization"]
+    for entry in {CATALOG.get(n).preprocessing for n in CATALOG.names()}:
+        for name in PAPER_12:
+            dataset = PAPER_DATASETS.get(name)
+            pre = transfer_preprocessing(dataset, entry, mode)
+            if rule == "dataset":
+                assert (pre.mean, pre.std) == (dataset.stats.mean, dataset.stats.std), name
+            else:
+                assert list(pre.mean) == IMAGENET_STATS["mean"], name
+                assert list(pre.std) == IMAGENET_STATS["std"], name
+            assert pre.interpolation == entry.interpolation  # the rest stays the upstream's

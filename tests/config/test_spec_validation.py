@@ -237,7 +237,47 @@ BAD_CASES = {
         _set("dataset_overrides", {"digits_5to9": {"full": {"lr": -1}}}),
         ["dataset_overrides.digits_5to9.full.lr", "> 0"],
     ),
+    "enqueue-outside-the-distribution": (
+        _set("search.enqueue", [{"lr": 0.2}]),  # inside linear's uniform, outside full's range
+        ["search.enqueue[0].lr", "0.2 is outside", "loguniform", "full cells"],
+    ),
+    "enqueue-of-a-fixed-hyperparameter": (
+        _set("search.enqueue", [{"epochs": 3}]),
+        ["search.enqueue[0].epochs", "not searched"],
+    ),
+    "enqueue-of-an-unknown-hyperparameter": (
+        _set("search.enqueue", [{"learning_rate": 0.05}]),
+        ["search.enqueue[0].learning_rate", "not searched"],
+    ),
+    "enqueue-paper-value-outside": (
+        _set("search.enqueue", [{"lr": "paper"}]),  # the paper's full lr, 0.001, is below 0.003
+        ["search.enqueue[0].lr", "0.001 is outside"],
+    ),
+    "enqueue-more-than-the-budget": (
+        _set("search.enqueue", [{"lr": 0.05}] * 3),
+        ["search.enqueue", "3 configurations", "trials_per_cell (2)"],
+    ),
+    "unknown-precision": (
+        _set("resources", {"precision": "fp16"}),
+        ["resources.precision", "'bf16'", "'fp32'"],
+    ),
 }
+
+
+def test_enqueued_configurations_resolve_paper_per_cell(tmp_path):
+    raw = copy.deepcopy(VALID)
+    raw["search_space"]["full"]["lr"] = {"distribution": "loguniform", "low": 1e-4, "high": 0.1}
+    raw["search"]["enqueue"] = [{"lr": "paper"}, {"lr": 0.05}]
+    spec = load_spec(write_spec(tmp_path, raw))
+    assert spec.enqueued("full", "digits_5to9") == [{"lr": 0.001}, {"lr": 0.05}]
+    assert spec.enqueued("linear", "digits_5to9") == [{"lr": 0.01}, {"lr": 0.05}]
+    dry = spec.as_dry_run()  # one trial per cell: the first configuration
+    assert dry.search.enqueue == [{"lr": "paper"}]
+
+
+def test_precision_defaults_to_bf16_autocast():
+    spec = load_spec(REPO / "sweeps" / "quickstart.yaml")
+    assert spec.resources.precision == "bf16"
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES), ids=list(BAD_CASES))

@@ -160,3 +160,60 @@ def test_transforms_follow_the_upstream_preprocessing(interpolation, mode):
     assert isinstance(test[1], T.CenterCrop) and test[1].size == (224, 224)
     assert train[0].interpolation.name == mode and test[0].interpolation.name == mode
     assert list(test[-1].mean) == [0.5] * 3 and list(test[-1].std) == [0.25] * 3
+
+
+# --- normalization by transfer mode ----------------------------------------------------------
+
+# Two entries written out from the authors' utils/datasets.py, so a wrong edit of the data fails.
+AUTHORS_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "aircraft": ((0.4892, 0.5159, 0.5356), (0.2275, 0.2200, 0.2476)),
+}
+
+
+@pytest.mark.parametrize("name", PAPER_12)
+def test_every_paper_dataset_carries_its_own_statistics_with_their_source(name):
+    stats = PAPER_DATASETS.get(name).stats
+    assert stats is not None and len(stats.mean) == len(stats.std) == 3
+    assert "IST-DASLab/sparse-imagenet-transfer" in stats.source
+    assert all(0 < v < 1 for v in (*stats.mean, *stats.std))
+    if name in AUTHORS_STATS:
+        assert (stats.mean, stats.std) == AUTHORS_STATS[name]
+    assert PAPER_DATASETS.get("image_folder").stats is None  # unknown: the upstream's
+
+
+@pytest.mark.parametrize("name", ["cifar10", "aircraft"])
+@pytest.mark.parametrize("mode", ["full", "prune", "linear"])
+def test_the_transform_normalizes_by_transfer_mode(name, mode, tmp_path):
+    """The transform a trial's batch source really builds: full finetuning (and prune) with
+    the dataset's mean/std, linear finetuning with the upstream model's (ImageNet's)."""
+    from sparse_transfer.models.catalog import IMAGENET_MEAN, IMAGENET_STD
+    from sparse_transfer.transfer import TransferJob
+
+    BUILDERS[name](tmp_path)
+    job = TransferJob(tmp_path / "unused.pt", name, mode, "final", {}, 0, data_root=tmp_path)
+    source = job.source({"interpolation": "bilinear"})  # a published model's: ImageNet stats
+    for train in (True, False):
+        normalize = source._split("test", train).transform.transforms[-1]
+        if mode == "linear":
+            assert (tuple(normalize.mean), tuple(normalize.std)) == (IMAGENET_MEAN, IMAGENET_STD)
+        else:
+            assert (tuple(normalize.mean), tuple(normalize.std)) == AUTHORS_STATS[name]
+
+
+def test_birdsnaps_official_split_is_a_variant_that_never_passes_for_the_papers(tmp_path):
+    """The reader falls back to the official test split: results carry
+    `birdsnap:official-split`, so they never join the paper's Birdsnap numbers."""
+    from sparse_transfer.transfer import TransferJob
+
+    official, prepared = tmp_path / "official", tmp_path / "prepared"
+    build_birdsnap(official)
+    build_image_folder(prepared)  # the paper's prepared copy: train/<species>, test/<species>
+    birdsnap = PAPER_DATASETS.get("birdsnap")
+    assert birdsnap.variant(official) == "official-split" and birdsnap.variant(prepared) is None
+    assert birdsnap.label(official) == "birdsnap:official-split"
+    assert birdsnap.label(prepared) == "birdsnap"
+    for root, label in ((official, "birdsnap:official-split"), (prepared, "birdsnap")):
+        job = TransferJob(tmp_path / "x.pt", "birdsnap", "full", "final", {}, 0, data_root=root)
+        assert job.dataset_label() == label
+    assert PAPER_DATASETS.get("cifar10").label(official) == "cifar10"  # no variants

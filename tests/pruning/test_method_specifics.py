@@ -85,13 +85,13 @@ def test_acdc_sparsity_alternates_by_phase():
 
 def test_acdc_recomputes_the_mask_at_each_compressed_phase(monkeypatch):
     dense_before = []  # sparsity of the weights each compressed phase computes its top-k from
-    real_masks = acdc_module.global_magnitude_masks
+    real_masks = acdc_module.magnitude_masks
 
-    def spy(weights, sparsity):
+    def spy(weights, sparsity, distribution):
         dense_before.append(sparsity_report(weights)[0])
-        return real_masks(weights, sparsity)
+        return real_masks(weights, sparsity, distribution)
 
-    monkeypatch.setattr(acdc_module, "global_magnitude_masks", spy)
+    monkeypatch.setattr(acdc_module, "magnitude_masks", spy)
     model, ctx = quickstart_model(), context(epochs=4)
     ACDC(ACDCParams(warmup_epochs=0, phase_epochs=1, final_epochs=2)).prune(model, 0.8, ctx)
     assert [r["phase"][0] for r in ctx.log] == ["c", "d", "c", "c"]

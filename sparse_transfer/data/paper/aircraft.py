@@ -7,7 +7,14 @@ from pathlib import Path
 
 from torchvision.datasets import FGVCAircraft
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "aircraft"
 LAYOUT = """\
@@ -26,6 +33,13 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     ]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4892, 0.5159, 0.5356),
+    (0.2275, 0.2200, 0.2476),
+    f"{AUTHORS_CODE} utils/datasets.py, aircraft_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
@@ -36,6 +50,7 @@ PAPER_DATASETS.add(
         "aircraft",
         (6667, 3333),
         official_val=True,
+        stats=STATS,
         description="FGVC-Aircraft, variant level",
     ),
 )

@@ -3,8 +3,9 @@
 The paper's split is that of its prepared copy (robust-models-transfer's, 32,677 trainval /
 8,171 test images): an image folder, `train/<species>/*`, `test/<species>/*`. When the root
 holds one, it is read as such. Otherwise the official distribution is read and split by its
-`test_images.txt` (2,443 test images) -- a different split from the paper's. Flickr images
-go missing over time; listed images absent from disk are skipped with a warning.
+`test_images.txt` (2,443 test images) -- a different split from the paper's, so results on it
+carry the dataset variant `birdsnap:official-split` and never join the paper's numbers. Flickr
+images go missing over time; listed images absent from disk are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from sparse_transfer.data.paper.image_folder import read_image_folder
 from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
     PAPER_DATASETS,
+    ChannelStats,
     DatasetLayoutError,
     PaperDataset,
     Samples,
@@ -31,8 +34,19 @@ LAYOUT = """\
     download/images/<path from images.txt>"""
 
 
+OFFICIAL_SPLIT = "official-split"
+
+
+def _prepared(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def variant(root: Path) -> str | None:
+    return None if _prepared(root) else OFFICIAL_SPLIT
+
+
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    if _prepared(root):
         return read_image_folder(NAME, root, split, LAYOUT)
     require(NAME, root, LAYOUT, "species.txt", "images.txt", "test_images.txt", "download/images")
     species = _rows(root / "species.txt")
@@ -63,9 +77,24 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4856, 0.4948, 0.4486),
+    (0.2233, 0.2213, 0.2586),
+    f"{AUTHORS_CODE} utils/datasets.py, birds_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
-        NAME, 500, LAYOUT, read, "birds", (32677, 8171), description="Birdsnap, 500 species"
+        NAME,
+        500,
+        LAYOUT,
+        read,
+        "birds",
+        (32677, 8171),
+        stats=STATS,
+        variant_of=variant,
+        description="Birdsnap, 500 species",
     ),
 )

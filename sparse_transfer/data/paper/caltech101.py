@@ -8,7 +8,14 @@ from pathlib import Path
 
 from torchvision.datasets import Caltech101
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "caltech101"
 TRAIN_PER_CLASS = 30
@@ -40,6 +47,13 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return list(dataset.categories), [(files[i], dataset.y[i]) for i in chosen]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5413, 0.5063, 0.4693),
+    (0.3115, 0.3090, 0.3183),
+    f"{AUTHORS_CODE} utils/datasets.py, caltech101_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
@@ -49,6 +63,7 @@ PAPER_DATASETS.add(
         read,
         "caltech101",
         (3030, 5647),
+        stats=STATS,
         description="Caltech-101, 30 training images per class",
     ),
 )

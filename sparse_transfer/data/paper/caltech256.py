@@ -9,7 +9,14 @@ from pathlib import Path
 from torchvision.datasets import Caltech256
 
 from sparse_transfer.data.paper.caltech101 import first_per_class
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "caltech256"
 TRAIN_PER_CLASS = 60
@@ -31,6 +38,13 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return list(dataset.categories), [(files[i], dataset.y[i]) for i in chosen]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5438, 0.5141, 0.4821),
+    (0.3077, 0.3044, 0.3163),
+    f"{AUTHORS_CODE} utils/datasets.py, caltech256_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
@@ -40,6 +54,7 @@ PAPER_DATASETS.add(
         read,
         "caltech256",
         (15420, 15187),
+        stats=STATS,
         description="Caltech-256, 60 training images per class",
     ),
 )

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from torchvision.datasets import StanfordCars
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "cars"
 LAYOUT = """\
@@ -28,7 +35,16 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return [str(c) for c in dataset.classes], [(Path(f), int(c)) for f, c in dataset._samples]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4513, 0.4354, 0.4358),
+    (0.2900, 0.2880, 0.2951),
+    f"{AUTHORS_CODE} utils/datasets.py, cars_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
-    PaperDataset(NAME, 196, LAYOUT, read, "cars", (8144, 8041), description="Stanford Cars"),
+    PaperDataset(
+        NAME, 196, LAYOUT, read, "cars", (8144, 8041), stats=STATS, description="Stanford Cars"
+    ),
 )

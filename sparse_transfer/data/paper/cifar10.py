@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
     PAPER_DATASETS,
+    ChannelStats,
     DatasetLayoutError,
     PaperDataset,
     Samples,
@@ -77,6 +79,16 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return classes, read_batches(root, files, "labels")
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4914, 0.4822, 0.4465),
+    (0.2023, 0.1994, 0.2010),
+    f"{AUTHORS_CODE} utils/datasets.py, cifar10_get_datasets",
+)
+
 PAPER_DATASETS.add(
-    NAME, PaperDataset(NAME, 10, LAYOUT, read, "cifar10", (50000, 10000), description="CIFAR-10")
+    NAME,
+    PaperDataset(
+        NAME, 10, LAYOUT, read, "cifar10", (50000, 10000), stats=STATS, description="CIFAR-10"
+    ),
 )

@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparse_transfer.data.paper.cifar10 import load_batch, read_batches
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "cifar100"
 LAYOUT = """\
@@ -21,7 +28,16 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return classes, read_batches(root, files, "fine_labels", NAME)
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5071, 0.4867, 0.4408),
+    (0.2675, 0.2565, 0.2761),
+    f"{AUTHORS_CODE} utils/datasets.py, cifar100_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
-    PaperDataset(NAME, 100, LAYOUT, read, "cifar100", (50000, 10000), description="CIFAR-100"),
+    PaperDataset(
+        NAME, 100, LAYOUT, read, "cifar100", (50000, 10000), stats=STATS, description="CIFAR-100"
+    ),
 )

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from torchvision.datasets import DTD
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "dtd"
 PARTITION = 1
@@ -34,6 +41,13 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return classes, samples
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5322, 0.4734, 0.4251),
+    (0.2642, 0.2530, 0.2613),
+    f"{AUTHORS_CODE} utils/transfer/dtd.py, DTD",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
@@ -44,6 +58,7 @@ PAPER_DATASETS.add(
         "dtd",
         (3760, 1880),
         official_val=True,
+        stats=STATS,
         description="Describable Textures, split 1",
     ),
 )

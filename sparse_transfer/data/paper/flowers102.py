@@ -8,7 +8,14 @@ from pathlib import Path
 
 from torchvision.datasets import Flowers102
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "flowers102"
 LAYOUT = """\
@@ -39,6 +46,13 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return list(Flowers102.classes), samples
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5133, 0.4148, 0.3383),
+    (0.2959, 0.2502, 0.2900),
+    f"{AUTHORS_CODE} utils/datasets.py, flowers_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
     PaperDataset(
@@ -49,6 +63,7 @@ PAPER_DATASETS.add(
         "flowers",
         (2040, 6149),
         official_val=True,
+        stats=STATS,
         description="Oxford Flowers-102",
     ),
 )

@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
     PAPER_DATASETS,
+    ChannelStats,
     DatasetLayoutError,
     PaperDataset,
     Samples,
@@ -43,6 +45,16 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.5566, 0.4378, 0.3193),
+    (0.2589, 0.2622, 0.2630),
+    f"{AUTHORS_CODE} utils/transfer/food_101.py, FOOD101",
+)
+
 PAPER_DATASETS.add(
-    NAME, PaperDataset(NAME, 101, LAYOUT, read, "food101", (75750, 25250), description="Food-101")
+    NAME,
+    PaperDataset(
+        NAME, 101, LAYOUT, read, "food101", (75750, 25250), stats=STATS, description="Food-101"
+    ),
 )

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from torchvision.datasets import OxfordIIITPet
 
-from sparse_transfer.data.paper.registry import PAPER_DATASETS, PaperDataset, Samples, require
+from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
+    PAPER_DATASETS,
+    ChannelStats,
+    PaperDataset,
+    Samples,
+    require,
+)
 
 NAME = "pets"
 LAYOUT = """\
@@ -34,7 +41,16 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     return list(names.classes), list(zip(dataset._images, dataset._labels, strict=True))
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4807, 0.4432, 0.3949),
+    (0.2598, 0.2537, 0.2597),
+    f"{AUTHORS_CODE} utils/datasets.py, pets_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
-    PaperDataset(NAME, 37, LAYOUT, read, "pets", (3680, 3669), description="Oxford-IIIT Pets"),
+    PaperDataset(
+        NAME, 37, LAYOUT, read, "pets", (3680, 3669), stats=STATS, description="Oxford-IIIT Pets"
+    ),
 )

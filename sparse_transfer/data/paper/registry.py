@@ -19,7 +19,9 @@ from sparse_transfer.data.registry import SPLITS
 from sparse_transfer.registry import Registry
 
 __all__ = [
+    "AUTHORS_CODE",
     "PAPER_DATASETS",
+    "ChannelStats",
     "DatasetLayoutError",
     "ImageSplit",
     "PaperDataset",
@@ -30,6 +32,18 @@ __all__ = [
 ImageSource = Path | np.ndarray  # a file, or an HxWx3 uint8 array (CIFAR keeps pixels inline)
 Samples = list[tuple[ImageSource, int]]
 VAL_EVERY = 5  # when a dataset has no official val split, every 5th image of a class is val
+
+
+AUTHORS_CODE = "IST-DASLab/sparse-imagenet-transfer"  # the paper's code, cited on each entry
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Per-channel mean and std of a dataset's RGB images in [0, 1], and where they are from."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -48,16 +62,18 @@ class PaperDataset:
     paper_sizes: tuple[int, int] | None = None  # (trainval, test) images in the paper
     official_val: bool = False
     description: str = ""
+    # The dataset's own statistics: full finetuning normalizes with them (the paper's code
+    # does); linear finetuning keeps the upstream model's (ImageNet's). None: the upstream's.
+    stats: ChannelStats | None = None
+    # root -> None when it holds the paper's copy, else the name of the variant it holds
+    # (Birdsnap's official split): results on a variant never pass for the paper's dataset
+    variant_of: Callable[[Path], str | None] | None = None
 
     def open(self, root: str | Path, split: str, transform: Callable | None = None):
         """One split as a torch Dataset of (transformed RGB image, label)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
-        if str(root).startswith("s3://"):
-            from sparse_transfer.data.remote import local_root  # imports this module
-
-            root = local_root(root)  # synced once per node, then read from local disk
-        root = Path(root)
+        root = _local(root)
         if not root.is_dir():
             raise DatasetLayoutError(_message(self.name, root, self.layout, [str(root)]))
         if split in ("train", "val") and not self.official_val:
@@ -72,6 +88,23 @@ class PaperDataset:
                 _message(self.name, root, self.layout, [f"{len(missing)} listed images: {shown}"])
             )
         return ImageSplit(self.name, split, classes, samples, transform)
+
+    def variant(self, root: str | Path) -> str | None:
+        """None when `root` holds the paper's copy; else the variant it holds."""
+        return None if self.variant_of is None else self.variant_of(_local(root))
+
+    def label(self, root: str | Path) -> str:
+        """The name results on `root` carry: `birdsnap`, or `birdsnap:official-split`."""
+        variant = self.variant(root)
+        return self.name if variant is None else f"{self.name}:{variant}"
+
+
+def _local(root: str | Path) -> Path:
+    if str(root).startswith("s3://"):
+        from sparse_transfer.data.remote import local_root  # imports this module
+
+        return local_root(root)  # synced once per node, then read from local disk
+    return Path(root)
 
 
 class ImageSplit(torch.utils.data.Dataset):

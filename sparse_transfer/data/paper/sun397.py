@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparse_transfer.data.paper.registry import (
+    AUTHORS_CODE,
     PAPER_DATASETS,
+    ChannelStats,
     DatasetLayoutError,
     PaperDataset,
     Samples,
@@ -42,7 +44,16 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+# Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).
+STATS = ChannelStats(
+    (0.4772, 0.4566, 0.4168),
+    (0.2556, 0.2520, 0.2720),
+    f"{AUTHORS_CODE} utils/datasets.py, SUN_get_datasets",
+)
+
 PAPER_DATASETS.add(
     NAME,
-    PaperDataset(NAME, 397, LAYOUT, read, "SUN", (19850, 19850), description="SUN397, split 1"),
+    PaperDataset(
+        NAME, 397, LAYOUT, read, "SUN", (19850, 19850), stats=STATS, description="SUN397, split 1"
+    ),
 )
