@@ -110,7 +110,7 @@ def to_canonical(
     Columns beyond the canonical ones (``run_id``, ``cell``, ...) are kept after them;
     ``source`` names the table in error messages.
     """
-    return _canonical(frame, source, mode, arch, None)
+    return _canonical(frame, source, mode, arch, None, from_file=False)
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
@@ -154,6 +154,8 @@ def _canonical(
     mode: str | None,
     arch: str | None,
     lines: Sequence[int] | None,
+    *,
+    from_file: bool = True,  # a sweep's own results are percent by construction
 ) -> pd.DataFrame:
     frame = _drop_empty_unnamed(frame.rename(columns=lambda c: str(c).strip()), source)
     frame = _from_paper_format(frame)
@@ -171,7 +173,7 @@ def _canonical(
     for column in ("sparsity", "top1"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame = frame.reset_index(drop=True)
-    _check_ranges(frame, source, lines, accuracy_column)
+    _check_ranges(frame, source, lines, accuracy_column, from_file)
     extras = [c for c in frame.columns if c not in RESULT_COLUMNS]
     return frame[RESULT_COLUMNS + extras]
 
@@ -218,7 +220,11 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
 
 
 def _check_ranges(
-    frame: pd.DataFrame, source: str, lines: Sequence[int] | None, accuracy_column: str
+    frame: pd.DataFrame,
+    source: str,
+    lines: Sequence[int] | None,
+    accuracy_column: str,
+    from_file: bool = True,
 ) -> None:
     paper = accuracy_column == _PAPER_ACCURACY
     checks = (
@@ -244,7 +250,7 @@ def _check_ranges(
                 f"{source}: {where}: {column} {float(values.iloc[row])} is missing or "
                 f"outside {allowed}{hint}"
             )
-    if not paper and len(frame) and frame["top1"].max() <= 1.0:
+    if from_file and not paper and len(frame) and frame["top1"].max() <= 1.0:
         # Every accuracy at most 1%: a fraction written into the percent column, not results.
         raise ValueError(
             f"{source}: every top1 value is in [0, 1] (max {frame['top1'].max():g}), which "
