@@ -22,8 +22,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 CELLS, PER_CELL, EVERY_S = 30, 10, 3.0
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def _trial_workers() -> list[int]:
-    """PIDs of Ray worker processes running a Tune trial (Ray titles them ray::ImplicitFunc)."""
+    """PIDs of this test's Ray workers running a Tune trial (Ray titles them
+    ray::ImplicitFunc): children of the raylet that this process started, never another
+    Ray's on the machine."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,7 +41,10 @@ def _trial_workers() -> list[int]:
             title = (entry / "cmdline").read_bytes().split(b"\0")[0]
         except OSError:
             continue
-        if title.startswith(b"ray::ImplicitFunc"):
+        if (
+            title.startswith(b"ray::ImplicitFunc")
+            and _parent(_parent(int(entry.name))) == os.getpid()
+        ):
             pids.append(int(entry.name))
     return pids
 
