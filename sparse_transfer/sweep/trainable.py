@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import math
@@ -85,15 +86,22 @@ def transfer_trainable(config: dict) -> None:
 
 def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
     node = _node()
+    # Files are trusted only if they were written for this very configuration: a ledger that
+    # lost its last segment in a crash hands the same trial key to a new configuration.
+    digest = config_digest(settings)
     if store.download(*folder, RESULT_FILE):  # it ended before a crash: say so again
-        tune.report({**json.loads(store.local(*folder, RESULT_FILE).read_text()), "node": node})
-        return
+        result = json.loads(store.local(*folder, RESULT_FILE).read_text())
+        if result.pop("config_digest", None) == digest:
+            tune.report({**result, "node": node})
+            return
     resume = None
     if store.download(*folder, STATE_FILE):
         resume = torch.load(
             store.local(*folder, STATE_FILE), map_location="cpu", weights_only=True
         )
-    saver = _StateSaver(store, folder, settings)
+        if resume.get("config_digest") != digest:
+            resume = None
+    saver = _StateSaver(store, folder, settings, digest)
     clock = _Clock(settings, resume.get("hours", {}) if resume else {})
     try:
         job = _job(settings, store)
@@ -143,8 +151,10 @@ class _StateSaver:
     """Saves on an interval and at early-stopping epochs; one background upload at a time,
     and a newer save supersedes a waiting one."""
 
-    def __init__(self, store: Storage, folder: tuple[str, ...], settings: dict) -> None:
-        self.store, self.folder = store, folder
+    def __init__(
+        self, store: Storage, folder: tuple[str, ...], settings: dict, digest: str
+    ) -> None:
+        self.store, self.folder, self.digest = store, folder, digest
         self.interval = float(settings.get("checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S))
         self.epochs = {int(e) for e in settings.get("save_epochs", [])}
         self.saved_at = time.monotonic()
@@ -161,6 +171,7 @@ class _StateSaver:
             return
         state = outcome.state()
         state["hours"] = {"wall_h": hours["wall_h"]}
+        state["config_digest"] = self.digest
         _save(self.store.local(*self.folder, STATE_FILE), state)
         self.saved_at = time.monotonic()
         self._pending.set()
@@ -178,7 +189,8 @@ class _StateSaver:
             self.store.upload(*self.folder, WEIGHTS_FILE)
         path = self.store.local(*self.folder, RESULT_FILE)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({k: v for k, v in metrics.items() if k != "node"}))
+        kept = {k: v for k, v in metrics.items() if k != "node"}
+        tmp.write_text(json.dumps({**kept, "config_digest": self.digest}))
         os.replace(tmp, path)
         self.store.upload(*self.folder, RESULT_FILE)
 
@@ -196,6 +208,12 @@ class _StateSaver:
     def close(self) -> None:
         self._stop = True
         self._pending.set()
+
+
+def config_digest(settings: dict) -> str:
+    """What a trial trains, as a digest: its cell, phase, hyperparameters and seed."""
+    what = {k: settings.get(k) for k in ("cell", "phase", "hparams", "seed")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _save(path: Path, state: dict) -> None:

@@ -224,3 +224,28 @@ def test_a_crash_between_the_tell_and_the_record_does_not_wedge_the_resume(
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len(runs) == 2 * 3 + 2 * 2
     assert Counter(r.data.tags["trial_id"] for r in runs).most_common(1)[0][1] == 1
+
+
+def test_saved_state_of_another_configuration_is_never_resumed(ray_runtime, tmp_path, monkeypatch):
+    """A ledger that lost its last segment hands a trial key to a new configuration: the state
+    saved under that key for the old one must not be continued."""
+    import torch
+
+    spec, cells, state, log_dir = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {c: "slow:1" for c in ("dense/digits_5to9/linear", "gmp_90/digits_5to9/linear")},
+        search={"trials_per_cell": 1, "max_concurrent_trials": 2},
+    )
+    states = state.sweep_dir / "trial_state"
+    interrupt_when(lambda: len(list(states.glob("*/state.pt"))) >= 1)
+    with pytest.raises(runner.SweepInterrupted):
+        go(state, spec)
+    (saved, *_) = states.glob("*/state.pt")
+    key = saved.parent.name
+    before = (log_dir / f"{key}.epochs").read_text().split()
+    foreign = {"epoch": 3, "model": {"w": torch.zeros(2)}, "config_digest": "another config"}
+    torch.save(foreign, saved)
+    go(runner.SweepState.load(state.sweep_dir), spec)
+    trained = (log_dir / f"{key}.epochs").read_text().split()[len(before) :]
+    assert trained[0] == "1", trained  # started over, not at epoch 4
