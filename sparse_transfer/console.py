@@ -1,0 +1,168 @@
+"""What the console shows: the project's own lines, and Ray's, MLflow's and Alembic's chatter
+only with `--verbose`.
+
+Called by the CLI before Ray or MLflow is imported, so the settings reach every logger they
+create and, through the environment, the processes a local Ray starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import urllib.parse
+from pathlib import Path
+
+# Loggers whose routine lines say nothing a user acts on: the token-authentication notice of
+# every local Ray start, and MLflow's "Creating initial MLflow database tables" (Alembic).
+_QUIET = {
+    "ray._private.authentication.authentication_token_setup": logging.ERROR,
+    "alembic": logging.WARNING,
+    "mlflow.store.db.utils": logging.WARNING,
+}
+
+
+class _DropTuneRestoreHint(logging.Filter):
+    """Tune's `Resume experiment with: Tuner.restore(...)` after Ctrl-C: the project prints its
+    own command (`sparse-transfer resume ...`), which also restores Optuna and MLflow."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+_RESTORE_HINT = _DropTuneRestoreHint()
+
+
+def configure(verbose: bool) -> None:
+    if verbose:
+        return
+    # MLflow reads its level once, at import, in this process and in every trial's.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name, level in _QUIET.items():
+        logging.getLogger(name).setLevel(level)
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if _RESTORE_HINT not in tune_logger.filters:
+        tune_logger.addFilter(_RESTORE_HINT)
+
+
+def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    """A fixed-width text table with a header row and a rule under it."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+# --- hints: commands printed after a sweep must run as printed, from any directory -----------
+
+MLFLOW_PORT = 5000
+DASHBOARD_PORT = 8080
+# MLflow 3 opens an experiment on its GenAI overview; the runs tab is `/runs`, and the search
+# box is filled from `searchFilter`. Only the final runs carry the reported accuracies.
+FINAL_RUNS_FILTER = "tags.phase = 'final'"
+
+
+def _tool(name: str, module: str) -> list[str]:
+    """The tool of this interpreter's environment: its script beside `python`, else `-m`
+    (a venv's bin/ is usually not on PATH after `make quickstart`)."""
+    script = Path(sys.executable).parent / name
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", module]
+
+
+def mlflow_ui_command(tracking_uri: str, port: int = MLFLOW_PORT) -> list[str]:
+    return [
+        *_tool("mlflow", "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--port",
+        str(port),
+    ]
+
+
+def mlflow_runs_url(base: str, experiment_id: str, search: str = FINAL_RUNS_FILTER) -> str:
+    query = urllib.parse.urlencode({"searchFilter": search}, quote_via=urllib.parse.quote)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def dashboard_command(optuna_db: Path, port: int = DASHBOARD_PORT) -> list[str]:
+    return [
+        *_tool("optuna-dashboard", "optuna_dashboard._cli"),
+        f"sqlite:///{optuna_db.resolve()}",
+        "--port",
+        str(port),
+    ]
+
+
+def shell(command: list[str]) -> str:
+    return shlex.join(command)
+
+
+def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_db: Path) -> list[str]:
+    """The lines that tell a user how to look at a finished sweep's runs and studies."""
+    lines = []
+    if tracking_uri.startswith(("http://", "https://")):  # a server: it is already up
+        if experiment_id is not None:
+            lines.append(f"mlflow:  {mlflow_runs_url(tracking_uri, experiment_id)}")
+    else:
+        lines.append(f"mlflow:  {shell(mlflow_ui_command(tracking_uri))}")
+        if experiment_id is not None:
+            base = f"http://127.0.0.1:{MLFLOW_PORT}"
+            lines.append(f"         then open {mlflow_runs_url(base, experiment_id)}")
+    if optuna_db.is_file():
+        lines.append(f"optuna:  {shell(dashboard_command(optuna_db))}")
+        lines.append(f"         then open http://127.0.0.1:{DASHBOARD_PORT}")
+    return lines
+
+
+def summary_table(summary) -> str:
+    """`summary.csv` for the terminal; with its interval columns (`ci_low_pts`, `ci_high_pts`,
+    `within_noise`) when the report wrote them, so a delta inside the noise reads as such."""
+    has_ci = {"ci_low_pts", "ci_high_pts", "within_noise"} <= set(summary.columns)
+    headers = ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
+    if has_ci:
+        headers += ["95% interval", "within noise"]
+    rows = []
+    for row in summary.to_dict("records"):
+        cells = [
+            _text(row["mode"]),
+            str(row["method"]),
+            f"{row['sparsity'] * 100:g}%",
+            str(row["n_datasets"]),
+            _number(row["mean_delta_pts"], "+.2f"),
+            _number(row["std_delta_pts"], ".2f"),
+        ]
+        if has_ci:
+            low, high = row["ci_low_pts"], row["ci_high_pts"]
+            interval = "-" if _missing(low) or _missing(high) else f"[{low:+.2f}, {high:+.2f}]"
+            cells += [interval, _yes_no(row["within_noise"])]
+        rows.append(cells)
+    return table(headers, rows, right=set(range(2, len(headers) - has_ci)))
+
+
+def _missing(value) -> bool:
+    return value is None or value != value or value == ""  # NaN is not equal to itself
+
+
+def _text(value) -> str:
+    return "-" if _missing(value) else str(value)
+
+
+def _number(value, fmt: str) -> str:
+    return "-" if _missing(value) else format(float(value), fmt)
+
+
+def _yes_no(value) -> str:
+    if _missing(value):
+        return "-"
+    if isinstance(value, str):
+        value = value.strip().lower() in {"true", "1", "yes"}
+    return "yes" if value else "no"
