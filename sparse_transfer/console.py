@@ -23,15 +23,17 @@ _QUIET = {
 }
 
 
-class _DropTuneRestoreHint(logging.Filter):
-    """Tune's `Resume experiment with: Tuner.restore(...)` after Ctrl-C: the project prints its
-    own command (`sparse-transfer resume ...`), which also restores Optuna and MLflow."""
+class _DropTuneInterruptLines(logging.Filter):
+    """Tune's lines on Ctrl-C ("Stop signal received ...", "Resume experiment with:
+    Tuner.restore(...)"): the project says it was interrupted and prints its own command
+    (`sparse-transfer resume ...`), which also restores Optuna and MLflow."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore(" not in record.getMessage()
+        message = record.getMessage()
+        return "Tuner.restore(" not in message and "Stop signal received" not in message
 
 
-_RESTORE_HINT = _DropTuneRestoreHint()
+_RESTORE_HINT = _DropTuneInterruptLines()
 
 
 def configure(verbose: bool) -> None:
