@@ -23,17 +23,28 @@ _QUIET = {
 }
 
 
-class _DropTuneInterruptLines(logging.Filter):
-    """Tune's lines on Ctrl-C ("Stop signal received ...", "Resume experiment with:
-    Tuner.restore(...)"): the project says it was interrupted and prints its own command
-    (`sparse-transfer resume ...`), which also restores Optuna and MLflow."""
+class _Drop(logging.Filter):
+    """Drops a logger's records that contain any of `phrases`."""
+
+    def __init__(self, *phrases: str) -> None:
+        super().__init__()
+        self.phrases = phrases
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Tuner.restore(" not in message and "Stop signal received" not in message
+        return not any(phrase in message for phrase in self.phrases)
 
 
-_RESTORE_HINT = _DropTuneInterruptLines()
+_DROPPED = {
+    # Tune's lines on Ctrl-C ("Stop signal received ...", "Resume experiment with:
+    # Tuner.restore(...)"): the project says it was interrupted and prints its own command
+    # (`sparse-transfer resume ...`), which also restores Optuna and MLflow.
+    "ray.tune.tune": _Drop("Tuner.restore(", "Stop signal received"),
+    # "The `callbacks.on_step_begin` operation took 8.583 s, which may be a performance
+    # bottleneck": timings of a busy machine, nothing a user of a sweep can act on.
+    "ray.tune.utils.util": _Drop("may be a performance bottleneck"),
+    "ray.tune.execution.tune_controller": _Drop("may be a performance bottleneck"),
+}
 
 
 def configure(verbose: bool) -> None:
@@ -43,9 +54,10 @@ def configure(verbose: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name, level in _QUIET.items():
         logging.getLogger(name).setLevel(level)
-    tune_logger = logging.getLogger("ray.tune.tune")
-    if _RESTORE_HINT not in tune_logger.filters:
-        tune_logger.addFilter(_RESTORE_HINT)
+    for name, drop in _DROPPED.items():
+        logger = logging.getLogger(name)
+        if drop not in logger.filters:
+            logger.addFilter(drop)
 
 
 def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from sparse_transfer.config.zoo_spec import load_zoo_spec
-from sparse_transfer.console import summary_table
 
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 COMMANDS = [
@@ -113,6 +112,8 @@ def _summary(**extra) -> pd.DataFrame:
 
 
 def test_summary_shows_which_deltas_are_within_noise():
+    from sparse_transfer.console import summary_table
+
     text = summary_table(
         _summary(
             ci_low_pts=[float("nan"), -1.2],
@@ -127,6 +128,8 @@ def test_summary_shows_which_deltas_are_within_noise():
 
 
 def test_summary_without_interval_columns_still_prints():
+    from sparse_transfer.console import summary_table
+
     text = summary_table(_summary())
     assert "within noise" not in text
     assert "-0.41" in text.splitlines()[-1]
