@@ -200,7 +200,7 @@ def _browse(chromium: str, page: Path, *args: str) -> subprocess.CompletedProces
 
 
 def _lr_texts(value: float) -> set[str]:
-    return {f"{value:{fmt}}" for fmt in (".2g", ".3g", ".4g", ".2e", ".3e", ".4f")} | {repr(value)}
+    return {f"{value:{fmt}}" for fmt in (".3g", ".4g", ".3e", ".4f")} | {repr(value)}
 
 
 def test_report_renders_in_a_browser_with_table_and_hyperparameters(tiny_sweep, tmp_path):
