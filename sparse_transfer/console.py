@@ -107,20 +107,18 @@ def mlflow_runs_url(base: str, experiment_id: str, search: str = FINAL_RUNS_FILT
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def dashboard_command(optuna_db: Path, port: int = DASHBOARD_PORT) -> list[str]:
-    return [
-        *_tool("optuna-dashboard", "optuna_dashboard._cli"),
-        f"sqlite:///{optuna_db.resolve()}",
-        "--port",
-        str(port),
-    ]
+def dashboard_command(store: Path, port: int = DASHBOARD_PORT) -> list[str]:
+    """optuna-dashboard on an SQLite study db (`*.db`) or an Optuna journal file (a path)."""
+    path = store.resolve()
+    url = f"sqlite:///{path}" if path.suffix == ".db" else str(path)
+    return [*_tool("optuna-dashboard", "optuna_dashboard._cli"), url, "--port", str(port)]
 
 
 def shell(command: list[str]) -> str:
     return shlex.join(command)
 
 
-def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_db: Path) -> list[str]:
+def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_store: Path) -> list[str]:
     """The lines that tell a user how to look at a finished sweep's runs and studies."""
     lines = []
     if tracking_uri.startswith(("http://", "https://")):  # a server: it is already up
@@ -131,8 +129,8 @@ def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_db: Path) -
         if experiment_id is not None:
             base = f"http://127.0.0.1:{MLFLOW_PORT}"
             lines.append(f"         then open {mlflow_runs_url(base, experiment_id)}")
-    if optuna_db.is_file():
-        lines.append(f"optuna:  {shell(dashboard_command(optuna_db))}")
+    if optuna_store.is_file():
+        lines.append(f"optuna:  {shell(dashboard_command(optuna_store))}")
         lines.append(f"         then open http://127.0.0.1:{DASHBOARD_PORT}")
     return lines
 

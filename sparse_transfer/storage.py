@@ -196,3 +196,13 @@ class Storage:
         if "region" in self._query:
             kwargs["region"] = self._query["region"]
         return f"{self.bucket}/{self.key(*parts)}", pyarrow.fs.S3FileSystem(**kwargs)
+
+    def remove(self, *parts: str) -> None:
+        """Delete the folder `parts`: every object under it in S3, or the local directory."""
+        if not self.is_remote:
+            shutil.rmtree(self.local(*parts), ignore_errors=True)
+            return
+        keys = [f"{self.key(*parts)}/{name}" for name, _ in self.list_objects(*parts)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})

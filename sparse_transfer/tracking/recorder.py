@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -55,6 +55,7 @@ class SweepRecorder:
         self._pending: dict[str, list[Metric]] = {}
         self._flushed_at: dict[str, float] = {}
         self._closed: set[str] = set()  # runs finished before a resume: never touched again
+        self._known: dict[str, tuple[str, str]] | None = None  # see `prefetch`
 
     # Pickled with Tune's experiment state: keep only the plain settings.
     def __getstate__(self) -> dict:
@@ -111,7 +112,11 @@ class SweepRecorder:
     ) -> str:
         if trial_id in self._runs:
             return self._runs[trial_id]
-        found = self._search(f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'")
+        if self._known is not None:  # one query at start, not one per trial
+            found = [self._known[trial_id][0]] if trial_id in self._known else []
+        else:
+            query = f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'"
+            found = self._search(query)
         if found and self.client.get_run(found[0]).info.status == "FINISHED":
             # Finished before a crash; Tune may report it once more. Leave the run as it is.
             self._closed.add(found[0])
@@ -185,44 +190,35 @@ class SweepRecorder:
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
 
-    def settle_lost_runs(
-        self, phase: str, known_trial_ids: set[str], was_told: Callable[[dict], bool]
-    ) -> tuple[int, int]:
-        """Settle RUNNING runs of trials that a crash removed from Tune's state.
+    def prefetch(self) -> None:
+        """Learn this sweep's runs in one paged query, so opening a trial's run never
+        searches MLflow (a search per trial grows with the runs the store holds)."""
+        self._known = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.sweep_id = '{self.sweep_id}'",
+                max_results=5000,
+                page_token=token,
+            )
+            for run in page:
+                if "trial_id" in run.data.tags:
+                    self._known[run.data.tags["trial_id"]] = (run.info.run_id, run.info.status)
+            token = page.token
+            if not token:
+                return
 
-        A run whose result already reached the search (`was_told(tags)`: Optuna has it as
-        COMPLETE or PRUNED) is kept and closed as FINISHED; any other is deleted (it stays in
-        MLflow's trash, tagged), since Tune starts a fresh trial in its place."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
-            "and attributes.status = 'RUNNING'",
-            max_results=5000,
-        )
-        kept = deleted = 0
-        for run in runs:
-            if run.data.tags.get("trial_id") in known_trial_ids:
-                continue
-            run_id = run.info.run_id
-            self.client.set_tag(run_id, "lost_in_crash", "true")
-            if was_told(run.data.tags):
-                self.client.set_terminated(run_id, status="FINISHED")
-                kept += 1
-            else:
-                self.client.set_terminated(run_id, status="KILLED")
-                self.client.delete_run(run_id)
-                deleted += 1
-        return kept, deleted
+    def open_trial_keys(self) -> set[str]:
+        """Trial keys of this sweep's runs still RUNNING: after a crash, some belong to trials
+        the ledger already told (the sweep closes those from the ledger)."""
+        if self._known is None:
+            self.prefetch()
+        return {key for key, (_, status) in self._known.items() if status == "RUNNING"}
 
-    def finished_keys(self, phase: str) -> set[tuple[str, str]]:
-        """(cell, seed) of this sweep's FINISHED runs of `phase`."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
-            "and attributes.status = 'FINISHED'",
-            max_results=50000,
-        )
-        return {(r.data.tags.get("cell", ""), r.data.tags.get("seed", "")) for r in runs}
+    def flush_all(self) -> None:
+        for run_id in list(self._pending):
+            self.flush(run_id)
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
