@@ -142,7 +142,7 @@ def quickstart(
     verbose: Verbose = False,
 ) -> None:
     """Run the embedded offline quickstart: a smoke-scale study of the whole pipeline on
-    handwritten digits (about 1.5 minutes on an idle 2-core CPU)."""
+    handwritten digits (about 1.5-2 minutes on an idle 2-core CPU)."""
     console.configure(verbose)
     from sparse_transfer.config import load_spec
 

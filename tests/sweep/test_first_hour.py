@@ -23,7 +23,8 @@ from sweep_helpers import CLI, child_runs, small_spec
 
 from sparse_transfer.config import dump_spec
 
-pytestmark = pytest.mark.slow
+# The fixture runs two sweeps: on a busy 2-core machine they take longer than the default 600 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # A log line of Ray, MLflow or Alembic: "2026-... WARNING file.py:85 -- ...",
 # "2026/... INFO mlflow.store.db.utils: ...", "INFO  [alembic.runtime.migration] ...".
