@@ -92,7 +92,8 @@ def _free_port() -> int:
 def _hint(console: str, label: str) -> tuple[list[str], str]:
     """The command after `label:` and the URL on the `then open` line after it."""
     lines = console.splitlines()
-    (index,) = [i for i, line in enumerate(lines) if line.startswith(f"{label}:")]
+    # the last such line: a sweep also names its store when it starts ("mlflow: sqlite:...")
+    index = [i for i, line in enumerate(lines) if line.startswith(f"{label}:")][-1]
     command = shlex.split(lines[index].removeprefix(f"{label}:"))
     url = lines[index + 1].split("then open", 1)[1].strip()
     return command, url
