@@ -235,7 +235,7 @@ def test_report_renders_in_a_browser_with_table_and_hyperparameters(tiny_sweep, 
         if r.data.tags.get("phase") == "final"
     ]
     assert finals
-    assert "lr" in text.split()
+    assert re.search(r"\blr\b", text), "the hyperparameters' names"
     for run in finals:
         lr = float(run.data.params["lr"])
         assert _lr_texts(lr) & set(re.findall(r"[\d.e+-]+", text)), (lr, text[:3000])
