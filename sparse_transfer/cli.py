@@ -10,15 +10,20 @@ from typing import Annotated
 
 import typer
 
+from sparse_transfer import console
 from sparse_transfer.commands.checkpoint import app as checkpoint_app
 
+# Plain help: typer's rich panels show every flag as taking a value (`--dry-run <bool>`).
 app = typer.Typer(
     help="Sweeps over how well sparse ImageNet models transfer (Ray Tune + Optuna + MLflow).",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 zoo_app = typer.Typer(
-    help="The upstream zoo of pretrained and pruned models.", no_args_is_help=True
+    help="The upstream zoo of pretrained and pruned models.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -32,13 +37,39 @@ TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "tr
 Overrides = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", help="Override a spec key before validation, e.g. --set search.trials_per_cell=8"
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a spec key (dotted path) before validation; repeatable, e.g. "
+        "--set search.trials_per_cell=8 --set seeds=[0,1,2]",
     ),
+]
+ZooOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a zoo spec key (dotted path) before validation; repeatable, e.g. "
+        "--set pretrain_epochs=5 --set storage=/tmp/runs",
+    ),
+]
+SpecOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a key of every spec given (dotted path) before validation; "
+        "repeatable, e.g. --set data_root=/data",
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option("--verbose", help="Also show Ray's, MLflow's and Alembic's own log lines."),
 ]
 Address = Annotated[
     str | None,
     typer.Option(
-        help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray."
+        metavar="ADDRESS",
+        help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray.",
     ),
 ]
 
@@ -58,7 +89,11 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="Sweep specs; zoo_*.yaml are zoo specs.")],
+    specs: Annotated[
+        list[Path],
+        typer.Argument(metavar="SPEC...", help="Sweep specs; zoo_*.yaml are zoo specs."),
+    ],
+    overrides: SpecOverrides = None,
 ) -> None:
     """Check sweep and zoo specs without running anything (exit 0 when all are valid)."""
     from sparse_transfer.config import SpecError, load_spec
@@ -68,10 +103,10 @@ def validate(
     for path in specs:
         try:
             if path.name.startswith("zoo_"):
-                zoo = load_zoo_spec(path)
+                zoo = load_zoo_spec(path, overrides or [])
                 typer.echo(f"{path}: ok (zoo {zoo.name!r}, {len(zoo.entries)} entries)")
             else:
-                typer.echo(f"{path}: ok ({_describe(load_spec(path))})")
+                typer.echo(f"{path}: ok ({_describe(load_spec(path, overrides or []))})")
         except SpecError as err:
             bad += 1
             typer.echo(str(err), err=True)
@@ -87,7 +122,7 @@ def _describe(spec) -> str:
 
 @app.command()
 def sweep(
-    spec: Annotated[Path, typer.Argument(help="Sweep spec YAML file.")],
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec YAML file.")],
     overrides: Overrides = None,
     address: Address = None,
     dry_run: Annotated[
@@ -98,8 +133,10 @@ def sweep(
             "batches, one seed, into the experiment <name>-dryrun.",
         ),
     ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a study: search every cell, re-run each cell's best config per seed, report."""
+    console.configure(verbose)
     from sparse_transfer.config import SpecError, load_spec
 
     try:
@@ -115,8 +152,11 @@ def quickstart(
         "sparse-transfer-runs"
     ),
     overrides: Overrides = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Run the embedded offline quickstart study (handwritten digits, a few minutes on a CPU)."""
+    """Run the embedded offline quickstart: a smoke-scale study of the whole pipeline on
+    handwritten digits (about 1.5-2 minutes on an idle 2-core CPU)."""
+    console.configure(verbose)
     from sparse_transfer.config import load_spec
 
     _run(load_spec(Path(str(QUICKSTART_SPEC)), [f"storage={storage}", *(overrides or [])]), None)
@@ -145,12 +185,15 @@ def resume(
     sweep_dir: Annotated[
         str,
         typer.Argument(
-            help="The sweep to finish: its directory, or s3://bucket/prefix/sweeps/<id>."
+            metavar="SWEEP",
+            help="The sweep to finish: its directory, or s3://bucket/prefix/sweeps/<id>.",
         ),
     ],
     address: Address = None,
+    verbose: Verbose = False,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    console.configure(verbose)
     from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import resume_sweep
@@ -169,26 +212,37 @@ def resume(
 
 def _print_outcome(state) -> None:
     import pandas as pd
+    from mlflow import MlflowClient
 
-    from sparse_transfer.analysis import format_summary
+    from sparse_transfer.config import load_spec
 
+    spec = load_spec(state.sweep_dir / "spec.resolved.yaml")
     report = state.sweep_dir / "report"
-    typer.echo("\nSummary: mean over datasets of (accuracy - dense accuracy), in points\n")
-    typer.echo(
-        format_summary(
-            pd.read_csv(
-                report / "summary.csv", keep_default_na=False, na_values=[""], dtype={"mode": str}
-            )
-        )
+    summary = pd.read_csv(
+        report / "summary.csv", keep_default_na=False, na_values=[""], dtype={"mode": str}
     )
+    typer.echo(f"\n{spec.name}: {spec.description}" if spec.description else "")
+    typer.echo("Summary: mean over datasets of (accuracy - dense accuracy), in points\n")
+    typer.echo(console.summary_table(summary))
     typer.echo(f"\nreport:  {report / 'report.html'}")
-    typer.echo(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
-    typer.echo(f"         mlflow ui --backend-store-uri {state.tracking_uri}")
+    found = MlflowClient(state.tracking_uri).get_experiment_by_name(state.experiment)
+    for line in console.sweep_hints(
+        state.tracking_uri, found.experiment_id if found else None, _optuna_store(state)
+    ):
+        typer.echo(line)
     failed = getattr(state, "failed_cells", {})
     for cell, why in failed.items():
         typer.echo(f"FAILED cell {cell}: {why}", err=True)
     if failed:
         _fail(f"{len(failed)} cell(s) failed and have no final runs (see above)", code=1)
+
+
+def _optuna_store(state) -> Path:
+    """The sweep's Optuna studies: its ledger (an Optuna journal file), else an SQLite db."""
+    from sparse_transfer.sweep.ledger import LEDGER_FILE
+
+    ledger = state.sweep_dir / LEDGER_FILE
+    return ledger if ledger.is_file() else state.sweep_dir / "optuna.db"
 
 
 TABLE_HELP = (
@@ -352,11 +406,15 @@ def bench(
 
 @zoo_app.command("build")
 def zoo_build(
-    spec: Annotated[Path, typer.Argument(help="Zoo spec YAML (see sweeps/zoo_demo.yaml).")],
-    overrides: Overrides = None,
+    spec: Annotated[
+        Path, typer.Argument(metavar="SPEC", help="Zoo spec YAML (see sweeps/zoo_demo.yaml).")
+    ],
+    overrides: ZooOverrides = None,
     address: Address = None,
+    verbose: Verbose = False,
 ) -> None:
     """Build upstream models (methods x sparsities) as parallel Ray tasks, logged to MLflow."""
+    console.configure(verbose)
     import ray
 
     from sparse_transfer.config import SpecError
@@ -407,12 +465,20 @@ def zoo_list(
         _fail(f"error: {err}")
     if not entries:
         typer.echo(f"no zoo entries under {store.display('zoo')}")
-    for e in entries:
-        typer.echo(
-            f"{e['name']:28s} {e['method']:10s} target {e['target_sparsity']:.2f} "
-            f"measured {e['sparsity']:.4f}  upstream val top1 {e['upstream_val_top1']:.1f}%"
-            f"  sha256 {e['sha256'][:12]}"
-        )
+        return
+    rows = [
+        [
+            e["name"],
+            e["method"],
+            f"{e['target_sparsity']:.2f}",
+            f"{e['sparsity']:.4f}",
+            f"{e['upstream_val_top1']:.1f}%",
+            e["sha256"][:12],
+        ]
+        for e in entries
+    ]
+    headers = ["name", "method", "target", "measured", "upstream val top1", "sha256"]
+    typer.echo(console.table(headers, rows, right={2, 3, 4}))
 
 
 def main() -> None:  # pragma: no cover

@@ -11,6 +11,7 @@ import typer
 app = typer.Typer(
     help="Upstream checkpoints: inspect a file, list the paper's catalog.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -36,13 +37,25 @@ def inspect(
     typer.echo(json.dumps(report, indent=2))
 
 
+FILL_IN_HINT = (
+    'An entry marked "fill in" has no public file: give its upstream a `checkpoint:` in the '
+    "spec (a path, s3:// or https://), or put the file at <checkpoint_root>/<name>.pth "
+    "(`--set checkpoint_root=DIR`)."
+)
+
+
 @app.command("list")
 def list_entries() -> None:
     """List the catalog: name, method, declared sparsity, format, source (or "fill in")."""
+    from sparse_transfer.console import table
     from sparse_transfer.models.catalog import CATALOG
 
+    rows, fill_in = [], False
     for name in CATALOG.names():
         e = CATALOG.get(name)
-        typer.echo(
-            f"{name:28s} {e.method:12s} {e.sparsity:5.2f}  {e.format:14s} {e.source or 'fill in'}"
-        )
+        fill_in |= e.needs_source
+        source = e.source or f"fill in: <checkpoint_root>/{name}.pth"
+        rows.append([name, e.method, f"{e.sparsity:.2f}", e.format, source])
+    typer.echo(table(["name", "method", "sparsity", "format", "source"], rows, right={2}))
+    if fill_in:
+        typer.echo(f"\n{FILL_IN_HINT}")

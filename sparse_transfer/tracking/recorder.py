@@ -18,6 +18,18 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 __all__ = ["SweepRecorder", "default_tracking_uri"]
 
+# A new experiment's description, and its kind: "machine learning" makes MLflow 3's UI open
+# the runs table, not the GenAI overview (traces, token usage).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "sparse-transfer sweeps: one parent run per sweep, one child run per trial. "
+        "Reported accuracies come from the final runs only: filter with "
+        "`tags.phase = 'final'`, group by `tags.method` and `tags.sparsity`, and compare "
+        "`test_top1` per `tags.dataset` and `tags.mode`. One cell's search: "
+        "`tags.phase = 'search' and tags.cell = '<upstream>/<dataset>/<mode>'`."
+    ),
+}
 _FLUSH_SECONDS = 2.0
 _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 
@@ -62,7 +74,9 @@ class SweepRecorder:
             self._client = MlflowClient(self.tracking_uri)
             found = self._client.get_experiment_by_name(self.experiment)
             self._experiment_id = (
-                found.experiment_id if found else self._client.create_experiment(self.experiment)
+                found.experiment_id
+                if found
+                else self._client.create_experiment(self.experiment, tags=EXPERIMENT_TAGS)
             )
         return self._client
 

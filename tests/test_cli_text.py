@@ -1,0 +1,135 @@
+"""What a user reads from the CLI without running a sweep: help, list headers, the summary."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sparse_transfer.config.zoo_spec import load_zoo_spec
+
+CLI = [sys.executable, "-m", "sparse_transfer.cli"]
+COMMANDS = [
+    [],
+    ["validate"],
+    ["sweep"],
+    ["quickstart"],
+    ["resume"],
+    ["report"],
+    ["bench"],
+    ["zoo", "build"],
+    ["zoo", "list"],
+    ["checkpoint", "list"],
+    ["checkpoint", "inspect"],
+]
+
+
+def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def _help(command: list[str]) -> str:
+    return _cli(*command, "--help").stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_flags_are_not_shown_as_taking_values(command):
+    text = _help(command)
+    assert "<bool>" not in text
+    assert re.search(r"--help\s+Show this message", text), text
+
+
+@pytest.mark.parametrize("command", [["validate"], ["sweep"], ["quickstart"], ["zoo", "build"]])
+def test_set_is_described_as_repeatable(command):
+    text = " ".join(_help(command).split())
+    assert "--set KEY=VALUE" in text
+    assert "repeatable" in text
+
+
+def test_zoo_build_help_example_is_accepted_by_the_zoo_spec(tmp_path):
+    text = " ".join(_help(["zoo", "build"]).split())
+    examples = re.findall(r"--set (\S+=\S+)", text.split("e.g.", 1)[1])
+    assert examples, text
+    zoo = load_zoo_spec("sweeps/zoo_demo.yaml", examples)  # raises SpecError if rejected
+    assert zoo.name == "demo"
+
+
+def test_validate_applies_set(tmp_path):
+    assert "validate" in _help(["validate"])
+    ok = _cli("validate", "sweeps/quickstart.yaml", "--set", "search.trials_per_cell=3")
+    assert "60 search trials" in ok.stdout  # 20 cells x 3
+    bad = _cli(
+        "validate", "sweeps/quickstart.yaml", "--set", "search.trials_per_cell=0", check=False
+    )
+    assert bad.returncode == 1
+    assert "search.trials_per_cell" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_sweep_commands_have_verbose():
+    for command in (["sweep"], ["quickstart"], ["resume"], ["zoo", "build"]):
+        assert "--verbose" in _help(command)
+
+
+def test_checkpoint_list_has_a_header_and_says_how_to_fill_in():
+    lines = _cli("checkpoint", "list").stdout.splitlines()
+    assert lines[0].split() == ["name", "method", "sparsity", "format", "source"]
+    assert set(lines[1]) <= {"-", " "}
+    fill_ins = [line for line in lines if "fill in" in line and "<checkpoint_root>/" in line]
+    assert fill_ins, "entries without a public file must say where their file goes"
+    name = fill_ins[0].split()[0]
+    assert f"<checkpoint_root>/{name}.pth" in fill_ins[0]
+    assert "checkpoint:" in " ".join(lines[-3:])
+
+
+def test_zoo_list_has_a_header(zoo_dir, tmp_path):
+    shutil.copytree(zoo_dir, tmp_path / "zoo")
+    lines = _cli("zoo", "list", "--storage", str(tmp_path)).stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "method", "target", "measured"]
+    assert set(lines[1]) <= {"-", " "}
+    assert any(line.startswith("quickstart/gmp_90") for line in lines[2:])
+
+
+def _summary(**extra) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "mode": ["full", "full"],
+            "method": ["dense", "gmp"],
+            "sparsity": [0.0, 0.9],
+            "n_datasets": [2, 2],
+            "mean_delta_pts": [0.0, -0.41],
+            "std_delta_pts": [0.0, 0.3],
+            **extra,
+        }
+    )
+
+
+def test_summary_shows_which_deltas_are_within_noise():
+    from sparse_transfer.console import summary_table
+
+    text = summary_table(
+        _summary(
+            ci_low_pts=[float("nan"), -1.2],
+            ci_high_pts=[float("nan"), 0.35],
+            within_noise=[None, True],
+        )
+    )
+    header, _, dense, gmp = text.splitlines()
+    assert "within noise" in header and "95% interval" in header
+    assert gmp.split()[-1] == "yes" and "[-1.20, +0.35]" in gmp
+    assert dense.split()[-1] == "-"
+
+
+def test_summary_without_interval_columns_still_prints():
+    from sparse_transfer.console import summary_table
+
+    text = summary_table(_summary())
+    assert "within noise" not in text
+    assert "-0.41" in text.splitlines()[-1]
