@@ -34,7 +34,7 @@ from sparse_transfer.sweep.search import (
 )
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
-from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
+from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import load_final_runs
 
 __all__ = [
@@ -141,7 +141,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
 
     tracking_uri = default_tracking_uri(spec.tracking.uri)
     experiment = spec.tracking.experiment or spec.name
-    recorder = SweepRecorder(tracking_uri, experiment, sweep_id)
+    recorder = SweepRecorder(tracking_uri, experiment, sweep_id, sweep_dir / OUTBOX_FILE)
     commit = git_commit()
     parent = recorder.parent_run(
         {"spec": spec.name, "git_commit": commit, "storage": store.display()}
@@ -162,7 +162,7 @@ def resume_sweep(location: str | Path, *, address: str | None = None, log=print)
     if state.phase == DONE:
         log("nothing to do: the sweep already finished")
         return state
-    SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id).parent_run({})
+    _recorder(state).parent_run({})
     return _continue(state, spec, address=address, log=log, restore=True)
 
 
@@ -185,14 +185,21 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         _run_phase(FINAL, _final_tuner, state, spec, cells, restore=restore, log=log)
         state.phase = DONE
         state.save()
-    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder = _recorder(state)
+    recorder.drain()  # the report reads MLflow: wait for the server to have every record
     paths = write_sweep_report(state)
     for path in (paths.results, paths.summary, paths.figure, paths.html):
         state.upload(f"{REPORT_DIR}/{path.name}")
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
     recorder.log_parent_artifact(state.parent_run_id, paths.html)
     recorder.close_parent(state.parent_run_id)
+    recorder.drain()
     return state
+
+
+def _recorder(state: SweepState) -> SweepRecorder:
+    outbox = state.sweep_dir / OUTBOX_FILE
+    return SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id, outbox)
 
 
 def write_sweep_report(state: SweepState) -> ReportPaths:
@@ -235,6 +242,7 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
     else:
         log(f"{phase}: starting")
     results = tuner.fit()
+    _recorder(state).drain(timeout=30)  # while MLflow is down, training goes on regardless
     errors = [r for r in results if r.error]
     log(f"{phase}: {len(results)} trials, {len(errors)} failed")
     unfinished = _unfinished(path, filesystem, spec)
@@ -294,7 +302,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
 def _run_config(
     phase: str, state: SweepState, total: int, metric: str, *first: tune.Callback
 ) -> tune.RunConfig:
-    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder = _recorder(state)
     storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
     fail_fast = FailFast()
     return tune.RunConfig(
@@ -362,7 +370,7 @@ def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune
 
 def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
     plan = json.loads((state.sweep_dir / FINAL_PLAN_FILE).read_text())
-    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder = _recorder(state)
     runs = PlannedRuns(
         plan,
         spec.search.max_concurrent_trials,
