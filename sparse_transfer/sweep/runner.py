@@ -242,7 +242,7 @@ def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> 
     else:
         log(f"{phase}: starting")
     results = tuner.fit()
-    _recorder(state).drain(timeout=30)  # while MLflow is down, training goes on regardless
+    _recorder(state).drain(timeout=5)  # while MLflow is down, training goes on regardless
     errors = [r for r in results if r.error]
     log(f"{phase}: {len(results)} trials, {len(errors)} failed")
     unfinished = _unfinished(path, filesystem, spec)

@@ -28,7 +28,8 @@ __all__ = ["OUTBOX_FILE", "SweepRecorder", "TrackingUnavailable", "default_track
 
 OUTBOX_FILE = "mlflow-outbox.sqlite"  # in the sweep directory, when the runner names it
 _START_PATIENCE_S = 120.0  # how long the synchronous calls at a phase's start wait for MLflow
-_PARENT = "parent_run_id"  # outbox meta: the sweep's parent run, made by this outbox
+_PARENT = "parent_run_id"  # outbox meta: the sweep's parent run
+_MADE_HERE = "parent_made_here"  # outbox meta: this outbox made it, so it saw every run
 
 
 class TrackingUnavailable(RuntimeError):
@@ -145,6 +146,8 @@ class SweepRecorder:
             run_id = self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
         with self.box.transaction() as tx:
             tx.set_meta(_PARENT, run_id)
+            if not found:
+                tx.set_meta(_MADE_HERE, "1")
         return run_id
 
     def open_trial(
@@ -253,14 +256,16 @@ class SweepRecorder:
     def finished_keys(self, phase: str) -> set[tuple[str, str]]:
         """(cell, seed) of this sweep's FINISHED runs of `phase`: those the outbox closed,
         and those MLflow has. When this outbox made the sweep's parent run it saw every run,
-        and it is enough alone while the server is down."""
+        and it is enough alone while the server is down: nothing waits for the server then."""
         own = {(cell, seed) for cell, seed in self.box.closed_runs(phase, "FINISHED")}
-        try:
-            return own | self._patiently(lambda: self._server_finished(phase))
-        except TrackingUnavailable:
-            if self.box.meta(_PARENT):
+        if self.box.meta(_MADE_HERE):
+            try:
+                return own | self._server_finished(phase)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
                 return own
-            raise
+        return own | self._patiently(lambda: self._server_finished(phase))
 
     def _server_finished(self, phase: str) -> set[tuple[str, str]]:
         runs = self.client.search_runs(
