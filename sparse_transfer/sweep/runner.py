@@ -161,6 +161,7 @@ def resume_sweep(location: str | Path, *, address: str | None = None, log=print)
     log(f"resuming sweep {state.sweep_id} in phase {state.phase!r}")
     if state.phase == DONE:
         log("nothing to do: the sweep already finished")
+        _recorder(state).drain()  # but send what a killed driver left queued
         return state
     _recorder(state).parent_run({})
     return _continue(state, spec, address=address, log=log, restore=True)
