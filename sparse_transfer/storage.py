@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -245,6 +246,16 @@ class Storage:
         # Tune's own transfers retry too, like botocore's for ours.
         kwargs["retry_strategy"] = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=10)
         return f"{self.bucket}/{self.key(*parts)}", pyarrow.fs.S3FileSystem(**kwargs)
+
+    def remove(self, *parts: str) -> None:
+        """Delete the folder `parts`: every object under it in S3, or the local directory."""
+        if not self.is_remote:
+            shutil.rmtree(self.local(*parts), ignore_errors=True)
+            return
+        keys = [f"{self.key(*parts)}/{name}" for name, _ in self.list_objects(*parts)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
 
 
 class _Corrupt(OSError):

@@ -103,14 +103,19 @@ def parent_runs(tracking_uri: str, experiment: str, sweep_id: str) -> list:
     )
 
 
-def optuna_trials(sweep_dir: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
+def ledger_trials(sweep_dir: Path, final: bool = False) -> dict[str, list]:
+    """Study name -> trials, read from the sweep's ledger file as optuna-dashboard reads it:
+    the search studies, or with `final` the final-run studies."""
+    backend = optuna.storages.journal.JournalFileBackend(str(sweep_dir / "ledger.jsonl"))
+    storage = optuna.storages.JournalStorage(backend)
     return {
-        summary.study_name: optuna.load_study(
-            study_name=summary.study_name, storage=storage
-        ).get_trials(deepcopy=False)
-        for summary in optuna.get_all_study_summaries(storage)
+        name: optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        for name in optuna.get_all_study_names(storage)
+        if name.endswith("/final") == final
     }
+
+
+optuna_trials = ledger_trials  # the search studies
 
 
 def count_by(runs, *tags: str) -> Counter:

@@ -184,12 +184,26 @@ class Search(Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     metric: Literal["val_top1", "val_mean_class_acc"] = "val_top1"
     seed: int = 0
+    # Search trials of one cell that may fail for their own reasons (each is replaced by a new
+    # trial) before the cell is given up and reported as failed.
+    max_failures_per_cell: int = Field(3, ge=0, le=1000)
 
 
 class EarlyStopping(Strict):
+    """Asynchronous successive halving within each cell (Optuna's SuccessiveHalvingPruner,
+    deciding from the rungs in the sweep's ledger): a trial reaching epoch
+    grace_period * reduction_factor**k goes on only if it is in the top 1/reduction_factor
+    of its cell's trials there."""
+
     scheduler: Literal["asha", "none"] = "asha"
     grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1.0)
+    reduction_factor: int = Field(2, ge=2, le=100)
+
+
+class Budget(Strict):
+    # When the sweep's trials have used this many GPU-hours, no new search trial starts and
+    # every cell's final runs start from its search so far.
+    gpu_hours: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class Resources(Strict):
@@ -198,6 +212,9 @@ class Resources(Strict):
     # DataLoader worker processes per trial for file datasets; default: one per CPU but one
     # (the trial's own process feeds the GPU).
     loader_workers: int | None = Field(None, ge=0)
+    # A trial saves its state when this many seconds have passed since its last save (and at
+    # the epochs where early stopping decides): a crash costs at most this much of its work.
+    checkpoint_interval_s: float = Field(180.0, ge=0, le=86400, allow_inf_nan=False)
 
     @property
     def workers(self) -> int:
@@ -251,6 +268,7 @@ class SweepSpec(Strict):
     search: Search = Search()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
+    budget: Budget = Budget()
     storage: str = "./sparse-transfer-runs"
     zoo_dir: str | None = None  # default: <storage>/zoo
     tracking: Tracking = Tracking()

@@ -1,5 +1,6 @@
 """Run and resume a study: search each cell, re-run each cell's best configuration per seed,
-report. The sweep directory holds everything needed to resume after the driver dies."""
+report. The sweep directory holds everything needed to resume after the driver dies: the spec,
+the cells, and the ledger (sweep/ledger.py), which alone says what is left to run."""
 
 from __future__ import annotations
 
@@ -7,31 +8,21 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
 
-from sparse_transfer import metrics as M
 from sparse_transfer.analysis import ReportPaths, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.storage import Storage
-from sparse_transfer.sweep.callbacks import FAIL_FAST_AFTER, FailFast, MlflowTrials, Progress
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
-from sparse_transfer.sweep.scheduler import CellASHA
-from sparse_transfer.sweep.search import (
-    CellSearcher,
-    OptunaLedger,
-    PlannedRuns,
-    ReconciledSearch,
-    optuna_storage,
-    study_name,
-    to_distributions,
-)
+from sparse_transfer.sweep.events import TrialEvents
+from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
+from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning, Settings
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
@@ -48,22 +39,19 @@ __all__ = [
 
 
 class SweepFailedError(RuntimeError):
-    """A phase stopped because its trials all failed; the message says where to look."""
+    """The sweep stopped because its first trials all failed; the message says where to look."""
 
 
 class SweepInterrupted(RuntimeError):
-    """A phase ended with trials unfinished (Ctrl-C): the sweep stays in that phase, to be
-    finished with `sparse-transfer resume`, never moved on with a partial search."""
+    """Tune ended with trials in flight (Ctrl-C): `sparse-transfer resume` finishes them."""
 
 
 SPEC_FILE = "spec.resolved.yaml"
 STATE_FILE = "state.json"
 CELLS_FILE = "cells.json"
-FINAL_PLAN_FILE = "final_plan.json"
-OPTUNA_FILE = "optuna.db"
 REPORT_DIR = "report"
 SWEEPS = "sweeps"
-SEARCH, FINAL, DONE = "search", "final", "done"
+RUNNING, DONE = "running", "done"
 DRY_RUN_BATCHES = 2  # a dry run's trials train and score this many batches per pass
 # Tune keeps one trial pending at a time for a custom search algorithm unless told otherwise:
 # the autoscaler would then see the demand of one trial, never of `max_concurrent_trials`.
@@ -78,8 +66,10 @@ class SweepState:
     tracking_uri: str
     experiment: str
     parent_run_id: str
-    phase: str
+    phase: str  # RUNNING until every cell has its final runs or is failed, then DONE
     commit: str
+    tune_runs: int = 0  # Tune runs started so far: each start is a new one, named after it
+    failed_cells: dict[str, str] = field(default_factory=dict)  # cell -> why
 
     @property
     def store(self) -> Storage:
@@ -119,7 +109,7 @@ class SweepState:
         if not sep:
             raise FileNotFoundError(f"{location} is not a sweep directory (.../sweeps/<id>)")
         store = Storage(base + (f"?{query}" if query else ""))
-        names = (STATE_FILE, SPEC_FILE, CELLS_FILE, FINAL_PLAN_FILE, OPTUNA_FILE)
+        names = (STATE_FILE, SPEC_FILE, CELLS_FILE)  # and the ledger: see fetch_ledger
         if store.is_remote:
             for name in names:
                 store.download(SWEEPS, sweep_id, name)
@@ -147,7 +137,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
         {"spec": spec.name, "git_commit": commit, "storage": store.display()}
     )
     recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
-    state = SweepState(sweep_id, store.uri, tracking_uri, experiment, parent, SEARCH, commit)
+    state = SweepState(sweep_id, store.uri, tracking_uri, experiment, parent, RUNNING, commit)
     state.upload(SPEC_FILE, CELLS_FILE)
     state.save()
     log(f"sweep {sweep_id}: {state.location}")
@@ -158,7 +148,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
 def resume_sweep(location: str | Path, *, address: str | None = None, log=print) -> SweepState:
     state = SweepState.load(location)
     spec = load_spec(state.sweep_dir / SPEC_FILE)
-    log(f"resuming sweep {state.sweep_id} in phase {state.phase!r}")
+    log(f"resuming sweep {state.sweep_id}")
     if state.phase == DONE:
         log("nothing to do: the sweep already finished")
         _recorder(state).drain()  # but send what a killed driver left queued
@@ -171,19 +161,27 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
     _start_ray(address)
     sweep_dir = state.sweep_dir
     cells = load_cells(sweep_dir / CELLS_FILE)
-    if state.phase == SEARCH:
-        if spec.searches:
-            _run_phase(SEARCH, _search_tuner, state, spec, cells, restore=restore, log=log)
-        else:
-            log("search: every hyperparameter is fixed; going straight to the final runs")
-        plan = plan_final_runs(state, spec, cells, log=log)
-        (sweep_dir / FINAL_PLAN_FILE).write_text(json.dumps(plan, indent=2))
-        state.upload(FINAL_PLAN_FILE, *([OPTUNA_FILE] if spec.searches else []))
-        state.phase = FINAL
-        state.save()
-        restore = False
-    if state.phase == FINAL:
-        _run_phase(FINAL, _final_tuner, state, spec, cells, restore=restore, log=log)
+    parts = (SWEEPS, state.sweep_id)
+    if state.phase == RUNNING:
+        fetch_ledger(state.store, parts, sweep_dir / LEDGER_FILE)
+        ledger = Ledger(sweep_dir, state.store, parts, state.sweep_id)
+        try:
+            search = _run_tune(state, spec, cells, ledger, log=log)
+        finally:
+            ledger.close()
+        if search.stopping:
+            raise SweepFailedError(
+                f"stopped after {search.own_failures} trials failed and none finished (a bug "
+                f"or bad data, not bad luck). The first error:\n{search.first_error}\n"
+                f"Logs: the trials' error.txt under {state.location}. Fix the cause and start "
+                "the sweep again."
+            )
+        if not search.finished:
+            raise SweepInterrupted(
+                f"interrupted with {len(search.orphans) + len(search.live)} trials in flight; "
+                f"finish the sweep with `sparse-transfer resume {state.location}`"
+            )
+        state.failed_cells = search.failed_cells()
         state.phase = DONE
         state.save()
     recorder = _recorder(state)
@@ -193,7 +191,9 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.upload(f"{REPORT_DIR}/{path.name}")
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
     recorder.log_parent_artifact(state.parent_run_id, paths.html)
-    recorder.close_parent(state.parent_run_id)
+    recorder.close_parent(state.parent_run_id, "FAILED" if state.failed_cells else "FINISHED")
+    for cell, why in state.failed_cells.items():
+        log(f"FAILED cell {cell}: {why}")
     recorder.drain()
     return state
 
@@ -201,6 +201,97 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
 def _recorder(state: SweepState) -> SweepRecorder:
     outbox = state.sweep_dir / OUTBOX_FILE
     return SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id, outbox)
+
+
+def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log):
+    """One Tune run over whatever the ledger says is left; a new one at every start."""
+    recorder = _recorder(state)
+    metric = spec.search.metric
+    search_total = len(cells) * spec.search.trials_per_cell if spec.searches else 0
+    events = TrialEvents(
+        recorder,
+        ledger,
+        parent_run_id=state.parent_run_id,
+        commit=state.commit,
+        store=state.store,
+        sweep_id=state.sweep_id,
+        totals={"search": search_total, "final": len(cells) * len(spec.seeds)},
+        metric=metric,
+    )
+    search = CellSearch(
+        ledger,
+        cells,
+        {cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
+        _search_settings(spec),
+        _base_config(state, spec),
+        events,
+    )
+    search.start()
+    search.close_records(recorder.open_trial_keys())
+    events.count_told("search", sum(p.done for p in search.plans))
+    events.count_told("final", search.finals_told())
+    if search.finished:
+        return search
+    state.tune_runs += 1
+    state.save()
+    name = f"tune-{state.tune_runs:03d}"
+    storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
+    os.environ[MAX_PENDING_ENV] = _USER_MAX_PENDING or str(spec.search.max_concurrent_trials)
+    log(f"{'resuming' if state.tune_runs > 1 else 'starting'}: {search.describe()}")
+    tuner = tune.Tuner(
+        tune.with_resources(
+            transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+        ),
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=LedgerPruning(search),
+            num_samples=-1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            stop=FailFastStop(search),
+            # A worker's death is retried by the search from the trial's saved state (see
+            # search.py), as a new Tune trial: Tune itself retries nothing.
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    recorder.flush_all()
+    return search
+
+
+def _search_settings(spec: SweepSpec) -> Settings:
+    stopping = spec.early_stopping
+    pruner = None
+    rungs: list[int] = []
+    if spec.searches and stopping.scheduler == "asha":
+        most = max(max_epochs(spec.space(m, d)) for m in spec.modes for d in spec.datasets)
+        rung = stopping.grace_period
+        while rung < most:
+            rungs.append(rung)
+            rung *= stopping.reduction_factor
+        pruner = partial(
+            optuna.pruners.SuccessiveHalvingPruner,
+            min_resource=stopping.grace_period,
+            reduction_factor=stopping.reduction_factor,
+        )
+    return Settings(
+        trials_per_cell=spec.search.trials_per_cell,
+        max_concurrent=spec.search.max_concurrent_trials,
+        max_failures_per_cell=spec.search.max_failures_per_cell,
+        sampler=spec.search.sampler,
+        seed=spec.search.seed,
+        metric=spec.search.metric,
+        seeds=list(spec.seeds),
+        pruner=pruner,
+        enqueue=[dict(c) for c in getattr(spec.search, "enqueue", None) or []],
+        gpu_hours_budget=spec.budget.gpu_hours,
+        save_epochs=rungs,
+    )
 
 
 def write_sweep_report(state: SweepState) -> ReportPaths:
@@ -215,8 +306,10 @@ def write_sweep_report(state: SweepState) -> ReportPaths:
 
 
 def _start_ray(address: str | None) -> None:
-    # Save Tune's experiment state often: a killed driver then loses at most a few seconds.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Tune's experiment snapshots are never restored (the ledger is what resumes) and MLflow
+    # is the record: no frequent snapshots, no JSON/CSV/TensorBoard loggers on the driver.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if ray.is_initialized():
@@ -227,67 +320,15 @@ def _start_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
 
 
-def _run_phase(phase, make_tuner, state, spec, cells, *, restore: bool, log) -> None:
-    storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
-    path = f"{storage_path}/{phase}"
-    os.environ[MAX_PENDING_ENV] = _USER_MAX_PENDING or str(spec.search.max_concurrent_trials)
-    tuner = make_tuner(state, spec, cells)
-    if restore and tune.Tuner.can_restore(path, storage_filesystem=filesystem):
-        log(f"{phase}: restoring Tune experiment {path}")
-        tuner = tune.Tuner.restore(
-            path,
-            trainable=_trainable(spec),
-            resume_unfinished=True,
-            storage_filesystem=filesystem,
-        )
-    else:
-        log(f"{phase}: starting")
-    results = tuner.fit()
-    _recorder(state).drain(timeout=5)  # while MLflow is down, training goes on regardless
-    errors = [r for r in results if r.error]
-    log(f"{phase}: {len(results)} trials, {len(errors)} failed")
-    unfinished = _unfinished(path, filesystem, spec)
-    reported = any(M.EPOCH in (r.metrics or {}) for r in results if not r.error)
-    if len(errors) >= FAIL_FAST_AFTER and not reported:
-        raise SweepFailedError(
-            f"{phase}: stopped after {len(errors)} trials failed and none finished (a bug or "
-            f"bad data, not bad luck). The first error:\n{_first_line(errors[0].error)}\n"
-            f"Full logs: {errors[0].path}. Fix the cause and start the sweep again."
-        )
-    if unfinished:
-        raise SweepInterrupted(
-            f"{phase}: interrupted with {unfinished} trials unfinished; finish the sweep with "
-            f"`sparse-transfer resume {state.location}`"
-        )
-
-
-def _unfinished(path: str, filesystem, spec: SweepSpec) -> int:
-    """Trials that Tune's saved state holds as neither finished nor failed. The returned
-    ResultGrid cannot say: Tune stops the trials of an interrupted run (Ctrl-C) before it
-    builds the grid, but it saves the experiment state first."""
-    saved = tune.Tuner.restore(path, trainable=_trainable(spec), storage_filesystem=filesystem)
-    grid = saved.get_results()
-    return len(grid) - grid.num_terminated - grid.num_errors
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[-1] if text else type(error).__name__
-
-
-def _trainable(spec: SweepSpec):
-    return tune.with_resources(
-        transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    )
-
-
 def _base_config(state: SweepState, spec: SweepSpec) -> dict:
     return {
         "storage": state.storage,
         "sweep_id": state.sweep_id,
         "threads": max(1, int(spec.resources.cpu)),
+        "cpus": spec.resources.cpu,
         "gpu": spec.resources.gpu,
         "loader_workers": spec.resources.workers,
+        "checkpoint_interval_s": spec.resources.checkpoint_interval_s,
         **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),
         **(
             {
@@ -298,127 +339,6 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
             else {}
         ),
     }
-
-
-def _run_config(
-    phase: str, state: SweepState, total: int, metric: str, *first: tune.Callback
-) -> tune.RunConfig:
-    recorder = _recorder(state)
-    storage_path, filesystem = state.store.tune_location(SWEEPS, state.sweep_id)
-    fail_fast = FailFast()
-    return tune.RunConfig(
-        name=phase,
-        storage_path=storage_path,
-        storage_filesystem=filesystem,
-        callbacks=[
-            *first,
-            MlflowTrials(
-                recorder,
-                state.parent_run_id,
-                state.commit,
-                phase,
-                told=OptunaLedger(state.sweep_dir, state.sweep_id),
-            ),
-            Progress(phase, total, metric),
-            fail_fast,
-        ],
-        stop=fail_fast.stopper,
-        # A trial resumes from its last epoch, so retrying after a lost node (a reclaimed spot
-        # instance) is cheap; a trial that fails for its own reasons still fails, loudly.
-        failure_config=tune.FailureConfig(max_failures=1),
-        verbose=0,
-    )
-
-
-def _search_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
-    metric = spec.search.metric
-    searcher = CellSearcher(
-        sweep_dir=state.sweep_dir,
-        backup=state.store.child(SWEEPS, state.sweep_id),
-        sweep_id=state.sweep_id,
-        cells=cells,
-        spaces={cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
-        trials_per_cell=spec.search.trials_per_cell,
-        max_concurrent=spec.search.max_concurrent_trials,
-        sampler=spec.search.sampler,
-        seed=spec.search.seed,
-        metric=metric,
-        base_config=_base_config(state, spec),
-    )
-    if spec.early_stopping.scheduler == "asha":
-        scheduler = CellASHA(
-            metric=metric,
-            max_t={
-                m: max(max_epochs(spec.space(m, d)) for d in spec.datasets) for m in spec.modes
-            },
-            grace_period=spec.early_stopping.grace_period,
-            reduction_factor=spec.early_stopping.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    total = len(cells) * spec.search.trials_per_cell
-    search = ReconciledSearch(searcher)  # the searcher limits concurrency itself
-    return tune.Tuner(
-        _trainable(spec),
-        tune_config=tune.TuneConfig(
-            search_alg=search, scheduler=scheduler, num_samples=total, reuse_actors=True
-        ),
-        # The reconciler comes first: the searcher must know Tune's trials before anything
-        # else looks at the search.
-        run_config=_run_config(SEARCH, state, total, metric, search.reconciler),
-    )
-
-
-def _final_tuner(state: SweepState, spec: SweepSpec, cells: list[Cell]) -> tune.Tuner:
-    plan = json.loads((state.sweep_dir / FINAL_PLAN_FILE).read_text())
-    recorder = _recorder(state)
-    runs = PlannedRuns(
-        plan,
-        spec.search.max_concurrent_trials,
-        finished=partial(recorder.finished_keys, FINAL),
-    )
-    search = ReconciledSearch(runs)  # not a grid search: see PlannedRuns
-    return tune.Tuner(
-        _trainable(spec),
-        tune_config=tune.TuneConfig(search_alg=search, num_samples=len(plan), reuse_actors=True),
-        run_config=_run_config(FINAL, state, len(plan), M.TEST_TOP1, search.reconciler),
-    )
-
-
-def plan_final_runs(state: SweepState, spec: SweepSpec, cells: list[Cell], log=print) -> list:
-    """The best search configuration of each cell, once per seed, scored on the test split."""
-    plan = []
-    storage = optuna_storage(state.sweep_dir) if spec.searches else None
-    for cell in cells:
-        searched, fixed = to_distributions(spec.space(cell.mode, cell.dataset))
-        best = {"search_best_value": None, "search_best_trial": None}
-        hparams = fixed
-        if searched:
-            trial = _best_trial(storage, state.sweep_id, cell)
-            if trial is None:
-                log(f"WARNING {cell.id}: no search trial completed; the cell has no final runs")
-                continue
-            hparams = {**fixed, **trial.params}
-            best = {"search_best_value": trial.value, "search_best_trial": trial.number}
-        for seed in spec.seeds:
-            plan.append(
-                {
-                    **_base_config(state, spec),
-                    **cell.to_dict(),
-                    "cell": cell.id,
-                    "phase": FINAL,
-                    "hparams": hparams,
-                    "seed": seed,
-                    **best,
-                }
-            )
-    return plan
-
-
-def _best_trial(storage, sweep_id: str, cell: Cell) -> optuna.trial.FrozenTrial | None:
-    study = optuna.load_study(study_name=study_name(sweep_id, cell), storage=storage)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
 
 
 def git_commit() -> str:

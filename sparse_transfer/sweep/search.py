@@ -1,20 +1,35 @@
-"""Per-cell hyperparameter search: one Optuna study per cell behind one Tune `Searcher`.
+"""What runs next, decided from the ledger alone: one Tune `Searcher` over every cell's search
+and final runs, and the thin scheduler that stops trials by Optuna's per-cell pruner.
 
-Tune sees a single searcher, but each cell keeps its own Optuna study (persisted in the sweep's
-SQLite database) and its own budget of `trials_per_cell`; cells are served round-robin, so a
-strong cell can never take trials from a weak one. Trials that ASHA stops before their last
-epoch are told to Optuna as PRUNED, so TPE does not learn from truncated curves as if complete.
+Resume rule: a trial RUNNING in the ledger is in flight, and is handed to Tune again (it
+continues from its saved state); a trial the ledger holds as told is never run again. Tune's
+own saved state is never restored, so it cannot disagree with the ledger.
 
-The searcher keeps no saved state of its own: Tune writes a searcher's state and its trial list
-to separate files and uploads them one by one in the background, so after a crash (on S3
-especially) they can be from different moments. At the first step of every run, restored or
-not, it rebuilds its state from the trial list Tune holds and from Optuna (`reconcile`).
+Per cell: `trials_per_cell` search trials that end COMPLETE or PRUNED (cells served
+round-robin, so a strong cell never takes a weak one's trials); a trial that fails for its
+own reasons is told FAIL and replaced, up to `max_failures_per_cell`, past which the cell
+fails by name. A trial whose node was lost (Tune reports an error: the worker died) is not
+told: it is handed out again from its last saved state, so the budget is unchanged. Once a
+cell's search is told in full, its final runs (the best configuration x each seed) are
+planned in the same ledger and start at once: no phase barrier. Early stopping is Optuna's
+`SuccessiveHalvingPruner` of each cell's study, deciding from the intermediate values and
+rungs stored in the ledger, so a restore keeps every rung recorded before the crash.
+
+Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optuna 5.0:
+- Tune calls the scheduler's `on_trial_result` for every result, and the search algorithm's
+  `on_trial_complete` with the last result when a trial ends (documented Searcher/Scheduler
+  contracts; no order between callbacks is assumed).
+- None else: studies and trials are read and written through `optuna.Study` and the public
+  `BaseStorage` methods (`get_study_id_from_name`, `get_trial_id_from_study_id_trial_number`,
+  `get_trial`, `set_trial_intermediate_value`, `set_trial_user_attr`).
 """
 
 from __future__ import annotations
 
+import zlib
+from collections import deque
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.distributions import (
@@ -24,9 +39,11 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
-from ray.tune import Callback
-from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
+from sparse_transfer import metrics as M
 from sparse_transfer.config.spec import (
     HYPERPARAMETERS,
     Choice,
@@ -35,18 +52,18 @@ from sparse_transfer.config.spec import (
     SpaceValue,
     Uniform,
 )
-from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell
+from sparse_transfer.sweep.ledger import Ledger
 
-__all__ = [
-    "CellSearcher",
-    "OptunaLedger",
-    "PlannedRuns",
-    "ReconciledSearch",
-    "optuna_storage",
-    "study_name",
-    "to_distributions",
-]
+__all__ = ["CellSearch", "FailFastStop", "LedgerPruning", "TrialKey", "to_distributions"]
+
+SEARCH, FINAL = "search", "final"
+FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
+INFRASTRUCTURE_RETRIES = 5  # a trial whose node dies more often than this is told FAIL
+# A sweep stops when this many trials failed before any trial finished: that is a bug or bad
+# data, and every other trial would fail the same way after spending its share of the budget.
+FAIL_FAST_AFTER = 3
+TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
@@ -66,297 +83,463 @@ def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistri
     return searched, fixed
 
 
-def optuna_storage(sweep_dir: Path) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}")
+@dataclass(frozen=True)
+class TrialKey:
+    """A trial's identity across every Tune run of the sweep: cell, phase, Optuna number."""
+
+    cell: int
+    phase: str
+    number: int
+
+    def __str__(self) -> str:
+        return f"c{self.cell:04d}-{self.phase}-{self.number:05d}"
 
 
-def study_name(sweep_id: str, cell: Cell) -> str:
-    # The sweep id makes names unique: reusing a name on persistent storage would merge sweeps.
-    return f"{sweep_id}/{cell.id}"
+@dataclass
+class CellPlan:
+    cell: Cell
+    searched: dict[str, BaseDistribution]
+    fixed: dict
+    search: optuna.Study | None = None
+    final: optuna.Study | None = None
+    done: int = 0  # search trials told COMPLETE or PRUNED
+    running: int = 0  # search trials asked and not told
+    failures: int = 0  # search trials told FAIL for their own reasons
+    finals_planned: bool = False
+    finals_open: int = 0  # final runs not yet told
+    failed: str = ""  # why the cell has no final runs ("" while it is fine)
+
+    @property
+    def search_over(self) -> bool:
+        return self.failed != "" or self.finals_planned
 
 
-def _epochs(hparams: dict) -> int:
-    return int(hparams.get("epochs", HYPERPARAMETERS["epochs"]))
+@dataclass
+class Settings:
+    """What the searcher needs from the spec, as plain values."""
+
+    trials_per_cell: int
+    max_concurrent: int
+    max_failures_per_cell: int
+    sampler: str
+    seed: int
+    metric: str
+    seeds: list[int]
+    pruner: Callable[[], optuna.pruners.BasePruner] | None
+    enqueue: list[dict] = field(default_factory=list)
+    gpu_hours_budget: float | None = None
+    save_epochs: list[int] = field(default_factory=list)
 
 
-class CellSearcher(Searcher):
+class CellSearch(Searcher):
     def __init__(
         self,
-        *,
-        sweep_dir: Path,
-        backup: str,
-        sweep_id: str,
+        ledger: Ledger,
         cells: list[Cell],
-        spaces: dict[str, dict[str, SpaceValue]],  # cell id -> its search space
-        trials_per_cell: int,
-        max_concurrent: int,
-        sampler: str,
-        seed: int,
-        metric: str,
+        spaces: dict[str, dict[str, SpaceValue]],
+        settings: Settings,
         base_config: dict,
+        events,  # sparse_transfer.sweep.events.TrialEvents: MLflow and the console
     ) -> None:
-        super().__init__(metric=metric, mode="max")
-        self.sweep_dir = Path(sweep_dir)
-        # The Optuna database is copied to remote storage after every ask and tell, so the
-        # copy always knows at least the trials that Tune's (later) snapshot knows.
-        self.backup = Storage(backup)
-        self.sweep_id = sweep_id
-        self.cells = cells
-        self.spaces = spaces
-        self.trials_per_cell = trials_per_cell
-        # Limited here rather than by Tune's ConcurrencyLimiter, whose restored count of live
-        # trials may include trials Tune lost: they would hold their slots forever.
-        self.max_concurrent = max_concurrent
-        self.sampler = sampler
-        self.seed = seed
+        super().__init__()
+        self.ledger = ledger
+        self.settings = settings
         self.base_config = base_config
-        # Tune trial id -> (cell index, Optuna trial number, epochs the trial was asked to run)
-        self.assigned: dict[str, tuple[int, int, int]] = {}
-        self.asked = [0] * len(cells)
-        self.live: set[str] = set()  # Tune trial ids suggested and not yet complete
-        self.reconciled = False
-        self._studies: dict[int, optuna.Study] = {}
+        self.events = events
+        self.plans = []
+        for cell in cells:
+            searched, fixed = to_distributions(spaces[cell.id])
+            self.plans.append(CellPlan(cell, searched, fixed))
+        self.live: dict[str, TrialKey] = {}  # Tune trial id -> trial
+        self.storage_ids: dict[TrialKey, int] = {}
+        self.pruned: set[TrialKey] = set()
+        self.retries: dict[TrialKey, int] = {}
+        self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
+        self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
+        self.hours = {"told": 0.0, "live": {}}
+        self.budget_spent = False
+        self.first_error = ""
+        self.own_failures = self.successes = 0
+        self.stopping = False
 
-    # Optuna studies hold database connections: never pickle them, reopen on demand.
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_studies"}
+    def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
+        return {}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._studies = {}
+    # -- start: derive everything from the ledger ----------------------------------------------
 
-    def study(self, index: int) -> optuna.Study:
-        if index not in self._studies:
-            self._studies[index] = optuna.create_study(
-                storage=optuna_storage(self.sweep_dir),
-                study_name=study_name(self.sweep_id, self.cells[index]),
-                direction="maximize",
-                sampler=self._make_sampler(index),
-                load_if_exists=True,
-            )
-        return self._studies[index]
+    def start(self) -> None:
+        for index, plan in enumerate(self.plans):
+            if plan.searched:
+                plan.search = self._search_study(index)
+                self._load_search(index, plan)
+            plan.final = self.ledger.study(plan.cell.id, final=True)
+            self._load_finals(index, plan)
+            self._maybe_plan_finals(index)
 
-    def _make_sampler(self, index: int) -> optuna.samplers.BaseSampler:
-        seed = self.seed + index
-        if self.sampler == "random":
+    def _search_study(self, index: int) -> optuna.Study:
+        plan = self.plans[index]
+        study = self.ledger.study(
+            plan.cell.id, pruner=self.settings.pruner() if self.settings.pruner else None
+        )
+        existing = len(self.ledger.trials(study))
+        study.sampler = self._sampler(index, existing)
+        if existing == 0:
+            study.set_metric_names([self.settings.metric])
+            for params in self.settings.enqueue:  # e.g. the paper's configuration, first
+                study.enqueue_trial(
+                    {k: v for k, v in params.items() if k in plan.searched}, skip_if_exists=True
+                )
+        return study
+
+    def _sampler(self, index: int, existing: int) -> optuna.samplers.BaseSampler:
+        # Seeded by what the study already holds: a resumed sampler must not propose its
+        # startup trials again (optuna#3255), yet a fresh sweep is reproducible.
+        seed = zlib.crc32(f"{self.settings.seed}/{index}/{existing}".encode())
+        if self.settings.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        startup = max(1, min(10, self.trials_per_cell // 2))
+        startup = max(1, min(10, self.settings.trials_per_cell // 2))
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
+    def _load_search(self, index: int, plan: CellPlan) -> None:
+        for trial in self.ledger.trials(plan.search):
+            key = TrialKey(index, SEARCH, trial.number)
+            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                plan.done += 1
+                self.successes += 1
+                self._count_hours(trial)
+            elif trial.state == TrialState.FAIL:
+                self._count_failure(plan, trial)
+                self._count_hours(trial)
+            elif trial.state == TrialState.RUNNING:
+                plan.running += 1
+                if "pruned_at" in trial.user_attrs:  # decided, but the tell was lost
+                    self.pruned.add(key)
+                    self._config(key)  # re-attaches its MLflow run
+                    self._tell(key, trial.user_attrs.get("outcome", {}))
+                else:
+                    self.orphans.append(key)
+        failed = plan.search.user_attrs.get("failed")
+        if failed:
+            plan.failed = failed
+
+    def _load_finals(self, index: int, plan: CellPlan) -> None:
+        trials = self.ledger.trials(plan.final)
+        plan.finals_planned = bool(trials) and len(trials) >= len(self.settings.seeds)
+        for trial in trials:
+            if trial.state == TrialState.WAITING:
+                self.waiting_finals.append(index)
+                plan.finals_open += 1
+            elif trial.state == TrialState.RUNNING:
+                self.orphans.append(TrialKey(index, FINAL, trial.number))
+                plan.finals_open += 1
+            else:
+                self._count_hours(trial)
+        failed = plan.final.user_attrs.get("failed")
+        if failed:
+            plan.failed = failed
+
+    # -- Tune's questions ---------------------------------------------------------------------
+
     def suggest(self, trial_id: str) -> dict | None:
-        if not self.reconciled:
-            raise RuntimeError(
-                "CellSearcher asked for a trial before it saw Tune's trial list: "
-                "run it as ReconciledSearch, with its reconciler among the callbacks"
-            )
-        open_cells = [i for i, n in enumerate(self.asked) if n < self.trials_per_cell]
-        if not open_cells:
+        if self.stopping:
             return Searcher.FINISHED
-        if len(self.live) >= self.max_concurrent:
+        if len(self.live) >= self.settings.max_concurrent:
             return None
-        index = min(open_cells, key=lambda i: (self.asked[i], i))  # round-robin over cells
-        cell = self.cells[index]
-        searched, fixed = to_distributions(self.spaces[cell.id])
-        trial = self.study(index).ask(searched)
-        trial.set_user_attr("tune_trial_id", trial_id)
-        self.asked[index] += 1
-        hparams = {**fixed, **trial.params}
-        self.assigned[trial_id] = (index, trial.number, _epochs(hparams))
-        self.live.add(trial_id)
-        self.backup.upload("optuna.db")
-        return {
-            "trial": {
-                **self.base_config,
-                **cell.to_dict(),
-                "cell": cell.id,
-                "phase": "search",
-                "hparams": hparams,
-                "seed": self.seed,
-                "optuna_trial": trial.number,
-            }
+        key = self._next()
+        if key is None:
+            return Searcher.FINISHED if self.finished else None
+        self.live[trial_id] = key
+        return {"trial": self._config(key)}
+
+    def _next(self) -> TrialKey | None:
+        if self.orphans:
+            return self.orphans.popleft()
+        if self.waiting_finals:
+            index = self.waiting_finals.popleft()
+            return TrialKey(index, FINAL, self.plans[index].final.ask().number)
+        open_cells = [
+            i
+            for i, p in enumerate(self.plans)
+            if p.searched and not p.search_over and p.done + p.running < self._budget(p)
+        ]
+        if not open_cells or self._check_gpu_budget():
+            return None
+        index = min(open_cells, key=lambda i: (self.plans[i].done + self.plans[i].running, i))
+        plan = self.plans[index]
+        trial = plan.search.ask(plan.searched)
+        plan.running += 1
+        return TrialKey(index, SEARCH, trial.number)
+
+    def _budget(self, plan: CellPlan) -> int:
+        return self.settings.trials_per_cell
+
+    @property
+    def finished(self) -> bool:
+        return all(p.search_over and p.finals_open == 0 for p in self.plans) and not (
+            self.live or self.orphans
+        )
+
+    def _config(self, key: TrialKey) -> dict:
+        plan = self.plans[key.cell]
+        trial = self._frozen(key)
+        if key.phase == SEARCH:
+            hparams = {**HYPERPARAMETERS, **plan.fixed, **trial.params}
+            seed = self.settings.seed
+        else:
+            hparams, seed = trial.user_attrs["hparams"], trial.user_attrs["seed"]
+        hparams = {**HYPERPARAMETERS, **hparams}
+        config = {
+            **self.base_config,
+            **plan.cell.to_dict(),
+            "cell": plan.cell.id,
+            "phase": key.phase,
+            "key": str(key),
+            "hparams": hparams,
+            "seed": seed,
+            "save_epochs": self.settings.save_epochs if key.phase == SEARCH else [],
         }
+        if key.phase == SEARCH:
+            config["optuna_trial"] = key.number
+        self.events.started(str(key), config)
+        return config
+
+    # -- results -------------------------------------------------------------------------
+
+    def record(self, trial_id: str, result: dict) -> bool:
+        """One epoch's result: logged, its score stored in the ledger as an intermediate value;
+        True when the cell's pruner stops the trial here."""
+        key = self.live.get(trial_id)
+        if key is None or M.EPOCH not in result:
+            return False
+        self.events.epoch(str(key), result)
+        self.hours["live"][key] = float(result.get(M.GPU_HOURS, 0.0))
+        plan = self.plans[key.cell]
+        metric = self.settings.metric
+        if key.phase != SEARCH or metric not in result or plan.search is None:
+            return False
+        storage = self.ledger.storage
+        storage_id = self._storage_id(key)
+        step = int(result[M.EPOCH])
+        if step not in storage.get_trial(storage_id).intermediate_values:
+            storage.set_trial_intermediate_value(storage_id, step, float(result[metric]))
+        if step >= int(self._hparams(key)["epochs"]):
+            return False  # the last epoch: nothing left to stop
+        if plan.search.pruner.prune(plan.search, storage.get_trial(storage_id)):
+            # Durable before the trial stops: a crash now still ends in PRUNED at this rung.
+            storage.set_trial_user_attr(storage_id, "pruned_at", step)
+            storage.set_trial_user_attr(storage_id, "outcome", _outcome(result))
+            self.pruned.add(key)
+            return True
+        return False
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.assigned and self.metric in result:
-            self._report(trial_id, result)
+        pass  # `record`, called by the scheduler, sees every result
 
-    def _report(self, trial_id: str, result: dict) -> None:
-        """Record the epoch's score as an Optuna intermediate value (learning curves in
-        optuna-dashboard; the value a PRUNED trial is told with)."""
-        index, number, _ = self.assigned[trial_id]
-        study = self.study(index)
-        storage_id = study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, number
-        )
-        step = int(result["epoch"])
-        if step not in study._storage.get_trial(storage_id).intermediate_values:
-            optuna.trial.Trial(study, storage_id).report(float(result[self.metric]), step)
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        key = self.live.pop(trial_id, None)
+        if key is None:
+            return
+        self.hours["live"].pop(key, None)
+        result = result or {}
+        if error:  # the worker died (a lost node, a killed process): not the trial's fault
+            self.retries[key] = self.retries.get(key, 0) + 1
+            if self.retries[key] <= INFRASTRUCTURE_RETRIES:
+                self.events.retried(str(key), self.retries[key])
+                self.orphans.append(key)
+            else:
+                self._tell(key, {FAILURE: "infrastructure", "error": "its worker died repeatedly"})
+            return
+        epochs = int(self._hparams(key)["epochs"])
+        if FAILURE in result or key in self.pruned or int(result.get(M.EPOCH, 0)) >= epochs:
+            self._tell(key, _outcome(result))
+        elif not self.stopping:
+            self.orphans.append(key)  # stopped for no reason of its own: run it again
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        self.live.discard(trial_id)
-        if trial_id not in self.assigned:
-            return
-        index, number, epochs = self.assigned[trial_id]
-        study = self.study(index)
-        if study.trials[number].state.is_finished():
-            return  # already told (a resumed trial can complete twice in Tune's eyes)
-        if error or not result or self.metric not in result:
-            study.tell(number, state=TrialState.FAIL)
-            self.backup.upload("optuna.db")
-            return
-        # Tune skips on_trial_result for the result that made the scheduler stop the trial.
-        self._report(trial_id, result)
-        if int(result["epoch"]) < epochs:
-            study.tell(number, state=TrialState.PRUNED)  # stopped early by ASHA
+    # -- telling --------------------------------------------------------------------------
+
+    def _tell(self, key: TrialKey, outcome: dict) -> None:
+        plan = self.plans[key.cell]
+        study = plan.search if key.phase == SEARCH else plan.final
+        storage_id = self._storage_id(key)
+        self.ledger.storage.set_trial_user_attr(storage_id, "outcome", outcome)
+        metric = self.settings.metric if key.phase == SEARCH else M.TEST_TOP1
+        if FAILURE in outcome:
+            state, value = TrialState.FAIL, None
+        elif key in self.pruned:
+            state, value = TrialState.PRUNED, None
         else:
-            study.tell(number, float(result[self.metric]))
-        self.backup.upload("optuna.db")
+            state, value = TrialState.COMPLETE, float(outcome[metric])
+        study.tell(key.number, value, state=state, skip_if_finished=True)
+        self.hours["told"] += float(outcome.get(M.GPU_HOURS, 0.0))
+        self.pruned.discard(key)
+        self.events.told(str(key), key.phase, state.name, outcome)
+        if key.phase == SEARCH:
+            plan.running -= 1
+            if state == TrialState.FAIL:
+                self._count_failure(plan, self._frozen(key))
+            else:
+                plan.done += 1
+                self.successes += 1
+        else:
+            plan.finals_open -= 1
+        self._maybe_plan_finals(key.cell)
 
-    def reconcile(self, trials: list) -> None:
-        """Rebuild the searcher's state from the trials Tune holds (`ray.tune.Trial`s: none in
-        a new run, its restored snapshot after a crash) and make Optuna agree with them.
+    def _count_failure(self, plan: CellPlan, trial: optuna.trial.FrozenTrial) -> None:
+        outcome = trial.user_attrs.get("outcome", {})
+        if outcome.get(FAILURE) == "infrastructure":
+            return
+        plan.failures += 1
+        self.own_failures += 1
+        if not self.first_error:
+            self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
+        if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
+            self.stopping = True
+        if plan.failures > self.settings.max_failures_per_cell and not plan.failed:
+            self._fail_cell(
+                plan,
+                f"{plan.failures} search trials failed (limit "
+                f"{self.settings.max_failures_per_cell}); the first: {outcome.get('error', '')}",
+            )
 
-        The snapshot is a few seconds old. An Optuna trial it does not know of was either
-        still running (its Tune trial is lost: mark it FAIL, a new trial takes its place) or
-        already told (it finished between snapshot and crash: it counts against the cell's
-        budget, so the budget is spent exactly once). Unfinished trials of the snapshot are
-        resumed by Tune: they are live again."""
-        index_of = {cell.id: i for i, cell in enumerate(self.cells)}
-        self.assigned, self.live = {}, set()
-        for trial in trials:
-            settings = trial.config["trial"]
-            index = index_of[settings["cell"]]
-            number = int(settings["optuna_trial"])
-            self.assigned[trial.trial_id] = (index, number, _epochs(settings["hparams"]))
-            if not trial.is_finished():
-                self.live.add(trial.trial_id)
-        self.asked = [0] * len(self.cells)
-        for index, _, _ in self.assigned.values():
-            self.asked[index] += 1
-        known = {(index, number) for index, number, _ in self.assigned.values()}
-        for index in range(len(self.cells)):
-            study = self.study(index)
-            for trial in study.get_trials(deepcopy=False):
-                if (index, trial.number) in known:
-                    continue
-                if trial.state == TrialState.RUNNING:
-                    study.tell(trial.number, state=TrialState.FAIL)
-                elif trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                    self.asked[index] += 1
-        self.backup.upload("optuna.db")
-        self.reconciled = True
+    def _fail_cell(self, plan: CellPlan, why: str) -> None:
+        plan.failed = why
+        (plan.search or plan.final).set_user_attr("failed", why)
+        self.events.cell_failed(plan.cell.id, why)
 
-    # Tune's file of searcher state is not written: see the module docstring.
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        pass
+    def _maybe_plan_finals(self, index: int) -> None:
+        plan = self.plans[index]
+        if plan.search_over:
+            return
+        if plan.searched:
+            if plan.running > 0:
+                return
+            if plan.done < self._budget(plan) and not self.budget_spent:
+                return
+            complete = self.ledger.trials(plan.search, states=(TrialState.COMPLETE,))
+            if not complete:
+                self._fail_cell(plan, "no search trial completed")
+                return
+            best = max(complete, key=lambda t: t.value)
+            hparams = {**plan.fixed, **best.params}
+            chosen = {"search_best_value": best.value, "search_best_trial": best.number}
+        else:
+            hparams, chosen = dict(plan.fixed), {}
+        planned = {t.user_attrs.get("seed") for t in self.ledger.trials(plan.final)}
+        for seed in self.settings.seeds:
+            if seed in planned:
+                continue  # planned before a crash
+            plan.final.enqueue_trial({}, user_attrs={"seed": seed, "hparams": hparams, **chosen})
+            self.waiting_finals.append(index)
+            plan.finals_open += 1
+        plan.finals_planned = True
 
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        self.reconciled = False  # until the reconciler hands over Tune's restored trials
-
-
-class PlannedRuns(Searcher):
-    """The final phase: one trial per plan entry (a cell's best configuration x a seed), handed
-    out in order. Like CellSearcher it keeps no saved state: `reconcile` learns from Tune's
-    trial list, and from the runs MLflow holds as finished, which entries already ran, so a
-    run lost in a crash is started again and no run happens twice."""
-
-    def __init__(
-        self,
-        plan: list[dict],
-        max_concurrent: int,
-        finished: Callable[[], set[tuple[str, str]]],
-    ) -> None:
-        super().__init__()  # no metric: it searches nothing
-        self.plan = plan
-        self.max_concurrent = max_concurrent
-        self.finished = finished  # (cell, seed) of the final runs MLflow holds as finished
-        self.started: set[tuple[str, str]] = set()
-        self.live: set[str] = set()
-        self.reconciled = False
-
-    @staticmethod
-    def key(settings: dict) -> tuple[str, str]:
-        return settings["cell"], str(settings["seed"])
-
-    def suggest(self, trial_id: str) -> dict | None:
-        if not self.reconciled:
-            raise RuntimeError("PlannedRuns asked for a trial before it saw Tune's trial list")
-        pending = [entry for entry in self.plan if self.key(entry) not in self.started]
-        if not pending:
-            return Searcher.FINISHED
-        if len(self.live) >= self.max_concurrent:
-            return None
-        self.started.add(self.key(pending[0]))
-        self.live.add(trial_id)
-        return {"trial": pending[0]}
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        self.live.discard(trial_id)
-
-    def reconcile(self, trials: list) -> None:
-        self.started = {self.key(t.config["trial"]) for t in trials} | self.finished()
-        self.live = {t.trial_id for t in trials if not t.is_finished()}
-        self.reconciled = True
-
-    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
-        pass
-
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        self.reconciled = False
-
-
-class ReconciledSearch(SearchGenerator):
-    """Tune's search algorithm around a searcher that rebuilds its state with `reconcile`
-    (CellSearcher, PlannedRuns), and alone says when the search is done.
-
-    Tune restores the algorithm's trial counter and `finished` flag from a file of its own,
-    uploaded apart from the trial list: after a crash they may count trials that Tune lost,
-    and the replacements for those would never be asked for. Its `reconciler` callback hands
-    the searcher Tune's trial list at the first step of a run, before Tune asks for a trial."""
-
-    def __init__(self, searcher: CellSearcher | PlannedRuns) -> None:
-        super().__init__(searcher)
-        self.reconciler = _Reconciler(searcher)
-
-    def is_finished(self) -> bool:
-        return self._finished
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        self._finished = False  # the reconciled searcher answers FINISHED if nothing is left
-
-
-class _Reconciler(Callback):
-    # Pickled with the Tuner in the same object graph as the search algorithm, so a restored
-    # Tuner's callback still holds the restored searcher.
-    def __init__(self, searcher: CellSearcher | PlannedRuns) -> None:
-        self.searcher = searcher
-        self._done = False
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_done": False}
-
-    def on_step_begin(self, iteration, trials, **info) -> None:
-        if not self._done:  # the first step, also after a restore
-            self._done = True
-            self.searcher.reconcile(trials)
-
-
-class OptunaLedger:
-    """Answers, from a run's tags, whether Optuna already holds that trial's result."""
-
-    def __init__(self, sweep_dir: Path, sweep_id: str) -> None:
-        self.sweep_dir, self.sweep_id = Path(sweep_dir), sweep_id
-
-    def __call__(self, tags: dict) -> bool:
-        if "optuna_trial" not in tags:
-            return False  # final runs are not searched: a lost one is simply run again
-        study = optuna.load_study(
-            study_name=f"{self.sweep_id}/{tags['cell']}", storage=optuna_storage(self.sweep_dir)
+    def _check_gpu_budget(self) -> bool:
+        budget = self.settings.gpu_hours_budget
+        if budget is None or self.budget_spent:
+            return self.budget_spent
+        if self.hours["told"] + sum(self.hours["live"].values()) < budget:
+            return False
+        self.budget_spent = True
+        self.events.note(
+            f"GPU budget of {budget:g} h spent: no new search trials; every cell's final runs "
+            "start from the search so far"
         )
-        state = study.trials[int(tags["optuna_trial"])].state
-        return state in (TrialState.COMPLETE, TrialState.PRUNED)
+        for index in range(len(self.plans)):
+            self._maybe_plan_finals(index)
+        return True
+
+    def _count_hours(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.hours["told"] += float(trial.user_attrs.get("outcome", {}).get(M.GPU_HOURS, 0.0))
+
+    # -- ledger look-ups ------------------------------------------------------------------
+
+    def _storage_id(self, key: TrialKey) -> int:
+        if key not in self.storage_ids:
+            plan = self.plans[key.cell]
+            study = plan.search if key.phase == SEARCH else plan.final
+            storage = self.ledger.storage
+            study_id = storage.get_study_id_from_name(study.study_name)
+            self.storage_ids[key] = storage.get_trial_id_from_study_id_trial_number(
+                study_id, key.number
+            )
+        return self.storage_ids[key]
+
+    def _frozen(self, key: TrialKey) -> optuna.trial.FrozenTrial:
+        return self.ledger.storage.get_trial(self._storage_id(key))
+
+    def _hparams(self, key: TrialKey) -> dict:
+        trial = self._frozen(key)
+        if key.phase == FINAL:
+            return {**HYPERPARAMETERS, **trial.user_attrs["hparams"]}
+        return {**HYPERPARAMETERS, **self.plans[key.cell].fixed, **trial.params}
+
+    # Tune's file of searcher state is not written: nothing of Tune's is ever restored.
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        pass
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        pass
+
+    def close_records(self, open_keys: set[str]) -> None:
+        """Close the MLflow runs that a crash left open after their trial was told."""
+        for index, plan in enumerate(self.plans):
+            for phase, study in ((SEARCH, plan.search), (FINAL, plan.final)):
+                for trial in self.ledger.trials(study, states=TOLD) if study else []:
+                    key = TrialKey(index, phase, trial.number)
+                    if str(key) in open_keys:
+                        self._config(key)
+                        outcome = trial.user_attrs.get("outcome", {})
+                        self.events.told(str(key), phase, trial.state.name, outcome, quiet=True)
+
+    def finals_told(self) -> int:
+        return sum(len(self.ledger.trials(p.final, states=TOLD)) for p in self.plans if p.final)
+
+    def describe(self) -> str:
+        searching = sum(not p.search_over for p in self.plans)
+        return (
+            f"{len(self.plans)} cells, {searching} still searching, "
+            f"{len(self.orphans)} trials in flight to continue"
+        )
+
+    def failed_cells(self) -> dict[str, str]:
+        return {p.cell.id: p.failed for p in self.plans if p.failed}
+
+
+def _outcome(result: dict) -> dict:
+    """What the ledger keeps of a trial's last result: numbers and the failure, if any."""
+    keep = {
+        k: v for k, v in result.items() if isinstance(v, int | float) and not k.startswith("_")
+    }
+    for name in (FAILURE, "error", "node"):
+        if name in result:
+            keep[name] = str(result[name])[:2000]
+    return keep
+
+
+class LedgerPruning(FIFOScheduler):
+    """Tune's scheduler: each result goes to the search, whose per-cell pruner may stop it."""
+
+    def __init__(self, search: CellSearch) -> None:
+        super().__init__()
+        self.search = search
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        stop = self.search.record(trial.trial_id, result)
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return "Successive halving per cell, from the ledger"
+
+
+class FailFastStop(Stopper):
+    def __init__(self, search: CellSearch) -> None:
+        self.search = search
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.search.stopping

@@ -1,77 +1,233 @@
-"""The Tune trainable: one transfer trial, reporting and saving its state every epoch.
+"""The Tune trainable: one transfer trial, reporting every epoch, saving its state now and then.
 
-A trial's state lives in `<sweep>/trial_state/<trial id>/state.pt`, replaced atomically each
-epoch, rather than in Tune's checkpoint bookkeeping: with `num_to_keep`, Tune deletes old
-checkpoints before its experiment snapshot points at the new one, so a driver killed in
-between leaves a snapshot naming a deleted checkpoint and the resumed trial fails (seen in
-tests/sweep/test_resume.py). Our file is always the last complete epoch.
+A trial's files live in `<sweep>/trial_state/<trial key>/`, keyed by its ledger identity (not
+Tune's trial id), so a trial handed to Tune again after a crash finds them:
+- `state.pt`: everything needed to continue (never the masks of full finetuning: they are in
+  the upstream file). Saved when `checkpoint_interval_s` has passed since the last save and at
+  the epochs where early stopping decides, replaced atomically, uploaded in the background.
+- `result.json`: the last epoch's result, written when the trial ends, so a trial whose end the
+  driver never heard of reports it again instead of training again.
+- `weights.safetensors`: a final run's weights, its MLflow artifact.
+The driver removes the folder everywhere once the ledger holds the trial as told; a worker
+removes its node's copies of folders that are gone from S3.
+
+A trial that fails for its own reasons (a divergent loss, bad data, a full disk) reports the
+failure as its result instead of raising: Tune's errors then mean only that a worker died, and
+the search hands such a trial out again (see search.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
+import shutil
 import socket
+import threading
+import time
+import traceback
 from pathlib import Path
 
 import ray
 import torch
 from ray import tune
 
+from sparse_transfer import metrics as M
 from sparse_transfer.storage import Storage
 from sparse_transfer.transfer import TransferJob, run_transfer
 
 __all__ = [
-    "DONE_FILE",
+    "RESULT_FILE",
     "STATE_FILE",
-    "fetch_state",
-    "mark_done",
-    "state_path",
+    "WEIGHTS_FILE",
+    "Diverged",
+    "remove_state",
+    "state_parts",
     "transfer_trainable",
 ]
 
 STATE_FILE = "state.pt"
-DONE_FILE = "done.json"
+RESULT_FILE = "result.json"
+WEIGHTS_FILE = "weights.safetensors"
+LOCK_FILE = ".lock"
+DEFAULT_CHECKPOINT_INTERVAL_S = 180.0
 
 
-def _state_parts(settings: dict, trial_id: str, name: str) -> tuple[str, ...]:
-    return ("sweeps", settings["sweep_id"], "trial_state", trial_id, name)
+class Diverged(RuntimeError):
+    """The training loss is NaN or infinite: no later epoch can recover."""
 
 
-def state_path(settings: dict, trial_id: str, name: str = STATE_FILE) -> Path:
-    """This node's copy of a trial's file; `fetch_state` brings it from remote storage."""
-    return Storage(settings["storage"]).local(*_state_parts(settings, trial_id, name))
+def state_parts(sweep_id: str, key: str, *name: str) -> tuple[str, ...]:
+    return ("sweeps", sweep_id, "trial_state", key, *name)
 
 
-def fetch_state(settings: dict, trial_id: str, name: str = STATE_FILE) -> Path | None:
-    store = Storage(settings["storage"])
-    parts = _state_parts(settings, trial_id, name)
-    return store.local(*parts) if store.download(*parts) else None
-
-
-def mark_done(settings: dict, trial_id: str, result: dict) -> None:
-    """Written by the driver when Tune completes a trial (also when ASHA stopped it early), so
-    a trial that Tune's older snapshot still calls running is never trained again."""
-    path = state_path(settings, trial_id, DONE_FILE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = {k: v for k, v in result.items() if isinstance(v, int | float | str)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics))
-    os.replace(tmp, path)
-    Storage(settings["storage"]).upload(*_state_parts(settings, trial_id, DONE_FILE))
+def remove_state(store: Storage, parts: tuple[str, ...]) -> None:
+    """A told trial's folder, gone from S3 and from this node."""
+    store.remove(*parts)
+    shutil.rmtree(store.local(*parts), ignore_errors=True)
 
 
 def transfer_trainable(config: dict) -> None:
     settings = config["trial"]
     torch.set_num_threads(max(1, int(settings.get("threads", 1))))
     store = Storage(settings["storage"])
+    folder = state_parts(settings["sweep_id"], settings["key"])
+    local = store.local(*folder)
+    local.mkdir(parents=True, exist_ok=True)
+    with open(local / LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # this node's cache clean-up skips held folders
+        _clean_node_cache(store, settings["sweep_id"], keep=settings["key"])
+        _run(settings, store, folder)
+
+
+def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
+    node = _node()
+    if store.download(*folder, RESULT_FILE):  # it ended before a crash: say so again
+        tune.report({**json.loads(store.local(*folder, RESULT_FILE).read_text()), "node": node})
+        return
+    resume = None
+    if store.download(*folder, STATE_FILE):
+        resume = torch.load(
+            store.local(*folder, STATE_FILE), map_location="cpu", weights_only=True
+        )
+    saver = _StateSaver(store, folder, settings)
+    hours = dict(resume.get("hours", {})) if resume else {}
+    clock = _Clock(settings, hours)
+    try:
+        job = _job(settings, store)
+        for outcome in run_transfer(job, resume):
+            loss = float(outcome.metrics.get(M.TRAIN_LOSS, 0.0))
+            if not math.isfinite(loss):
+                raise Diverged(f"train loss is {loss} after epoch {outcome.epoch}")
+            metrics = {**outcome.metrics, **clock.hours(), "node": node}
+            if outcome.done:
+                saver.finish(outcome, metrics, final=settings["phase"] == "final")
+            else:
+                saver.maybe_save(outcome, clock.hours())
+            tune.report(metrics)
+    except Diverged as err:
+        tune.report({"failure": "diverged", "error": str(err), **clock.hours(), "node": node})
+    except Exception as err:  # the trial's own failure: told FAIL, never retried as is
+        traceback.print_exc()
+        message = f"{type(err).__name__}: {err}"
+        tune.report({"failure": "error", "error": message, **clock.hours(), "node": node})
+    finally:
+        saver.close()
+
+
+class _Clock:
+    """GPU- and CPU-hours of the trial so far (carried over a resume in the saved state)."""
+
+    def __init__(self, settings: dict, before: dict) -> None:
+        self.gpus = float(settings.get("gpu", 0))
+        self.cpus = float(settings.get("cpus", settings.get("threads", 1)))
+        self.before = float(before.get("wall_h", 0.0))
+        self.started = time.monotonic()
+
+    def hours(self) -> dict[str, float]:
+        wall = self.before + (time.monotonic() - self.started) / 3600
+        return {"wall_h": wall, M.GPU_HOURS: wall * self.gpus, M.CPU_HOURS: wall * self.cpus}
+
+
+class _StateSaver:
+    """Saves on an interval and at early-stopping epochs; one background upload at a time,
+    and a newer save supersedes a waiting one."""
+
+    def __init__(self, store: Storage, folder: tuple[str, ...], settings: dict) -> None:
+        self.store, self.folder = store, folder
+        self.interval = float(settings.get("checkpoint_interval_s", DEFAULT_CHECKPOINT_INTERVAL_S))
+        self.epochs = {int(e) for e in settings.get("save_epochs", [])}
+        self.saved_at = time.monotonic()
+        self._pending = threading.Event()
+        self._stop = False
+        self._thread = None
+        if store.is_remote:
+            self._thread = threading.Thread(target=self._uploads, daemon=True)
+            self._thread.start()
+
+    def maybe_save(self, outcome, hours: dict) -> None:
+        due = time.monotonic() - self.saved_at >= self.interval
+        if not (due or outcome.epoch in self.epochs):
+            return
+        state = outcome.state()
+        state["hours"] = {"wall_h": hours["wall_h"]}
+        _save(self.store.local(*self.folder, STATE_FILE), state)
+        self.saved_at = time.monotonic()
+        self._pending.set()
+
+    def finish(self, outcome, metrics: dict, *, final: bool) -> None:
+        """The last epoch: the result (and a final run's weights), uploaded before it is told."""
+        if final:
+            from safetensors.torch import save_file
+
+            weights = outcome.state().get("model") or outcome.state().get("head") or {}
+            path = self.store.local(*self.folder, WEIGHTS_FILE)
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+            os.replace(tmp, path)
+            self.store.upload(*self.folder, WEIGHTS_FILE)
+        path = self.store.local(*self.folder, RESULT_FILE)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({k: v for k, v in metrics.items() if k != "node"}))
+        os.replace(tmp, path)
+        self.store.upload(*self.folder, RESULT_FILE)
+
+    def _uploads(self) -> None:
+        while True:
+            self._pending.wait()
+            self._pending.clear()
+            if self._stop:
+                return
+            try:
+                self.store.upload(*self.folder, STATE_FILE)
+            except Exception as err:  # the next save tries again; the local file is whole
+                print(f"trial state upload failed: {err}", flush=True)
+
+    def close(self) -> None:
+        self._stop = True
+        self._pending.set()
+
+
+def _save(path: Path, state: dict) -> None:
+    """Atomic: the file is always one whole epoch. A failed write (a full disk) leaves the
+    previous file as it was and says which path it could not write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        message = f"could not save the trial state to {path}: {err.strerror}"
+        raise OSError(err.errno, message) from err
+
+
+def _clean_node_cache(store: Storage, sweep_id: str, keep: str) -> None:
+    """Remove this node's copies of trial folders the driver removed from S3 (told trials)."""
+    if not store.is_remote:
+        return  # local storage: the driver's removal was the only copy
+    root = store.local(*state_parts(sweep_id, ""))
+    for folder in root.iterdir() if root.is_dir() else []:
+        if folder.name == keep or not folder.is_dir():
+            continue
+        with open(folder / LOCK_FILE, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a trial runs on it now
+            if not store.list_objects(*state_parts(sweep_id, folder.name)):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _job(settings: dict, store: Storage) -> TransferJob:
     upstream = Path(settings["upstream_path"])
     if settings.get("upstream_key"):  # kept in the storage: this node's copy, fetched if new
         key = settings["upstream_key"].split("/")
         upstream = store.local(*key)
         if not upstream.is_file():
             store.download(*key)
-    job = TransferJob(
+    return TransferJob(
         upstream_path=upstream,
         dataset=settings["dataset"],
         mode=settings["mode"],
@@ -87,30 +243,6 @@ def transfer_trainable(config: dict) -> None:
         loader_workers=int(settings.get("loader_workers", 0)),
         max_batches=settings.get("max_batches"),
     )
-    trial_id = tune.get_context().get_trial_id()
-    done = fetch_state(settings, trial_id, DONE_FILE)
-    if done is not None:  # completed before a crash: report the same last result, train nothing
-        tune.report(json.loads(done.read_text()))
-        return
-    path = fetch_state(settings, trial_id)
-    resume = torch.load(path, map_location="cpu", weights_only=True) if path else None
-    path = state_path(settings, trial_id)
-    node = _node()
-    if resume is not None and int(resume["epoch"]) >= int(job.hparams["epochs"]):
-        # Finished before the crash, but the driver never heard: say the last result again.
-        tune.report({**resume["metrics"], "node": node})
-        return
-    for outcome in run_transfer(job, resume):
-        _save(path, {**outcome.state(), "metrics": outcome.metrics})
-        store.upload(*_state_parts(settings, trial_id, STATE_FILE))
-        tune.report({**outcome.metrics, "node": node})
-
-
-def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # the file is always one whole epoch, never half of one
 
 
 def _device(gpus: float) -> str:

@@ -62,10 +62,7 @@ create table if not exists runs (
     run_key text primary key,
     run_id text,
     last_step integer,
-    closed text,
-    phase text,
-    cell text,
-    seed text
+    closed text
 );
 create table if not exists meta (key text primary key, value text);
 """
@@ -126,22 +123,22 @@ class Outbox:
             return self._conn.execute(sql, args).fetchall()
 
     def run(self, run_key: str) -> dict | None:
-        """The outbox's row for a run: run_id, last_step, closed, phase, cell, seed."""
+        """The outbox's row for a run: its run_id, last_step and closed status."""
         rows = self._read(
-            "select run_id, last_step, closed, phase, cell, seed from runs where run_key = ?",
+            "select run_id, last_step, closed from runs where run_key = ?",
             (run_key,),
         )
-        names = ("run_id", "last_step", "closed", "phase", "cell", "seed")
+        names = ("run_id", "last_step", "closed")
         return dict(zip(names, rows[0], strict=True)) if rows else None
 
     def meta(self, key: str) -> str | None:
         rows = self._read("select value from meta where key = ?", (key,))
         return rows[0][0] if rows else None
 
-    def closed_runs(self, phase: str, status: str) -> list[tuple[str, str]]:
-        return self._read(
-            "select cell, seed from runs where phase = ? and closed = ?", (phase, status)
-        )
+    def trial_keys(self) -> tuple[set[str], set[str]]:
+        """(opened, closed): the trials whose runs this outbox opened, and those it closed."""
+        rows = self._read("select run_key, closed from runs where run_key not like 'run:%'")
+        return {key for key, _ in rows}, {key for key, closed in rows if closed}
 
     def pending(self) -> int:
         return self._read("select count(*) from ops where state = 'pending'")[0][0]
@@ -315,10 +312,6 @@ class _Sender:
             run_id = self._open(run_key, data)
             self.box.mark_done(seqs, run_key, run_id)
             return
-        if kind == "settle":
-            self._settle(**data)
-            self.box.mark_done(seqs)
-            return
         run_id = self._run_id(run_key)
         if run_id and run_key not in self._frozen:
             getattr(self, f"_{kind}")(run_key, run_id, [d for *_, d in batch])
@@ -393,28 +386,3 @@ class _Sender:
             self.client.update_run(run_id, status="RUNNING")
         else:
             self.client.set_terminated(run_id, status=status)
-
-    def _settle(self, phase: str, known: set[str], was_told: bytes) -> None:
-        """Runs of `phase` left RUNNING by trials that a crash removed from Tune's state: kept
-        and FINISHED when their result reached the search, else deleted (to MLflow's trash,
-        tagged). Done in an order that a replay can finish: tag, terminate, delete."""
-        told = pickle.loads(was_told)
-        base = f"tags.sweep_id = '{self.box.sweep_id}' and tags.phase = '{phase}'"
-        running = self.client.search_runs(
-            [self.experiment_id], f"{base} and attributes.status = 'RUNNING'", max_results=5000
-        )
-        for run in running:
-            if run.data.tags.get("trial_id") in known:
-                continue
-            run_id = run.info.run_id
-            self.client.set_tag(run_id, "lost_in_crash", "true")
-            status = "FINISHED" if told(run.data.tags) else "KILLED"
-            self.client.set_terminated(run_id, status=status)
-        # KILLED and tagged: deleted now, also when a crash fell between the two steps.
-        killed = self.client.search_runs(
-            [self.experiment_id],
-            f"{base} and tags.lost_in_crash = 'true' and attributes.status = 'KILLED'",
-            max_results=5000,
-        )
-        for run in killed:
-            self.client.delete_run(run.info.run_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from sparse_transfer.tracking.outbox import Outbox, is_transient, open_outbox
 __all__ = ["OUTBOX_FILE", "SweepRecorder", "TrackingUnavailable", "default_tracking_uri"]
 
 OUTBOX_FILE = "mlflow-outbox.sqlite"  # in the sweep directory, when the runner names it
-_START_PATIENCE_S = 120.0  # how long the synchronous calls at a phase's start wait for MLflow
+_START_PATIENCE_S = 120.0  # how long the calls at a sweep's start wait for MLflow
 _PARENT = "parent_run_id"  # outbox meta: the sweep's parent run
 _MADE_HERE = "parent_made_here"  # outbox meta: this outbox made it, so it saw every run
 
@@ -171,12 +170,7 @@ class SweepRecorder:
             MLFLOW_RUN_NAME: run_name,
         }
         with self.box.transaction() as tx:
-            tx.track(
-                trial_id,
-                phase=str(tags.get("phase", "")),
-                cell=str(tags.get("cell", "")),
-                seed=str(tags.get("seed", "")),
-            )
+            tx.track(trial_id)
             tx.add(trial_id, "open", tags=all_tags, params=dict(params))
         return row["run_id"] if row else None
 
@@ -189,9 +183,6 @@ class SweepRecorder:
         with self.box.transaction() as tx:
             tx.add(trial_id, "metrics", metrics=items, epoch=True)
             tx.track(trial_id, last_step=step)
-
-    def flush(self, run_id: str | None = None) -> None:
-        """Nothing to do: a record is on disk once logged. `drain` waits until it is sent."""
 
     def drain(
         self, timeout: float | None = None, log: Callable[[str], None] | None = None
@@ -235,46 +226,34 @@ class SweepRecorder:
         with self.box.transaction() as tx:
             tx.add(f"run:{run_id}", "artifact", path=kept, artifact_path=None)
 
-    def settle_lost_runs(
-        self, phase: str, known_trial_ids: set[str], was_told: Callable[[dict], bool]
-    ) -> None:
-        """Queue the settling of RUNNING runs of trials that a crash removed from Tune's state.
-
-        A run whose result already reached the search (`was_told(tags)`: Optuna has it as
-        COMPLETE or PRUNED) is kept and closed as FINISHED; any other is deleted (it stays in
-        MLflow's trash, tagged), since Tune starts a fresh trial in its place. Queued, so it
-        runs after everything the crashed driver queued and before any new trial's run."""
-        with self.box.transaction() as tx:
-            tx.add(
-                "",
-                "settle",
-                phase=phase,
-                known=set(known_trial_ids),
-                was_told=pickle.dumps(was_told),
-            )
-
-    def finished_keys(self, phase: str) -> set[tuple[str, str]]:
-        """(cell, seed) of this sweep's FINISHED runs of `phase`: those the outbox closed,
-        and those MLflow has. When this outbox made the sweep's parent run it saw every run,
-        and it is enough alone while the server is down: nothing waits for the server then."""
-        own = {(cell, seed) for cell, seed in self.box.closed_runs(phase, "FINISHED")}
+    def open_trial_keys(self) -> set[str]:
+        """Trial keys of this sweep's runs still open: RUNNING in MLflow, or opened through
+        this outbox and not closed (their records may still wait to be sent). After a crash,
+        some belong to trials the ledger already told (the sweep closes those from the
+        ledger). When this outbox made the sweep's parent run it saw every run, and it alone
+        answers while the server is down: nothing waits for the server then."""
+        opened, closed = self.box.trial_keys()
         if self.box.meta(_MADE_HERE):
             try:
-                return own | self._server_finished(phase)
+                return (self._server_open_keys() | opened) - closed
             except Exception as err:
                 if not is_transient(err):
                     raise
-                return own
-        return own | self._patiently(lambda: self._server_finished(phase))
+                return opened - closed
+        return (self._patiently(self._server_open_keys) | opened) - closed
 
-    def _server_finished(self, phase: str) -> set[tuple[str, str]]:
+    def _server_open_keys(self) -> set[str]:
         runs = self.client.search_runs(
             [self.experiment_id],
-            f"tags.sweep_id = '{self.sweep_id}' and tags.phase = '{phase}' "
-            "and attributes.status = 'FINISHED'",
+            f"tags.sweep_id = '{self.sweep_id}' and attributes.status = 'RUNNING'",
             max_results=50000,
         )
-        return {(r.data.tags.get("cell", ""), r.data.tags.get("seed", "")) for r in runs}
+        return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
+
+    def flush_all(self, timeout: float = 10.0) -> bool:
+        """Give the queue a moment to reach MLflow (at the end of a Tune run); never longer
+        than `timeout`: while the server is down, what is left waits on disk."""
+        return self.drain(timeout)
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)

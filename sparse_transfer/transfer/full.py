@@ -65,17 +65,20 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         schedule.load_state_dict(resume["schedule"])
         generator.set_state(resume["generator"])
         start = int(resume["epoch"])
-        masks = {k: v.to(device) for k, v in resume["masks"].items()}
+        if "masks" in resume:  # downstream pruning; else they are the upstream file's
+            masks = {k: v.to(device) for k, v in resume["masks"].items()}
 
     def state(epoch: int) -> dict:
-        return {
+        saved = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "generator": generator.get_state(),
             "epoch": epoch,
-            "masks": masks,  # downstream pruning changes them as it goes
         }
+        if job.prune_to is not None:  # downstream pruning changes the masks as it goes
+            saved["masks"] = masks
+        return saved
 
     epochs = int(hp["epochs"])
     for epoch in range(start + 1, epochs + 1):

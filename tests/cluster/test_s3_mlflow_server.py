@@ -167,7 +167,7 @@ def test_s3_sweep_with_mlflow_server_resumes_from_s3(s3, mlflow_server, tmp_path
     mlflow = MlflowClient(mlflow_server)
     for run in finals[:2]:
         local = mlflow.download_artifacts(
-            run.info.run_id, "checkpoint/state.pt", str(tmp_path / run.info.run_id)
+            run.info.run_id, "checkpoint/weights.safetensors", str(tmp_path / run.info.run_id)
         )
         state = torch.load(local, weights_only=True)
         assert int(state["epoch"]) == int(run.data.params["epochs"])
@@ -176,7 +176,7 @@ def test_s3_sweep_with_mlflow_server_resumes_from_s3(s3, mlflow_server, tmp_path
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         for o in page.get("Contents", [])
     }
-    assert any(k.startswith("mlflow/") and k.endswith("state.pt") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("weights.safetensors") for k in keys)
     # The study's durable files are in S3: zoo, features, Optuna DB, Tune state, report.
     base = f"study/sweeps/{sweep_id}/"
     for expected in (

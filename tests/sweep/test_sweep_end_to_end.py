@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from safetensors.torch import load_file
 from sweep_helpers import child_runs, count_by, optuna_trials, parent_runs, small_spec
 
 from sparse_transfer.metrics import STUDY_TAGS
@@ -48,7 +49,7 @@ def test_one_child_run_per_trial_with_every_tag(finished):
     }
 
 
-def test_final_runs_are_scored_on_test_with_a_checkpoint(finished):
+def test_final_runs_are_scored_on_test_with_a_checkpoint(finished, tmp_path):
     _, state, runs = finished
     client = MlflowClient(state.tracking_uri)
     for run in (r for r in runs if r.data.tags["phase"] == "final"):
@@ -57,7 +58,14 @@ def test_final_runs_are_scored_on_test_with_a_checkpoint(finished):
         history = client.get_metric_history(run.info.run_id, "test_top1")
         assert [m.step for m in history] == list(range(1, int(run.data.params["epochs"]) + 1))
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
-        assert artifacts == ["checkpoint/state.pt"]
+        assert artifacts == ["checkpoint/weights.safetensors"]
+        # weights only: no optimizer state, and no masks (they are in the upstream file)
+        path = client.download_artifacts(run.info.run_id, artifacts[0], str(tmp_path))
+        keys = set(load_file(path))
+        assert keys and all(
+            k.endswith(("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
+            for k in keys
+        ), keys
 
 
 def test_full_finetuning_keeps_upstream_sparsity(finished):
