@@ -82,7 +82,8 @@ class FaultProxy:
     """An HTTP proxy to the S3 server that breaks some requests, the way a flaky network or an
     overloaded S3 does: `reset` (the connection reset, before the request reaches S3 or after
     S3 applied it, alternately), `500`/`503` answers, `slow` answers (`slow_s`), `truncate`
-    (half the body, then the connection closed) and `corrupt` (a byte of the body flipped).
+    (half the body, then the connection closed) and `corrupt` (a byte of an object's body
+    flipped).
 
     Faults come from `schedule` (one entry per request, None for none) while it lasts, then at
     `rate` from `kinds`. `agent` limits them to requests whose User-Agent contains it."""
@@ -226,7 +227,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._answer(response.status, headers, data[: len(data) // 2], length=length)
             self.wfile.flush()
             return self._reset()
-        if fault == "corrupt" and data:
+        if fault == "corrupt" and data and not data.startswith(b"<?xml"):
+            # Object bytes only: a garbled API answer (XML) is TLS's to prevent, not ours.
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         self._answer(response.status, headers, data)
 

@@ -47,6 +47,7 @@ _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 5.0
 _WAIT_NOTE_S = 30.0  # how often a waiting drain says what it waits for
 _TRANSIENT_HTTP = {408, 429}
+_KINDS = ("metrics", "tags", "artifact", "status")  # besides "open"
 
 _SCHEMA = """
 create table if not exists ops (
@@ -197,23 +198,24 @@ class Outbox:
             backoff = _BACKOFF_FIRST_S
 
     def _next_batch(self) -> list[tuple[int, str, str, dict]]:
-        """The oldest pending operation, with the metrics batches of the same run that follow
-        it (sent as one log_batch)."""
+        """The oldest pending operation and the pending ones of the same run after it, up to
+        its next opening or its first status: sent together (metrics and tags as one
+        log_batch), since only the order within a run matters."""
         rows = self._dconn.execute(
             "select seq, run_key, kind, payload from ops where state = 'pending' "
-            "order by seq limit 200"
+            "order by seq limit 500"
         ).fetchall()
         batch, count = [], 0
         for seq, run_key, kind, payload in rows:
+            if batch and run_key != batch[0][1]:
+                continue
             data = pickle.loads(payload)
-            if batch and not (
-                kind == "metrics" and batch[0][2] == "metrics" and run_key == batch[0][1]
-            ):
-                break
             count += len(data.get("metrics", ()))
-            if batch and count > _MAX_BATCH:
+            if batch and (kind == "open" or count > _MAX_BATCH):
                 break
             batch.append((seq, run_key, kind, data))
+            if kind == "status":
+                break
         return batch
 
     def mark_done(self, seqs: Iterable[int], run_key: str | None = None, run_id: str = "") -> None:
@@ -307,17 +309,23 @@ class _Sender:
 
     def send(self, batch: list[tuple[int, str, str, dict]]) -> None:
         seq, run_key, kind, data = batch[0]
-        seqs = [s for s, *_ in batch]
         if kind == "open":
             run_id = self._open(run_key, data)
-            self.box.mark_done(seqs, run_key, run_id)
-            return
+            self.box.mark_done([seq], run_key, run_id)
+            batch = batch[1:]
+            if not batch:
+                return
         run_id = self._run_id(run_key)
         if run_id and run_key not in self._frozen:
-            getattr(self, f"_{kind}")(run_key, run_id, [d for *_, d in batch])
-        self.box.mark_done(seqs)
-        if kind == "artifact":
-            shutil.rmtree(Path(data["path"]).parent, ignore_errors=True)
+            items = {name: [d for _, _, k, d in batch if k == name] for name in _KINDS}
+            self._records(run_key, run_id, items["metrics"], items["tags"])
+            self._artifacts(run_id, items["artifact"])
+            if items["status"]:
+                self._status(run_id, items["status"][-1]["status"])
+        self.box.mark_done([s for s, *_ in batch])
+        for _, _, kind, data in batch:
+            if kind == "artifact":
+                shutil.rmtree(Path(data["path"]).parent, ignore_errors=True)
 
     def _run_id(self, run_key: str) -> str | None:
         if run_key.startswith("run:"):
@@ -358,30 +366,25 @@ class _Sender:
         self._run_ids[trial_id] = run_id
         return run_id
 
-    def _metrics(self, run_key: str, run_id: str, items: list[dict]) -> None:
+    def _records(self, run_key: str, run_id: str, metrics: list, tags: list) -> None:
         floor = self._server_step.get(run_key, 0)
-        metrics = [
+        entries = [
             Metric(key, value, ts, step)
-            for item in items
+            for item in metrics
             for key, value, ts, step in item["metrics"]
             if not (item.get("epoch") and step <= floor)
         ]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+        run_tags = [RunTag(k, str(v)) for item in tags for k, v in item["tags"].items()]
+        if entries or run_tags:
+            self.client.log_batch(run_id, metrics=entries, tags=run_tags)
 
-    def _tags(self, run_key: str, run_id: str, items: list[dict]) -> None:
-        tags = [RunTag(k, str(v)) for item in items for k, v in item["tags"].items()]
-        if tags:
-            self.client.log_batch(run_id, tags=tags)
-
-    def _artifact(self, run_key: str, run_id: str, items: list[dict]) -> None:
+    def _artifacts(self, run_id: str, items: list[dict]) -> None:
         for item in items:
             path = Path(item["path"])
             if path.is_file():  # gone only if this very upload was done and marked before
                 self.client.log_artifact(run_id, str(path), artifact_path=item["artifact_path"])
 
-    def _status(self, run_key: str, run_id: str, items: list[dict]) -> None:
-        status = items[-1]["status"]
+    def _status(self, run_id: str, status: str) -> None:
         if status == "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         else:

@@ -63,13 +63,10 @@ class MlflowServer:
                 time.sleep(0.5)
 
     def stop(self) -> None:
-        """The whole server (its workers too) gone; the port refuses connections after."""
+        """The whole server (its workers too) gone at once, as a crashed or rebooted host
+        goes; the port refuses connections after."""
         if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self.process = None

@@ -27,7 +27,6 @@ pytestmark = pytest.mark.slow
 
 OUTAGE_S = 125  # MLflow's default HTTP retries give up after about two minutes
 DRIVER = [sys.executable, str(Path(__file__).with_name("recorder_driver.py"))]
-PROGRESS = "[search "  # Progress prints one such line per finished search trial
 
 
 def _wait(condition, timeout: float, what: str) -> None:
@@ -40,6 +39,14 @@ def _wait(condition, timeout: float, what: str) -> None:
 def _finished_lines(log: Path) -> int:
     text = log.read_text() if log.exists() else ""
     return sum(line.startswith(("[search ", "[final ")) for line in text.splitlines())
+
+
+def _trial_runs(uri: str) -> int:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("outage")
+    if experiment is None:
+        return 0
+    return len(client.search_runs([experiment.experiment_id], "tags.trial_id != ''"))
 
 
 def _pending(outbox: Path) -> int:
@@ -80,8 +87,8 @@ def outage(tmp_path_factory, zoo_dir):
     )
     try:
         _wait(lambda: (work / "parent").exists(), 120, "the driver's parent run")
-        # Mid-sweep: a search trial finished (its run is on the server) and others still run.
-        _wait(lambda: _finished_lines(sweep_log) >= 1 or sweep.poll() is not None, 400, "a trial")
+        # Mid-sweep: the first trial's run is on the server, and no trial has finished yet.
+        _wait(lambda: _trial_runs(server.uri) or sweep.poll() is not None, 400, "a trial's run")
         assert sweep.poll() is None, sweep_log.read_text()[-4000:]
 
         server.stop()
@@ -159,7 +166,7 @@ def test_sweep_keeps_training_through_an_mlflow_outage_and_loses_nothing(outage)
         assert epochs == list(range(1, int(run.data.tags["epochs_run"]) + 1))
         if run.data.tags["phase"] == "final":
             files = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
-            assert files == ["checkpoint/state.pt"]
+            assert files == ["checkpoint/weights.safetensors"]
     artifacts = sorted(a.path for a in client.list_artifacts(parent.info.run_id))
     assert artifacts == ["report.html", "spec.resolved.yaml", "summary.csv"], artifacts
     outbox = outage["root"] / "runs" / "sweeps" / parent_sweep_id / OUTBOX_FILE
