@@ -114,10 +114,11 @@ def _run(spec, address: str | None) -> None:
     from sparse_transfer.sweep import run_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
+    from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError, PreflightError) as err:  # before training
+    except (KeyError, FileNotFoundError, StorageError, PreflightError, TrackingUnavailable) as err:
         _fail(f"error: {err.args[0] if err.args else err}")
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
@@ -139,10 +140,11 @@ def resume(
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
     from sparse_transfer.sweep import resume_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = resume_sweep(sweep_dir, address=address)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, TrackingUnavailable) as err:
         _fail(str(err))
     except SweepFailedError as err:
         _fail(f"error: {err}", code=1)
