@@ -63,6 +63,7 @@ create table if not exists runs (
     run_key text primary key,
     run_id text,
     last_step integer,
+    last_keys text,
     closed text
 );
 create table if not exists meta (key text primary key, value text);
@@ -124,12 +125,13 @@ class Outbox:
             return self._conn.execute(sql, args).fetchall()
 
     def run(self, run_key: str) -> dict | None:
-        """The outbox's row for a run: its run_id, last_step and closed status."""
+        """The outbox's row for a run: its run_id, last_step (and the metric keys logged at
+        it, JSON) and closed status."""
         rows = self._read(
-            "select run_id, last_step, closed from runs where run_key = ?",
+            "select run_id, last_step, last_keys, closed from runs where run_key = ?",
             (run_key,),
         )
-        names = ("run_id", "last_step", "closed")
+        names = ("run_id", "last_step", "last_keys", "closed")
         return dict(zip(names, rows[0], strict=True)) if rows else None
 
     def meta(self, key: str) -> str | None:

@@ -13,6 +13,7 @@ epoch already recorded is not recorded again.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -182,7 +183,7 @@ class SweepRecorder:
         items = [(k, float(v), now_ms, step) for k, v in metrics.items()]
         with self.box.transaction() as tx:
             tx.add(trial_id, "metrics", metrics=items, epoch=True)
-            tx.track(trial_id, last_step=step)
+            tx.track(trial_id, last_step=step, last_keys=json.dumps(sorted(metrics)))
 
     def drain(
         self, timeout: float | None = None, log: Callable[[str], None] | None = None
@@ -205,7 +206,10 @@ class SweepRecorder:
             return
         now_ms = int(time.time() * 1000)
         step = row["last_step"] or 0
-        items = [(k, float(v), now_ms, step) for k, v in dict(metrics).items()]
+        # One value per (key, step): a closing metric the last epoch already logged is kept
+        # as that epoch logged it.
+        logged = set(json.loads(row["last_keys"] or "[]"))
+        items = [(k, float(v), now_ms, step) for k, v in dict(metrics).items() if k not in logged]
         kept = self.box.keep_file(artifacts) if artifacts and artifacts.is_file() else None
         with self.box.transaction() as tx:
             if items:
