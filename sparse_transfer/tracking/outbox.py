@@ -95,6 +95,8 @@ def is_transient(err: BaseException) -> bool:
     if isinstance(err, MlflowException):
         status = err.get_http_status_code()
         return status >= 500 or status in _TRANSIENT_HTTP
+    if isinstance(err, sqlite3.OperationalError):
+        return True  # a store busy or locked (the outbox, or an SQLite tracking store)
     return isinstance(err, OSError | ConnectionError | TimeoutError) or (
         type(err).__module__.startswith(("requests", "urllib3"))
     )
@@ -181,23 +183,31 @@ class Outbox:
         sender = _Sender(self)
         backoff = _BACKOFF_FIRST_S
         while True:
-            batch = self._next_batch()
-            if not batch:
-                with self._idle:
-                    self._idle.notify_all()
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
             try:
-                sender.send(batch)
-            except Exception as err:  # noqa: BLE001  (classified: retried, or recorded)
-                if is_transient(err):
-                    sender.forget()  # the server may have restarted: look things up again
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                    continue
+                backoff = self._drain_once(sender, backoff)
+            except Exception as err:  # noqa: BLE001  (the outbox itself failed: never die)
+                print(f"mlflow: outbox {self.path}: {err}; retrying", file=sys.stderr)
+                time.sleep(_BACKOFF_MAX_S)
+
+    def _drain_once(self, sender: _Sender, backoff: float) -> float:
+        """Send the next batch; the backoff to use after it."""
+        batch = self._next_batch()
+        if not batch:
+            with self._idle:
+                self._idle.notify_all()
+            self._wake.wait(1.0)
+            self._wake.clear()
+            return backoff
+        try:
+            sender.send(batch)
+        except Exception as err:  # noqa: BLE001  (classified: retried, or recorded)
+            if not is_transient(err):
                 self._refuse(batch, err)
-            backoff = _BACKOFF_FIRST_S
+                return _BACKOFF_FIRST_S
+            sender.forget()  # the server may have restarted: look things up again
+            time.sleep(backoff)
+            return min(backoff * 2, _BACKOFF_MAX_S)
+        return _BACKOFF_FIRST_S
 
     def _next_batch(self) -> list[tuple[int, str, str, dict]]:
         """The oldest pending operation and the pending ones of the same run after it, up to
