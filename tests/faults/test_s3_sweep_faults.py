@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
 import subprocess
 
 import pytest
@@ -40,11 +41,13 @@ def _finished_search_runs(uri: str) -> int:
     )
 
 
-def test_sweep_through_s3_faults_resumes_from_s3_with_each_trial_once(s3, proxy, tmp_path):
+def test_sweep_through_s3_faults_resumes_from_s3_with_each_trial_once(
+    s3, proxy, tmp_path, zoo_dir
+):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = small_spec(
         tmp_path,
-        None,
+        zoo_dir,  # built once per session: this test is about the sweep's own files
         storage=proxy.uri("study"),
         tracking={"uri": tracking, "experiment": "faulty"},
         search={"trials_per_cell": 3, "max_concurrent_trials": 2},
@@ -63,7 +66,12 @@ def test_sweep_through_s3_faults_resumes_from_s3_with_each_trial_once(s3, proxy,
     proxy.configure(rate=FAULT_RATE, kinds=FAULTS, agent="Botocore")
     log = tmp_path / "sweep.log"
     driver = start_sweep(spec_file, log, env, tmp_path)
-    kill_when(driver, lambda: _finished_search_runs(tracking) >= 4, log)
+    try:
+        kill_when(driver, lambda: _finished_search_runs(tracking) >= 4, log)
+    finally:
+        if driver.poll() is None:  # never leave a sweep running against a stopped proxy
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
 
     listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix="study/sweeps/", Delimiter="/")
     (prefix,) = [p["Prefix"] for p in listed["CommonPrefixes"]]
