@@ -23,7 +23,8 @@ from sweep_helpers import REPO, child_runs, parent_runs, small_spec, start_sweep
 from sparse_transfer.config import dump_spec
 from sparse_transfer.tracking import OUTBOX_FILE
 
-pytestmark = pytest.mark.slow
+# The outage alone lasts OUTAGE_S; the module's one scenario runs in the first test's setup.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 OUTAGE_S = 125  # MLflow's default HTTP retries give up after about two minutes
 DRIVER = [sys.executable, str(Path(__file__).with_name("recorder_driver.py"))]
@@ -125,9 +126,11 @@ def outage(tmp_path_factory, zoo_dir):
             "driver_log": (work / "log.txt").read_text(),
         }
     finally:
-        for process in (sweep, driver):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL) if process is sweep else process.kill()
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+        for process in (driver, locals().get("successor")):
+            if process is not None and process.poll() is None:
+                process.kill()
         driver_log.close()
         server.stop()
 
