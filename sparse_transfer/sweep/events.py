@@ -96,7 +96,8 @@ class TrialEvents:
             self.recorder.log_epoch(key, int(result[M.EPOCH]), metrics)
 
     def retried(self, key: str, attempt: int) -> None:
-        self._line(key, f"its worker was lost; resuming from its saved state (retry {attempt})")
+        cell = self.configs.get(key, {}).get("cell", key)
+        self._line(cell, f"its worker was lost; resuming from its saved state (retry {attempt})")
 
     def told(self, key: str, phase: str, state: str, outcome: dict, quiet: bool = False):
         """A trial the ledger now holds as COMPLETE, PRUNED or FAIL: close its MLflow run with
@@ -126,6 +127,12 @@ class TrialEvents:
         self.ledger.backend.after_durable(lambda: remove_state(self.store, parts))
         if not quiet:
             self._progress(key, phase, state, outcome, epochs, ran, config)
+
+    def abandon(self, keys: list[str]) -> None:
+        """Trials in flight when the sweep is given up: their runs end KILLED."""
+        for key in keys:
+            if key in self.configs:
+                self.recorder.close_trial(key, "KILLED", tags={"abandoned": "fail-fast"})
 
     def cell_failed(self, cell: str, why: str) -> None:
         self._print(f"cell {cell} FAILED: {why}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class LedgerBackend(BaseJournalBackend):
         self._size = len(complete)
         self._file = open(self.path, "ab")  # noqa: SIM115 (open for the sweep's life)
         self._uploaded = self._size if self.store is None else _uploaded_size(store, parts)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # see `atomic`
         self._waiting: list[tuple[int, Callable[[], None]]] = []
         self._wake = threading.Event()
         self._closed = False
@@ -77,6 +78,12 @@ class LedgerBackend(BaseJournalBackend):
             self._size += len(data)
             self._logs.extend(logs)
         self._wake.set()
+
+    @contextmanager
+    def atomic(self):
+        """Appends made inside reach S3 in one segment: no upload falls between them."""
+        with self._lock:
+            yield
 
     def after_durable(self, action: Callable[[], None]) -> None:
         """Run `action` once everything appended so far is durable (at once when local)."""

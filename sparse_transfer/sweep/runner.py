@@ -5,6 +5,7 @@ the cells, and the ledger (sweep/ledger.py), which alone says what is left to ru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import time
@@ -51,7 +52,7 @@ STATE_FILE = "state.json"
 CELLS_FILE = "cells.json"
 REPORT_DIR = "report"
 SWEEPS = "sweeps"
-RUNNING, DONE = "running", "done"
+RUNNING, DONE, FAILED = "running", "done", "failed"
 DRY_RUN_BATCHES = 2  # a dry run's trials train and score this many batches per pass
 # Tune keeps one trial pending at a time for a custom search algorithm unless told otherwise:
 # the autoscaler would then see the demand of one trial, never of `max_concurrent_trials`.
@@ -153,6 +154,11 @@ def resume_sweep(location: str | Path, *, address: str | None = None, log=print)
         log("nothing to do: the sweep already finished")
         _recorder(state).drain()  # but send what a killed driver left queued
         return state
+    if state.phase == FAILED:
+        raise SweepFailedError(
+            "this sweep stopped because its first trials all failed; fix the cause and start "
+            "a new sweep"
+        )
     _recorder(state).parent_run({})
     return _continue(state, spec, address=address, log=log, restore=True)
 
@@ -170,6 +176,14 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         finally:
             ledger.close()
         if search.stopping:
+            # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
+            # to final runs from a partial search.
+            search.events.abandon(search.in_flight())
+            recorder = _recorder(state)
+            recorder.close_parent(state.parent_run_id, "FAILED")
+            recorder.drain(timeout=60)
+            state.phase = FAILED
+            state.save()
             raise SweepFailedError(
                 f"stopped after {search.own_failures} trials failed and none finished (a bug "
                 f"or bad data, not bad luck). The first error:\n{search.first_error}\n"
@@ -226,6 +240,7 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
         _base_config(state, spec),
         events,
     )
+    recorder.prefetch()
     search.start()
     search.close_records(recorder.open_trial_keys())
     events.count_told("search", sum(p.done for p in search.plans))
@@ -239,9 +254,7 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
     os.environ[MAX_PENDING_ENV] = _USER_MAX_PENDING or str(spec.search.max_concurrent_trials)
     log(f"{'resuming' if state.tune_runs > 1 else 'starting'}: {search.describe()}")
     tuner = tune.Tuner(
-        tune.with_resources(
-            transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-        ),
+        _trainable(spec),
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=LedgerPruning(search),
@@ -262,6 +275,12 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
     tuner.fit()
     recorder.flush_all()
     return search
+
+
+def _trainable(spec: SweepSpec):
+    return tune.with_resources(
+        transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
 
 
 def _search_settings(spec: SweepSpec) -> Settings:
@@ -312,6 +331,8 @@ def _start_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune's result grid looks for the per-trial JSON/CSV logs we turned off: MLflow has them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     if address:  # an existing cluster: it has its own dashboard and logging settings

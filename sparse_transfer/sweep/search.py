@@ -26,6 +26,7 @@ Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optu
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -184,7 +185,9 @@ class CellSearch(Searcher):
         existing = len(self.ledger.trials(study))
         study.sampler = self._sampler(index, existing)
         if existing == 0:
-            study.set_metric_names([self.settings.metric])
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([self.settings.metric])
             for params in self.settings.enqueue:  # e.g. the paper's configuration, first
                 study.enqueue_trial(
                     {k: v for k, v in params.items() if k in plan.searched}, skip_if_exists=True
@@ -324,13 +327,16 @@ class CellSearch(Searcher):
             storage.set_trial_intermediate_value(storage_id, step, float(result[metric]))
         if step >= int(self._hparams(key)["epochs"]):
             return False  # the last epoch: nothing left to stop
-        if plan.search.pruner.prune(plan.search, storage.get_trial(storage_id)):
-            # Durable before the trial stops: a crash now still ends in PRUNED at this rung.
+        # The rung the pruner records and the decision reach S3 together: a crash in between
+        # would lose the decision but keep the rung.
+        with self.ledger.backend.atomic():
+            if not plan.search.pruner.prune(plan.search, storage.get_trial(storage_id)):
+                return False
+            # Recorded before the trial stops: a crash now still ends in PRUNED at this rung.
             storage.set_trial_user_attr(storage_id, "pruned_at", step)
             storage.set_trial_user_attr(storage_id, "outcome", _outcome(result))
-            self.pruned.add(key)
-            return True
-        return False
+        self.pruned.add(key)
+        return True
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # `record`, called by the scheduler, sees every result
@@ -389,11 +395,12 @@ class CellSearch(Searcher):
         if outcome.get(FAILURE) == "infrastructure":
             return
         plan.failures += 1
-        self.own_failures += 1
-        if not self.first_error:
-            self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
-        if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
-            self.stopping = True
+        if outcome.get(FAILURE) == "error":  # a bug or bad data; a divergent lr is neither
+            self.own_failures += 1
+            if not self.first_error:
+                self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
+            if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
+                self.stopping = True
         if plan.failures > self.settings.max_failures_per_cell and not plan.failed:
             self._fail_cell(
                 plan,
@@ -490,6 +497,9 @@ class CellSearch(Searcher):
                         self._config(key)
                         outcome = trial.user_attrs.get("outcome", {})
                         self.events.told(str(key), phase, trial.state.name, outcome, quiet=True)
+
+    def in_flight(self) -> list[str]:
+        return [str(k) for k in (*self.live.values(), *self.orphans)]
 
     def finals_told(self) -> int:
         return sum(len(self.ledger.trials(p.final, states=TOLD)) for p in self.plans if p.final)

@@ -8,8 +8,9 @@ operations loses none: the next process that opens the same file sends them.
 
 Each operation is safe to send twice, since a crash can fall between sending one and marking
 it done:
-- a trial's run is found by its `sweep_id` and `trial_id` tags before one is created, and its
-  id is stored in the same transaction that marks the opening done;
+- a trial's run is found by its `sweep_id` and `trial_id` tags before one is created (the
+  sweep's runs are learnt in one query per drainer), and its id is stored in the same
+  transaction that marks the opening done;
 - metrics carry the timestamp taken when they were queued, and MLflow keeps one row per
   (key, timestamp, step, value), so a batch sent again adds nothing; a run found again after
   the outbox was lost (a resume on another machine) drops the epochs the server already has;
@@ -304,6 +305,7 @@ class _Sender:
         self._run_ids: dict[str, str] = {}  # run_key -> run id
         self._frozen: set[str] = set()  # runs found FINISHED when re-attached: left alone
         self._server_step: dict[str, int] = {}  # epochs a re-attached run already has
+        self._known: dict[str, tuple[str, str]] | None = None  # see _known_runs
 
     def forget(self) -> None:
         self._experiment_id = None
@@ -357,26 +359,45 @@ class _Sender:
             if trial_id not in self._frozen:
                 self.client.update_run(known, status="RUNNING")
             return known
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.sweep_id = '{self.box.sweep_id}' and tags.trial_id = '{trial_id}'",
-            max_results=2,
-        )
-        if found and found[0].info.status == "FINISHED":
+        found = self._known_runs().get(trial_id)
+        if found and found[1] == "FINISHED":
             self._frozen.add(trial_id)  # finished before a crash; Tune reports it once more
-            run_id = found[0].info.run_id
+            run_id = found[0]
         elif found:
-            run_id = found[0].info.run_id
+            run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, "epoch")
             self._server_step[trial_id] = max((int(m.step) for m in history), default=0)
         else:
             run_id = self.client.create_run(self.experiment_id, tags=data["tags"]).info.run_id
+            self._known[trial_id] = (run_id, "RUNNING")
         params = [Param(k, str(v)) for k, v in sorted(data["params"].items())]
         if params and trial_id not in self._frozen:
             self.client.log_batch(run_id, params=params)
         self._run_ids[trial_id] = run_id
         return run_id
+
+    def _known_runs(self) -> dict[str, tuple[str, str]]:
+        """trial_id -> (run id, status) of the sweep's runs in MLflow, learnt in one paged
+        query when this sender first needs it (a search per trial grows with the store);
+        the runs it creates itself are added as it goes."""
+        if self._known is None:
+            known, token = {}, None
+            while True:
+                page = self.client.search_runs(
+                    [self.experiment_id],
+                    f"tags.sweep_id = '{self.box.sweep_id}'",
+                    max_results=5000,
+                    page_token=token,
+                )
+                for run in page:
+                    if "trial_id" in run.data.tags:
+                        known[run.data.tags["trial_id"]] = (run.info.run_id, run.info.status)
+                token = page.token
+                if not token:
+                    break
+            self._known = known
+        return self._known
 
     def _records(self, run_key: str, run_id: str, metrics: list, tags: list) -> None:
         floor = self._server_step.get(run_key, 0)

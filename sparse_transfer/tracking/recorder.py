@@ -254,6 +254,10 @@ class SweepRecorder:
         )
         return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
 
+    def prefetch(self) -> None:
+        """Kept for the sweep core, which calls it at start: the outbox's sender already learns
+        the sweep's runs in one paged query before its first opening (see outbox._Sender)."""
+
     def flush_all(self, timeout: float = 10.0) -> bool:
         """Give the queue a moment to reach MLflow (at the end of a Tune run); never longer
         than `timeout`: while the server is down, what is left waits on disk."""

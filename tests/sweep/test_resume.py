@@ -68,7 +68,11 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())
-    assert state["phase"] == "search", "killed too late to test a mid-search resume"
+    told_before = [
+        sum(t.state.is_finished() for t in trials)
+        for trials in optuna_trials(sweep_dir).values()
+    ]
+    assert min(told_before) < 4, "killed too late to test a mid-search resume"
     before = {
         r.data.tags["trial_id"]: r
         for r in child_runs(state["tracking_uri"], "small", state["sweep_id"])
@@ -102,10 +106,9 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     for trial_id, run in before.items():
         assert after[trial_id].info.end_time == run.info.end_time, trial_id
 
-    # Each cell's budget was spent exactly once on real trials (a trial lost in the crash
-    # before Tune recorded it may stay in Optuna as FAIL, never as a result).
+    # Each cell's budget was spent exactly once: a trial in flight at the crash was continued,
+    # not failed and replaced.
     for name, trials in optuna_trials(sweep_dir).items():
-        told = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        assert len(told) == 4, name
-        assert not [t for t in trials if t.state == TrialState.RUNNING], name
+        assert len(trials) == 4, name
+        assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), name
     assert yaml.safe_load((sweep_dir / "state.json").read_text())["phase"] == "done"

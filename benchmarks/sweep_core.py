@@ -1,0 +1,336 @@
+"""What the sweep core costs, measured side by side in one run (not a test: no pass/fail).
+
+    .venv/bin/python benchmarks/sweep_core.py                 # every section, default sizes
+    .venv/bin/python benchmarks/sweep_core.py overhead --trials 500 --repeats 3
+    .venv/bin/python benchmarks/sweep_core.py driver --sizes 100 1000 10000
+    .venv/bin/python benchmarks/sweep_core.py bytes
+
+- overhead: wall seconds per trial of a sweep of short trials (each reports 4 epochs at once)
+  against plain Ray Tune with OptunaSearch, ASHA and MLflowLoggerCallback on the same work and
+  concurrency. The two sides are interleaved over `--repeats` runs; the median ratio is printed.
+- driver: the driver's CPU seconds per trial for our bookkeeping alone (searcher, ledger,
+  pruner, MLflow record into SQLite) at growing sweep sizes, with Tune's calls simulated: flat
+  means nothing grows with the number of trials already run.
+- bytes: bytes written to storage per trial-epoch of a ResNet-50 full-finetuning trial, and the
+  checkpoint time as a share of epoch time, old policy (every epoch, masks included, hashed,
+  uploaded on the training thread) against the new one (an interval and the rung epochs, no
+  masks, uploaded in the background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+EPOCHS = 4
+
+
+# -- overhead ------------------------------------------------------------------------------
+
+
+def _ours(trials: int, concurrency: int, root: Path) -> float:
+    from sweep_helpers import small_spec
+    from test_ledger_core import stand_in
+
+    from sparse_transfer.config import dump_spec
+    from sparse_transfer.sweep import runner
+    from sparse_transfer.sweep.cells import plan_cells
+    from sparse_transfer.tracking import SweepRecorder
+
+    cells = 10
+    spec = small_spec(
+        root,
+        None,
+        upstream=[
+            {
+                "name": f"u{i}",
+                "arch": "quickstart_cnn",
+                "method": "dense",
+                "sparsity": 0.0,
+                "zoo": "quickstart/dense",
+            }
+            for i in range(cells)
+        ],
+        modes=["linear"],
+        seeds=[0],
+        search_space={
+            "linear": {
+                "lr": {"distribution": "loguniform", "low": 0.001, "high": 0.2},
+                "epochs": EPOCHS,
+            }
+        },
+        search={"trials_per_cell": trials // cells, "max_concurrent_trials": concurrency},
+        early_stopping={"scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    (root / "epochs").mkdir()
+    trainable = stand_in({}, root / "epochs")
+    runner._trainable = lambda spec: trainable
+    planned = plan_cells(spec, {u.name: (root / "u.pt", "") for u in spec.upstream})
+    sweep_id = "bench"
+    parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+    (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
+    runner.save_cells(state.sweep_dir / runner.CELLS_FILE, planned)
+    ledger_dir = state.sweep_dir
+    from sparse_transfer.sweep.ledger import Ledger
+
+    started = time.perf_counter()
+    with open(os.devnull, "w") as quiet:
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            ledger = Ledger(ledger_dir, state.store, ("sweeps", sweep_id), sweep_id)
+            try:
+                runner._run_tune(state, spec, planned, ledger, log=lambda _: None)
+            finally:
+                ledger.close()
+        finally:
+            sys.stdout = stdout
+    elapsed = time.perf_counter() - started
+    return elapsed / (trials + cells)  # search trials and one final run per cell
+
+
+def _plain(trials: int, concurrency: int, root: Path) -> float:
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    def trainable(config: dict) -> None:
+        for epoch in range(1, EPOCHS + 1):
+            tune.report({"epoch": epoch, "val_top1": 500 * config["lr"] * epoch / EPOCHS})
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.loguniform(0.001, 0.2)},
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(metric="val_top1", mode="max", seed=0),
+            scheduler=ASHAScheduler(
+                time_attr="epoch", metric="val_top1", mode="max", max_t=EPOCHS, grace_period=1
+            ),
+            num_samples=trials + 10,
+            max_concurrent_trials=concurrency,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(root / "plain"),
+            callbacks=[
+                MLflowLoggerCallback(
+                    tracking_uri=f"sqlite:///{root / 'plain.db'}", experiment_name="plain"
+                )
+            ],
+            verbose=0,
+        ),
+    )
+    started = time.perf_counter()
+    tuner.fit()
+    return (time.perf_counter() - started) / (trials + 10)
+
+
+def overhead(trials: int, repeats: int, concurrency: int) -> None:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ratios = []
+    for run in range(repeats):
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            sides = [("ours", _ours, Path(a)), ("plain", _plain, Path(b))]
+            if run % 2:  # interleave: each side goes first half of the time
+                sides.reverse()
+            seconds = {name: fn(trials, concurrency, root) for name, fn, root in sides}
+        ratios.append(seconds["ours"] / seconds["plain"])
+        print(
+            f"overhead run {run + 1}/{repeats}: {trials} trials, concurrency {concurrency}: "
+            f"ours {seconds['ours']:.3f} s/trial, plain Tune+OptunaSearch+MLflowLoggerCallback "
+            f"{seconds['plain']:.3f} s/trial, ratio {ratios[-1]:.2f}",
+            flush=True,
+        )
+    print(
+        f"overhead: median ratio ours/plain over {repeats} runs: {statistics.median(ratios):.2f}"
+    )
+    ray.shutdown()
+
+
+# -- driver CPU per trial -------------------------------------------------------------------
+
+
+class _Silent:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def driver(sizes: list[int], record_mlflow: bool) -> None:
+    import optuna
+
+    from sparse_transfer.config.space import LogUniform
+    from sparse_transfer.storage import Storage
+    from sparse_transfer.sweep.cells import Cell
+    from sparse_transfer.sweep.events import TrialEvents
+    from sparse_transfer.sweep.ledger import Ledger
+    from sparse_transfer.sweep.search import CellSearch, Settings
+    from sparse_transfer.tracking import SweepRecorder
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    per_cell = 4
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            cells = [
+                Cell(f"u{i}", "digits_5to9", "linear", "quickstart_cnn", "dense", 0.0, "x")
+                for i in range(size // per_cell)
+            ]
+            space = {
+                "lr": LogUniform(distribution="loguniform", low=0.001, high=0.2),
+                "epochs": EPOCHS,
+            }
+            settings = Settings(
+                trials_per_cell=per_cell,
+                max_concurrent=8,
+                max_failures_per_cell=3,
+                sampler="tpe",
+                seed=0,
+                metric="val_top1",
+                seeds=[],
+                pruner=lambda: optuna.pruners.SuccessiveHalvingPruner(
+                    min_resource=1, reduction_factor=2
+                ),
+                save_epochs=[1, 2],
+            )
+            ledger = Ledger(root, None, (), "bench")
+            store = Storage(str(root / "store"))
+            recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "bench", "bench")
+            parent = recorder.parent_run({})
+            recorder.prefetch()
+            events = (
+                TrialEvents(
+                    recorder,
+                    ledger,
+                    parent_run_id=parent,
+                    commit="",
+                    store=store,
+                    sweep_id="bench",
+                    totals={"search": size, "final": 0},
+                    metric="val_top1",
+                )
+                if record_mlflow
+                else _Silent()
+            )
+            search = CellSearch(ledger, cells, {c.id: space for c in cells}, settings, {}, events)
+            with open(os.devnull, "w") as quiet:
+                stdout, sys.stdout = sys.stdout, quiet
+                started = time.process_time()
+                search.start()
+                done, ids = 0, 0
+                while not search.finished:
+                    live = []
+                    while (config := search.suggest(f"t{ids}")) not in (None, "FINISHED"):
+                        live.append((f"t{ids}", config["trial"]))
+                        ids += 1
+                    for trial_id, config in live:
+                        result = {}
+                        for epoch in range(1, EPOCHS + 1):
+                            lr = config["hparams"]["lr"]
+                            result = {"epoch": epoch, "val_top1": 500 * lr * epoch / EPOCHS}
+                            if search.record(trial_id, result):
+                                break
+                        search.on_trial_complete(trial_id, result)
+                        done += 1
+                cpu = time.process_time() - started
+                sys.stdout = stdout
+            ledger.close()
+            size_bytes = (root / "ledger.jsonl").stat().st_size
+            what = "searcher+ledger+pruner+MLflow" if record_mlflow else "searcher+ledger+pruner"
+            print(
+                f"driver ({what}): {done} trials: {1000 * cpu / done:.2f} ms CPU per trial, "
+                f"ledger {size_bytes / done:.0f} bytes per trial",
+                flush=True,
+            )
+
+
+# -- bytes and checkpoint share -----------------------------------------------------------
+
+
+def bytes_and_share(images: int, epochs: int, interval_s: float) -> None:
+    import torch
+
+    from sparse_transfer.models import ARCHS
+    from sparse_transfer.pruning import global_magnitude_masks, prunable_weights
+    from sparse_transfer.transfer.loop import make_optimizer, train_step
+
+    torch.set_num_threads(2)
+    model = ARCHS.get("resnet50").build(num_classes=10)
+    masks = global_magnitude_masks(prunable_weights(model, exclude=("fc",)), 0.9)
+    hp = {"lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4}
+    optimizer = make_optimizer(model.parameters(), hp)
+    x, y = torch.randn(8, 3, 224, 224), torch.randint(0, 10, (8,))
+    train_step(model, x, y, optimizer, masks=masks)  # momentum buffers exist from here on
+    started = time.perf_counter()
+    steps = max(1, images // 8)
+    for _ in range(steps):
+        train_step(model, x, y, optimizer, masks=masks)
+    epoch_s = time.perf_counter() - started
+
+    def serialized(state: dict) -> tuple[int, float]:
+        started = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+        return len(data), time.perf_counter() - started, data
+
+    base = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1}
+    old_bytes, old_save_s, data = serialized({**base, "masks": masks})
+    started = time.perf_counter()
+    hashlib.sha256(data).hexdigest()
+    old_save_s += time.perf_counter() - started  # the old code hashed before uploading
+    new_bytes, new_save_s, _ = serialized(base)
+    for label, seconds in (("this CPU", epoch_s), ("a GPU epoch of 1 s (projection)", 1.0)):
+        rung_epochs = 3  # e.g. grace 10, x3: 10, 30, 90 of 150 epochs
+        old_saves = epochs
+        new_saves = min(epochs, rung_epochs + int(epochs * seconds / interval_s))
+        train = epochs * seconds
+        print(
+            f"bytes: ResNet-50 full finetuning, {images} images/epoch on {label} "
+            f"({seconds:.2f} s/epoch), {epochs} epochs: old policy {old_bytes / 1e6:.0f} MB "
+            f"x {old_saves} saves = {old_bytes * old_saves / epochs / 1e6:.0f} MB per "
+            f"trial-epoch, checkpoint {100 * old_save_s * old_saves / train:.1f}% of epoch "
+            f"time (upload not counted); new policy {new_bytes / 1e6:.0f} MB x {new_saves} "
+            f"saves = {new_bytes * new_saves / epochs / 1e6:.1f} MB per trial-epoch, "
+            f"checkpoint {100 * new_save_s * new_saves / train:.2f}% (upload in background)",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("section", nargs="*", default=["overhead", "driver", "bytes"])
+    parser.add_argument("--trials", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--no-mlflow", action="store_true", help="driver: leave MLflow out")
+    parser.add_argument("--images", type=int, default=64)
+    args = parser.parse_args()
+    if "driver" in args.section:
+        driver(args.sizes, not args.no_mlflow)
+    if "bytes" in args.section:
+        bytes_and_share(args.images, epochs=150, interval_s=180)
+    if "overhead" in args.section:
+        overhead(args.trials, args.repeats, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()

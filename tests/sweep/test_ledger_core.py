@@ -1,0 +1,320 @@
+"""The sweep core's failure paths, each on a real local Ray Tune, a real ledger and a real MLflow
+store. The trials run the project's own trainable (state saving, failure reporting, retries)
+around a stand-in for the transfer loop, so each trial takes milliseconds and does exactly
+what the test needs: fail, diverge, lose its worker, or take its time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+from sweep_helpers import child_runs, ledger_trials, parent_runs, small_spec
+
+from sparse_transfer.config import dump_spec
+from sparse_transfer.sweep import runner
+from sparse_transfer.sweep.cells import plan_cells
+from sparse_transfer.sweep.search import FAIL_FAST_AFTER
+from sparse_transfer.tracking import SweepRecorder
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def stand_in(behaviour: dict, log_dir: Path):
+    """The real trainable with `run_transfer` replaced by a loop whose score rises with lr.
+    `behaviour` maps a cell id to what its search trials do: "raise", "diverge", "slow:<s>"
+    (seconds per epoch), "die" (the worker process exits at epoch 2 of Optuna trial 1, once)."""
+
+    def trainable(config: dict) -> None:
+        import torch
+
+        import sparse_transfer.sweep.trainable as real
+        from sparse_transfer.transfer import EpochOutcome
+
+        def run_transfer(settings, resume):
+            what = behaviour.get(settings["cell"], "") if settings["phase"] == "search" else ""
+            hp = settings["hparams"]
+            epochs, start = int(hp["epochs"]), int(resume["epoch"]) if resume else 0
+            for epoch in range(start + 1, epochs + 1):
+                with open(log_dir / f"{settings['key']}.epochs", "a") as handle:
+                    handle.write(f"{epoch}\n")
+                if what == "raise":
+                    raise ValueError("bad data in this cell")
+                if what.startswith("slow:"):
+                    time.sleep(float(what[5:]))
+                flag = log_dir / f"{settings['key']}.died"
+                dies = what == "die" and settings.get("optuna_trial") == 1 and epoch == 3
+                if dies and not flag.exists():
+                    flag.touch()
+                    os._exit(1)  # a reclaimed node: no clean-up, no goodbye
+                score = min(100.0, 500 * float(hp["lr"]) * epoch / epochs)
+                loss = float("nan") if what == "diverge" else 1.0 / epoch
+                prefix = "val" if settings["phase"] == "search" else "test"
+                metrics = {"epoch": epoch, "train_loss": loss, f"{prefix}_top1": score}
+
+                def state(e=epoch):
+                    return {"epoch": e, "model": {"w": torch.full((2,), float(e))}}
+
+                yield EpochOutcome(epoch, metrics, state, done=epoch == epochs)
+
+        real.run_transfer = run_transfer
+        real._job = lambda settings, store: settings
+        real.transfer_trainable(config)
+
+    return trainable
+
+
+def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
+    """A fresh sweep over 2 upstream models x digits_5to9 x linear (2 cells), unstarted."""
+    raw = {
+        "modes": ["linear"],
+        "seeds": [0, 1],
+        "search_space": {
+            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2}, "epochs": 4}
+        },
+        "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
+        "early_stopping": {"scheduler": "none"},
+        "resources": {"checkpoint_interval_s": 0},
+        **changes,
+    }
+    spec = small_spec(tmp_path, None, **raw)
+    log_dir = tmp_path / "epochs"
+    log_dir.mkdir()
+    trainable = stand_in(behaviour, log_dir)
+    monkeypatch.setattr(runner, "_trainable", lambda spec: trainable)
+    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
+    sweep_id = f"small-{tmp_path.name}"
+    parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+    (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
+    runner.save_cells(state.sweep_dir / runner.CELLS_FILE, cells)
+    return spec, cells, state, log_dir
+
+
+def go(state, spec, lines: list | None = None):
+    log = (lambda line: lines.append(line)) if lines is not None else print
+    return runner._continue(state, spec, address=None, log=log, restore=False)
+
+
+def finished_runs(db: Path, status: str = "FINISHED") -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+                "WHERE tags.key = 'phase' AND tags.value = 'search' AND runs.status = ?",
+                (status,),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def interrupt_when(ready) -> threading.Thread:
+    """Ctrl-C to this process once `ready()`: Tune stops its trials and returns."""
+
+    def watch() -> None:
+        while not ready():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_fail_fast_with_trials_running_gives_up_without_partial_final_runs(
+    ray_runtime, tmp_path, monkeypatch
+):
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {"dense/digits_5to9/linear": "raise", "gmp_90/digits_5to9/linear": "slow:3"},
+        search={"trials_per_cell": 4, "max_concurrent_trials": 2},
+    )
+    with pytest.raises(runner.SweepFailedError, match="bad data in this cell"):
+        go(state, spec)
+    runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
+    assert not [r for r in runs if r.data.tags["phase"] == "final"], "final runs were started"
+    assert not ledger_trials(state.sweep_dir, final=True) or all(
+        not trials for trials in ledger_trials(state.sweep_dir, final=True).values()
+    )
+    statuses = Counter(r.info.status for r in runs)
+    assert "RUNNING" not in statuses, statuses
+    assert statuses["KILLED"] >= 1, "the slow cell's trial was running when the sweep stopped"
+    (parent,) = parent_runs(spec.tracking.uri, "small", state.sweep_id)
+    assert parent.info.status == "FAILED"
+    with pytest.raises(runner.SweepFailedError):  # and it stays given up
+        runner.resume_sweep(state.sweep_dir, log=print)
+
+
+def test_fail_fast_counts_the_failures_from_before_a_restart(ray_runtime, tmp_path, monkeypatch):
+    behaviour = {c: "raise" for c in ("dense/digits_5to9/linear", "gmp_90/digits_5to9/linear")}
+    spec, cells, state, _ = make_sweep(
+        tmp_path, monkeypatch, behaviour, search={"trials_per_cell": 4, "max_concurrent_trials": 1}
+    )
+    db = tmp_path / "mlflow.db"
+    interrupt_when(lambda: finished_runs(db, "FAILED") >= 2)
+    with pytest.raises(runner.SweepInterrupted):
+        go(state, spec)
+    before = sum(
+        t.state == TrialState.FAIL for ts in ledger_trials(state.sweep_dir).values() for t in ts
+    )
+    assert before == 2
+    with pytest.raises(runner.SweepFailedError):
+        go(runner.SweepState.load(state.sweep_dir), spec)
+    failed = [
+        t
+        for ts in ledger_trials(state.sweep_dir).values()
+        for t in ts
+        if t.state == TrialState.FAIL
+    ]
+    assert len(failed) == FAIL_FAST_AFTER  # one more failure, not three more
+
+
+def test_a_resumed_search_never_proposes_a_configuration_again(ray_runtime, tmp_path, monkeypatch):
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {},
+        search={"trials_per_cell": 6, "max_concurrent_trials": 1, "sampler": "random"},
+    )
+    db = tmp_path / "mlflow.db"
+    interrupt_when(lambda: finished_runs(db) >= 3)
+    with pytest.raises(runner.SweepInterrupted):
+        go(state, spec)
+    go(runner.SweepState.load(state.sweep_dir), spec)
+    for name, trials in ledger_trials(state.sweep_dir).items():
+        assert len(trials) == 6, name
+        params = [tuple(sorted(t.params.items())) for t in trials]
+        assert len(set(params)) == len(params), f"{name} repeats a configuration: {params}"
+
+
+def test_a_lost_worker_is_retried_from_saved_state_without_using_the_budget(
+    ray_runtime, tmp_path, monkeypatch, capsys
+):
+    spec, cells, state, log_dir = make_sweep(
+        tmp_path, monkeypatch, {"dense/digits_5to9/linear": "die"}
+    )
+    go(state, spec)
+    assert "dense/digits_5to9/linear: its worker was lost" in capsys.readouterr().out
+    for name, trials in ledger_trials(state.sweep_dir).items():
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, name
+    (died,) = log_dir.glob("*.died")
+    key = died.name.removesuffix(".died")
+    # epochs 1-2 were saved before the worker died at epoch 3; they were not trained again
+    trained = (log_dir / f"{key}.epochs").read_text().split()
+    assert trained == ["1", "2", "3", "3", "4"], trained
+    runs = [
+        r
+        for r in child_runs(spec.tracking.uri, "small", state.sweep_id)
+        if r.data.tags["trial_id"] == key
+    ]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = MlflowClient(spec.tracking.uri).get_metric_history(runs[0].info.run_id, "epoch")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # every epoch once
+    assert not list((state.sweep_dir / "trial_state").glob("*/state.pt")), "state left behind"
+
+
+def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_name(
+    ray_runtime, tmp_path, monkeypatch
+):
+    bad = "gmp_90/digits_5to9/linear"
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {bad: "diverge"},
+        search={"trials_per_cell": 2, "max_concurrent_trials": 1, "max_failures_per_cell": 1},
+    )
+    lines: list[str] = []
+    done = go(state, spec, lines)
+    assert set(done.failed_cells) == {bad}
+    assert "2 search trials failed (limit 1)" in done.failed_cells[bad]
+    assert any(line.startswith(f"FAILED cell {bad}") for line in lines), lines
+    runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
+    finals = Counter(r.data.tags["cell"] for r in runs if r.data.tags["phase"] == "final")
+    assert finals == {"dense/digits_5to9/linear": 2}
+    diverged = [r for r in runs if r.data.tags.get("failure") == "diverged"]
+    assert len(diverged) == 2 and all(r.info.status == "FAILED" for r in diverged)
+    trials = ledger_trials(state.sweep_dir)[f"{state.sweep_id}/{bad}"]
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    # a divergent lr is the trial's own failure, not a bug: it never trips fail-fast
+    assert done.phase == runner.DONE
+
+
+def test_final_runs_start_while_other_cells_still_search(ray_runtime, tmp_path, monkeypatch):
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {"gmp_90/digits_5to9/linear": "slow:1"},
+        search={"trials_per_cell": 2, "max_concurrent_trials": 2},
+    )
+    go(state, spec)
+    runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
+    fast_finals = [
+        r.info.start_time
+        for r in runs
+        if r.data.tags["phase"] == "final" and r.data.tags["upstream"] == "dense"
+    ]
+    slow_search_end = max(
+        r.info.end_time
+        for r in runs
+        if r.data.tags["phase"] == "search" and r.data.tags["upstream"] == "gmp_90"
+    )
+    assert len(fast_finals) == 2 and min(fast_finals) < slow_search_end
+
+
+def test_a_gpu_hour_budget_stops_the_search_and_runs_every_cells_finals(
+    ray_runtime, tmp_path, monkeypatch, capsys
+):
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {f"{u}/digits_5to9/linear": "slow:0.5" for u in ("dense", "gmp_90")},
+        search={"trials_per_cell": 10, "max_concurrent_trials": 2},
+        budget={"gpu_hours": 2.0},
+    )
+    base = runner._base_config
+    # An hour of a GPU per wall-clock second: the budget is spent after a few trials.
+    monkeypatch.setattr(runner, "_base_config", lambda st, sp: {**base(st, sp), "gpu": 3600})
+    go(state, spec)
+    assert "GPU budget of 2 h spent" in capsys.readouterr().out
+    runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
+    search = [r for r in runs if r.data.tags["phase"] == "search"]
+    assert len(search) < 20
+    finals = Counter(r.data.tags["cell"] for r in runs if r.data.tags["phase"] == "final")
+    assert finals == {c.id: 2 for c in cells}
+    assert all(r.data.metrics.get("gpu_hours", 0) > 0 for r in runs)
+
+
+def test_a_crash_between_the_tell_and_the_record_does_not_wedge_the_resume(
+    ray_runtime, tmp_path, monkeypatch
+):
+    spec, cells, state, _ = make_sweep(
+        tmp_path, monkeypatch, {}, search={"trials_per_cell": 3, "max_concurrent_trials": 1}
+    )
+    db = tmp_path / "mlflow.db"
+    interrupt_when(lambda: finished_runs(db) >= 2)
+    with pytest.raises(runner.SweepInterrupted):
+        go(state, spec)
+    client = MlflowClient(spec.tracking.uri)
+    told = [
+        r
+        for r in child_runs(spec.tracking.uri, "small", state.sweep_id)
+        if r.info.status == "FINISHED"
+    ]
+    client.update_run(told[0].info.run_id, status="RUNNING")  # the record never closed
+    for _ in range(2):  # and again: every resume must get through
+        go(runner.SweepState.load(state.sweep_dir), spec)
+    runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 2 * 3 + 2 * 2
+    assert Counter(r.data.tags["trial_id"] for r in runs).most_common(1)[0][1] == 1
