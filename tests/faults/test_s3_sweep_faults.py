@@ -8,10 +8,11 @@ import base64
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 from s3_helpers import BUCKET, CREDENTIALS, FAULTS, fault_proxy, s3_server
 from sweep_helpers import CLI, REPO, child_runs, kill_when, small_spec, start_sweep
 
@@ -28,17 +29,17 @@ def proxy(s3):
     yield from fault_proxy(s3)
 
 
-def _finished_search_runs(uri: str) -> int:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("faulty")
-    if experiment is None:
+def _finished_search_runs(db: Path) -> int:
+    """Read with sqlite3, not MLflow: an MLflow client here would race the sweep's own
+    creation of the store (both would run its schema migrations)."""
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+                "WHERE tags.key = 'phase' AND tags.value = 'search' AND runs.status = 'FINISHED'"
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
         return 0
-    return len(
-        client.search_runs(
-            [experiment.experiment_id],
-            "tags.phase = 'search' and attributes.status = 'FINISHED'",
-        )
-    )
 
 
 def test_sweep_through_s3_faults_resumes_from_s3_with_each_trial_once(
@@ -67,7 +68,7 @@ def test_sweep_through_s3_faults_resumes_from_s3_with_each_trial_once(
     log = tmp_path / "sweep.log"
     driver = start_sweep(spec_file, log, env, tmp_path)
     try:
-        kill_when(driver, lambda: _finished_search_runs(tracking) >= 4, log)
+        kill_when(driver, lambda: _finished_search_runs(tmp_path / "mlflow.db") >= 4, log)
     finally:
         if driver.poll() is None:  # never leave a sweep running against a stopped proxy
             os.killpg(driver.pid, signal.SIGKILL)
