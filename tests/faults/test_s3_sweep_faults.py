@@ -18,7 +18,7 @@ from sweep_helpers import CLI, REPO, child_runs, kill_when, small_spec, start_sw
 
 from sparse_transfer.config import dump_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a zoo, a sweep and a resume
 
 s3 = pytest.fixture(s3_server)
 FAULT_RATE = 0.1
