@@ -360,6 +360,8 @@ class _Sender:
                 self.client.update_run(known, status="RUNNING")
             return known
         found = self._known_runs().get(trial_id)
+        if found and found[1] == "RUNNING" and self._other_trial(found[0], data["params"]):
+            found = None  # its old run was put away: this trial gets its own
         if found and found[1] == "FINISHED":
             self._frozen.add(trial_id)  # finished before a crash; Tune reports it once more
             run_id = found[0]
@@ -377,6 +379,20 @@ class _Sender:
         self._run_ids[trial_id] = run_id
         return run_id
 
+    def _other_trial(self, run_id: str, params: dict) -> bool:
+        """Whether the open run under this key belongs to another trial: one that a crash
+        took before the ledger kept it, whose key the resumed sweep gave to a new trial
+        (other parameters). That run is tagged, ended KILLED and deleted (to MLflow's
+        trash), as a lost trial's run: a KILLED run is never re-attached, so a replay after a
+        crash in between still gives the new trial a run of its own."""
+        logged = self.client.get_run(run_id).data.params
+        if all(logged.get(k) == str(v) for k, v in params.items()):
+            return False
+        self.client.set_tag(run_id, "lost_in_crash", "true")
+        self.client.set_terminated(run_id, status="KILLED")
+        self.client.delete_run(run_id)
+        return True
+
     def _known_runs(self) -> dict[str, tuple[str, str]]:
         """trial_id -> (run id, status) of the sweep's runs in MLflow, learnt in one paged
         query when this sender first needs it (a search per trial grows with the store);
@@ -390,8 +406,8 @@ class _Sender:
                     max_results=5000,
                     page_token=token,
                 )
-                for run in page:
-                    if "trial_id" in run.data.tags:
+                for run in page:  # a KILLED run (lost, or given up) is never re-attached
+                    if "trial_id" in run.data.tags and run.info.status != "KILLED":
                         known[run.data.tags["trial_id"]] = (run.info.run_id, run.info.status)
                 token = page.token
                 if not token:

@@ -71,3 +71,26 @@ def test_a_queue_sent_twice_records_everything_once(tmp_path):
         "checkpoint/weights.safetensors"
     ]
     assert [a.path for a in client.list_artifacts(parent)] == ["weights.safetensors"]
+
+
+def test_a_key_given_to_a_new_trial_after_a_crash_gets_a_run_of_its_own(tmp_path):
+    """A trial lost before the ledger kept it leaves its run RUNNING; the resumed sweep gives
+    its key to a new trial with other parameters: the old run goes to the trash, tagged."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = SweepRecorder(uri, EXPERIMENT, SWEEP, tmp_path / "first.sqlite")
+    parent = first.parent_run({})
+    first.open_trial("t", parent, {"phase": "search"}, {"lr": 0.1}, run_name="t")
+    first.log_epoch("t", 1, {"epoch": 1})
+    assert first.drain(timeout=60)
+    # The driver died; a new one (another machine: another outbox) reuses the key.
+    second = SweepRecorder(uri, EXPERIMENT, SWEEP, tmp_path / "second.sqlite")
+    second.open_trial("t", parent, {"phase": "search"}, {"lr": 0.3}, run_name="t")
+    second.close_trial("t", "FINISHED")
+    assert second.drain(timeout=60) and second.box.failed == 0
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    (run,) = client.search_runs([experiment], "tags.trial_id = 't'")
+    assert run.data.params == {"lr": "0.3"} and run.info.status == "FINISHED"
+    assert "epoch" not in run.data.metrics
+    (lost,) = client.search_runs([experiment], "tags.lost_in_crash = 'true'", run_view_type=2)
+    assert lost.data.params == {"lr": "0.1"} and lost.info.lifecycle_stage == "deleted"
