@@ -41,8 +41,8 @@ EPOCHS = 4
 
 
 def _ours(trials: int, concurrency: int, root: Path) -> float:
+    from ledger_helpers import stand_in
     from sweep_helpers import small_spec
-    from test_ledger_core import stand_in
 
     from sparse_transfer.config import dump_spec
     from sparse_transfer.sweep import runner

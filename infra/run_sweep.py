@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from sparse_transfer.config import SpecError, load_spec
     from sparse_transfer.sweep import resume_sweep, run_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
 
     try:
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, FileNotFoundError, PreflightError) as err:  # before any trial ran
         print(err, file=sys.stderr)
         return 2
-    except SweepFailedError as err:
+    except (SweepFailedError, SweepHalted) as err:
         print(err, file=sys.stderr)
         return 1
     except SweepInterrupted as err:
@@ -113,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sweep:   {state.sweep_dir}")
     print(f"report:  {Path(state.sweep_dir) / 'report' / 'report.html'}")
     print(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
-    return 0
+    for cell, why in state.failed_cells.items():
+        print(f"FAILED cell {cell}: {why}", file=sys.stderr)
+    return 1 if state.failed_cells else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -23,6 +24,10 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(checkpoint_app, name="checkpoint")
 
 QUICKSTART_SPEC = files("sparse_transfer.config") / "quickstart.yaml"
+# Ray usage stats and MLflow telemetry stay off unless the user turns them on: all of them
+# with SPARSE_TRANSFER_TELEMETRY=1, or one by setting its own variable (which is respected).
+TELEMETRY_ENV = "SPARSE_TRANSFER_TELEMETRY"
+TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 Overrides = Annotated[
     list[str] | None,
@@ -36,6 +41,14 @@ Address = Annotated[
         help="Ray cluster to connect to (e.g. ray://host:10001 or auto); default: a local Ray."
     ),
 ]
+
+
+@app.callback()
+def _telemetry_defaults() -> None:
+    # Runs before every command, so before Ray or MLflow start (Ray's workers inherit it).
+    if os.environ.get(TELEMETRY_ENV) != "1":
+        for name, value in TELEMETRY_OFF.items():
+            os.environ.setdefault(name, value)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -110,17 +123,25 @@ def quickstart(
 
 
 def _run(spec, address: str | None) -> None:
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import run_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
     from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError, PreflightError, TrackingUnavailable) as err:
+    except (
+        KeyError,
+        FileNotFoundError,
+        StorageError,
+        UnsafeInputError,
+        PreflightError,
+        TrackingUnavailable,
+    ) as err:
         _fail(f"error: {err.args[0] if err.args else err}")
-    except SweepFailedError as err:
+    except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
         _fail(str(err), code=130)
@@ -138,15 +159,17 @@ def resume(
     address: Address = None,
 ) -> None:
     """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    from sparse_transfer.paths import UnsafeInputError
+    from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import resume_sweep
-    from sparse_transfer.sweep.runner import SweepFailedError, SweepInterrupted
+    from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = resume_sweep(sweep_dir, address=address)
-    except (FileNotFoundError, TrackingUnavailable) as err:
-        _fail(str(err))
-    except SweepFailedError as err:
+    except (FileNotFoundError, StorageError, UnsafeInputError, TrackingUnavailable) as err:
+        _fail(f"error: {err}")
+    except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
         _fail(str(err), code=130)
@@ -170,6 +193,19 @@ def _print_outcome(state) -> None:
     typer.echo(f"\nreport:  {report / 'report.html'}")
     typer.echo(f"mlflow:  {state.tracking_uri} (experiment {state.experiment!r})")
     typer.echo(f"         mlflow ui --backend-store-uri {state.tracking_uri}")
+    failed = getattr(state, "failed_cells", {})
+    for cell, why in failed.items():
+        typer.echo(f"FAILED cell {cell}: {why}", err=True)
+    if failed:
+        _fail(f"{len(failed)} cell(s) failed and have no final runs (see above)", code=1)
+
+
+TABLE_HELP = (
+    "A results table (CSV/Parquet); repeat for several. Columns: arch, mode (both optional), "
+    "method, sparsity, dataset, seed and top1 in percent (0-100); or the paper's raw format "
+    "dset,model,sparsity,seed,val_acc with val_acc a fraction (0-1). A file named "
+    "<arch>_<full|linear>.csv gives the arch and mode its rows lack."
+)
 
 
 @app.command()
@@ -177,38 +213,131 @@ def report(
     out: Annotated[Path, typer.Option(help="Directory for the report files.")],
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment to read.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    sweep_id: Annotated[str | None, typer.Option(help="Only this sweep's runs.")] = None,
-    from_table: Annotated[
-        Path | None,
+    sweep_id: Annotated[
+        str | None, typer.Option(help="This sweep's runs (default: the latest sweep).")
+    ] = None,
+    all_sweeps: Annotated[
+        bool, typer.Option("--all-sweeps", help="Pool every sweep of the experiment.")
+    ] = False,
+    from_table: Annotated[list[Path] | None, typer.Option(help=TABLE_HELP)] = None,
+    paper: Annotated[
+        list[str] | None,
         typer.Option(
-            help="A results table (CSV/Parquet), including the paper's raw-results format."
+            help="One of the paper's published tables shipped with the package: "
+            "resnet50_full, resnet50_linear, mobilenetv1_full, mobilenetv1_linear; repeatable."
         ),
     ] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="Transfer mode of a table that has no mode column (full or linear)."),
+        typer.Option(help="Transfer mode of tables that have no mode column (full or linear)."),
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Architecture of tables that have no arch column.")
     ] = None,
 ) -> None:
-    """Write results.parquet, summary.csv, a plot and report.html from MLflow or a table."""
-    from sparse_transfer.analysis import format_summary, load_table, summarize, write_report
+    """Write results.parquet, summary.csv, a plot and report.html from MLflow or tables."""
+    from sparse_transfer.analysis import format_summary, summarize, write_report
 
-    if (experiment is None) == (from_table is None):
-        _fail("give exactly one of --experiment or --from-table")
+    tables = [*(from_table or []), *(paper or [])]
+    if (experiment is None) == (not tables):
+        _fail("give --experiment, or tables with --from-table/--paper (not both)")
     try:
-        if from_table is not None:
-            results, source = load_table(from_table, mode=mode), str(from_table)
+        if experiment is not None:
+            results, extras = _mlflow_report_input(experiment, tracking_uri, sweep_id, all_sweeps)
         else:
-            from sparse_transfer.tracking import default_tracking_uri
-            from sparse_transfer.tracking.runs_table import load_final_runs
-
-            uri = default_tracking_uri(tracking_uri)
-            results = load_final_runs(uri, experiment, sweep_id=sweep_id)
-            source = f"MLflow {uri}, experiment {experiment!r}"
-        paths = write_report(results, out, source=source)
+            results, extras = _table_report_input(from_table or [], paper or [], mode, arch)
+        paths = write_report(results, out, **extras)
     except ValueError as err:
         _fail(str(err))
     typer.echo(format_summary(summarize(results)))
     typer.echo(f"\nwrote {paths.results}, {paths.summary}, {paths.figure}, {paths.html}")
+
+
+def _table_report_input(tables: list[Path], papers: list[str], mode, arch):
+    import pandas as pd
+
+    from sparse_transfer.analysis import load_table, paper_table
+
+    frames = [load_table(path, mode=mode, arch=arch) for path in tables]
+    frames += [paper_table(name) for name in papers]
+    names = [str(path) for path in tables] + [f"the paper's {name}" for name in papers]
+    return pd.concat(frames, ignore_index=True), {"source": ", ".join(names)}
+
+
+def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bool):
+    from sparse_transfer.analysis import paper_reference
+    from sparse_transfer.tracking import default_tracking_uri
+    from sparse_transfer.tracking.runs_table import choose_sweep, load_final_runs, load_provenance
+
+    uri = default_tracking_uri(tracking_uri)
+    choice = choose_sweep(uri, experiment, sweep_id=sweep_id, all_sweeps=all_sweeps)
+    typer.echo(f"report of {choice.describe()}", err=True)
+    results = load_final_runs(uri, experiment, sweep_id=choice.sweep_id)
+    extras = {
+        "source": f"MLflow {uri}, experiment {experiment!r}, {choice.describe()}",
+        "reference": paper_reference(results),
+    }
+    if choice.sweep_id:
+        extras["provenance"] = load_provenance(uri, experiment, choice.sweep_id)
+        extras["title"] = f"sparse-transfer: {choice.sweep_id}"
+    return results, extras
+
+
+@app.command()
+def compare(
+    fixed: Annotated[
+        str, typer.Argument(help="The fixed-hyperparameter sweep: its directory, or its id.")
+    ],
+    tuned: Annotated[str, typer.Argument(help="The tuned sweep: its directory, or its id.")],
+    out: Annotated[Path, typer.Option(help="Directory for compare.csv/.png/.html.")] = Path(
+        "compare"
+    ),
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI of sweeps given by id.")
+    ] = None,
+) -> None:
+    """Does tuning change which method wins? Fixed vs. tuned, per architecture and mode."""
+    from sparse_transfer.analysis.compare import tau_title, write_compare
+
+    try:
+        (left, left_source), (right, right_source) = (
+            _sweep_results(arg, tracking_uri) for arg in (fixed, tuned)
+        )
+        paths = write_compare(left, right, out, sources=(left_source, right_source))
+    except ValueError as err:
+        _fail(str(err))
+    import pandas as pd
+
+    rankings = pd.read_csv(paths.csv, keep_default_na=False, na_values=[""])
+    for _, group in rankings.groupby(["arch", "mode"], sort=False):
+        typer.echo(tau_title(group))
+        for row in group.itertuples(index=False):
+            typer.echo(
+                f"  {row.method} {row.sparsity * 100:g}%: fixed {row.fixed_mean_delta_pts:+.2f}"
+                f" (rank {row.fixed_rank:g}), tuned {row.tuned_mean_delta_pts:+.2f}"
+                f" (rank {row.tuned_rank:g})"
+            )
+    typer.echo(f"\nwrote {paths.csv}, {paths.cells}, {paths.figure}, {paths.html}")
+
+
+def _sweep_results(sweep: str, tracking_uri: str | None):
+    """A sweep's final runs, from its directory's state.json or its id in MLflow."""
+    import json
+
+    from sparse_transfer.tracking import default_tracking_uri
+    from sparse_transfer.tracking.runs_table import experiment_of_sweep, load_final_runs
+
+    state_file = Path(sweep) / "state.json"
+    if Path(sweep).is_dir():
+        if not state_file.is_file():
+            raise ValueError(f"{sweep}: not a sweep directory (no state.json)")
+        state = json.loads(state_file.read_text())
+        uri, experiment, sweep_id = state["tracking_uri"], state["experiment"], state["sweep_id"]
+    else:
+        uri, sweep_id = default_tracking_uri(tracking_uri), sweep
+        experiment = experiment_of_sweep(uri, sweep_id)
+    source = f"sweep {sweep_id} (MLflow {uri}, experiment {experiment!r})"
+    return load_final_runs(uri, experiment, sweep_id=sweep_id), source
 
 
 @app.command()
@@ -276,14 +405,15 @@ def zoo_list(
     ] = "sparse-transfer-runs",
 ) -> None:
     """List the upstream zoo entries in a storage (local, or S3: fetched to this node)."""
+    from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import Storage, StorageError
     from sparse_transfer.zoo import list_entries
 
     try:
         store = Storage(storage)
-    except StorageError as err:
-        _fail(str(err))
-    entries = list_entries(store)
+        entries = list_entries(store)
+    except (StorageError, UnsafeInputError) as err:
+        _fail(f"error: {err}")
     if not entries:
         typer.echo(f"no zoo entries under {store.display('zoo')}")
     for e in entries:

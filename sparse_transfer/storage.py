@@ -22,15 +22,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from sparse_transfer.paths import check_bucket, check_uri, safe_join, safe_parts
+
 __all__ = ["Storage", "StorageError"]
 
-_SECRET_PARAMS = {
-    "access_key",
-    "secret_key",
-    "session_token",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-}
 _ALLOWED_PARAMS = {"endpoint_override", "scheme", "region"}
 _ATTEMPTS = 6  # whole-object attempts, each with botocore's own retries inside
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
@@ -42,14 +37,9 @@ class StorageError(ValueError):
 
 class Storage:
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        self.uri = check_uri(uri, "storage")
         parsed = urlparse(uri)
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        if set(query) & _SECRET_PARAMS:
-            raise StorageError(
-                "storage: credentials do not belong in a storage URI; set AWS_ACCESS_KEY_ID/"
-                "AWS_SECRET_ACCESS_KEY in the environment or use an instance role"
-            )
         if parsed.scheme in ("", "file"):
             self.kind = "local"
             self.local_root = Path(parsed.path if parsed.scheme else uri).expanduser().resolve()
@@ -66,9 +56,13 @@ class Storage:
             if not parsed.netloc:
                 raise StorageError(f"storage: {uri!r} names no bucket")
             self.kind = "s3"
-            self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
+            # The bucket and prefix name the local mirror's folder: they must stay inside it.
+            self.bucket = check_bucket(parsed.netloc)
+            self.prefix = "/".join(safe_parts(parsed.path.strip("/"), where="storage"))
             cache = Path(os.environ.get("SPARSE_TRANSFER_CACHE", "~/.cache/sparse-transfer"))
-            self.local_root = cache.expanduser().resolve() / "s3" / self.bucket / self.prefix
+            self.local_root = safe_join(
+                cache.expanduser().resolve() / "s3", self.bucket, self.prefix, where="storage"
+            )
         else:
             raise StorageError(
                 f"storage: unsupported scheme {parsed.scheme!r}; use a local "
@@ -88,15 +82,15 @@ class Storage:
         return self.kind == "s3"
 
     def local(self, *parts: str) -> Path:
-        return self.local_root.joinpath(*parts)
+        # Parts may come from a bucket listing or a command line: never outside the root.
+        return safe_join(self.local_root, *parts, where=self.display())
 
     def key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
+        return "/".join(safe_parts(self.prefix, *parts, where=self.display()))
 
     def display(self, *parts: str) -> str:
-        return (
-            f"s3://{self.bucket}/{self.key(*parts)}" if self.is_remote else str(self.local(*parts))
-        )
+        where = f"s3://{self.bucket}/{self.prefix}" if self.is_remote else str(self.local_root)
+        return "/".join([where.rstrip("/"), *parts]) if parts else where
 
     def child(self, *parts: str) -> str:
         """The URI of a sub-path, with the same endpoint parameters."""

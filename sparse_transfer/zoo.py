@@ -24,6 +24,7 @@ from sparse_transfer.config.zoo_spec import ZooEntrySpec, ZooSpec, load_zoo_spec
 from sparse_transfer.data import DATASETS
 from sparse_transfer.models import ARCHS, UpstreamCheckpoint, load_upstream, save_upstream
 from sparse_transfer.models.flops import count_flops
+from sparse_transfer.paths import safe_join
 from sparse_transfer.pruning import METHODS, PruneContext, prunable_weights, sparsity_report
 from sparse_transfer.storage import Storage
 from sparse_transfer.transfer.loop import evaluate, make_optimizer, normalize, train_epoch
@@ -62,7 +63,7 @@ QUICKSTART_RECIPE = RECIPES["quickstart"]
 
 
 def entry_path(zoo_dir: Path, name: str) -> Path:
-    return Path(zoo_dir) / f"{name}.pt"
+    return safe_join(Path(zoo_dir), f"{name}.pt", where="zoo entry")
 
 
 def recipe_of(name: str) -> ZooSpec:
@@ -267,7 +268,8 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
 
 
 def list_entries(store: Storage, folder: str = "zoo") -> list[dict]:
-    """The metadata of every zoo entry under `folder` of a storage (S3: fetched to this node)."""
+    """The metadata of every zoo entry under `folder` of a storage (S3: fetched to this node).
+    A listed key that would land outside the local mirror raises UnsafePathError."""
     entries = []
     for name, _ in store.list_objects(folder):
         if name.endswith(".json"):

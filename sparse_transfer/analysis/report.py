@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from sparse_transfer.analysis.figures import plot_accuracy_vs_sparsity
+from sparse_transfer.analysis.html_sections import html_table as _html_table
+from sparse_transfer.analysis.html_sections import provenance_section
+from sparse_transfer.analysis.paper import overlay
+from sparse_transfer.analysis.provenance import SweepProvenance
 from sparse_transfer.analysis.results import to_canonical
-from sparse_transfer.analysis.summary import per_dataset, summarize
+from sparse_transfer.analysis.summary import DUPLICATES_RULE, duplicates, per_dataset, summarize
 
 __all__ = ["ReportPaths", "format_summary", "write_report"]
 
@@ -43,33 +48,50 @@ def write_report(
     *,
     title: str = "sparse-transfer report",
     source: str = "",
+    reference: pd.DataFrame | None = None,
+    provenance: SweepProvenance | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> ReportPaths:
-    """Write results.parquet, summary.csv, accuracy_vs_sparsity.png and report.html."""
+    """Write results.parquet, summary.csv, accuracy_vs_sparsity.png and report.html.
+
+    ``reference`` (``paper_reference``'s summary of the paper) adds the overlay; ``provenance``
+    adds each cell's configuration, search, cost and MLflow links; ``failures`` (columns cell,
+    seed, failure, why) names the cells without final runs and the final runs that failed.
+    Every file is written to a scratch folder first and moved into place only when all are
+    written, so a failure leaves the previous report (or none), never half of a new one.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = to_canonical(results, source=source or "<results>")
     summary = summarize(results)
-    paths = ReportPaths(
-        results=out_dir / "results.parquet",
-        summary=out_dir / "summary.csv",
-        figure=out_dir / "accuracy_vs_sparsity.png",
-        html=out_dir / "report.html",
+    names = ReportPaths(
+        results=Path("results.parquet"),
+        summary=Path("summary.csv"),
+        figure=Path("accuracy_vs_sparsity.png"),
+        html=Path("report.html"),
     )
-    results.to_parquet(paths.results, index=False)
-    # Full precision on purpose: the CSV is data for later analysis, not a display table.
-    summary.to_csv(paths.summary, index=False)
-    plot_accuracy_vs_sparsity(results, paths.figure)
-    page = _html_page(title, source, summary, per_dataset(results), paths.figure)
-    paths.html.write_text(page, encoding="utf-8")
-    return paths
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as scratch:
+        staged = ReportPaths(*(Path(scratch) / p for p in astuple(names)))
+        plot_accuracy_vs_sparsity(results, staged.figure, reference=reference)
+        page = _html_page(
+            title, source, results, summary, staged.figure, reference, provenance, failures
+        )
+        staged.html.write_text(page, encoding="utf-8")
+        results.to_parquet(staged.results, index=False)
+        # Full precision on purpose: the CSV is data for later analysis, not a display table.
+        summary.to_csv(staged.summary, index=False)
+        for path in astuple(staged):
+            os.replace(path, out_dir / path.name)
+    return ReportPaths(*(out_dir / p for p in astuple(names)))
 
 
 def format_summary(summary: pd.DataFrame) -> str:
     """A fixed-width text table of ``summarize``'s output for the terminal."""
-    headers = ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
+    headers = ["arch", "mode", "method", "sparsity", "datasets", "mean delta", "std"]
     rows = [
         [
-            row.mode or "-",
+            _text(row.arch),
+            _text(row.mode),
             row.method,
             f"{row.sparsity * 100:g}%",
             str(row.n_datasets),
@@ -79,7 +101,7 @@ def format_summary(summary: pd.DataFrame) -> str:
         for row in summary.itertuples(index=False)
     ]
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    left_aligned = {0, 1}
+    left_aligned = {0, 1, 2}
 
     def line(cells: list[str]) -> str:
         padded = [
@@ -90,6 +112,15 @@ def format_summary(summary: pd.DataFrame) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _text(value: object) -> str:
+    """A label column read back from CSV may hold NaN where it was empty."""
+    return value if isinstance(value, str) and value else "-"
+
+
+def _percent_of(value: float) -> str:
+    return f"{value * 100:g}%"
 
 
 def _signed(value: float) -> str:
@@ -105,53 +136,105 @@ def _missing(value: object) -> bool:
 
 
 def _html_page(
-    title: str, source: str, summary: pd.DataFrame, datasets: pd.DataFrame, figure: Path
+    title: str,
+    source: str,
+    results: pd.DataFrame,
+    summary: pd.DataFrame,
+    figure: Path,
+    reference: pd.DataFrame | None,
+    provenance: SweepProvenance | None,
+    failures: pd.DataFrame | None = None,
 ) -> str:
     image = base64.b64encode(figure.read_bytes()).decode("ascii")
     esc = html.escape
     source_line = f'<p class="source">Source: {esc(source)}</p>' if source else ""
-    summary_formats = {
-        "sparsity": _percent,
-        "mean_delta_pts": _signed,
-        "std_delta_pts": _plain,
-    }
-    dataset_formats = {
-        "sparsity": _percent,
-        "mean_top1": _plain,
-        "std_top1": _plain,
-        "dense_top1": _plain,
-        "delta_pts": _signed,
-    }
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
-            f"<h1>{esc(title)}</h1>",
-            source_line,
-            "<h2>Summary: delta vs. dense, over datasets (pts)</h2>",
-            _html_table(summary, summary_formats),
-            "<h2>Accuracy vs. sparsity</h2>",
-            f'<img alt="accuracy vs sparsity" src="data:image/png;base64,{image}">',
-            "<h2>Per dataset (over seeds)</h2>",
-            _html_table(datasets, dataset_formats),
-            "</body></html>",
-        ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        source_line,
+        "<h2>Summary: delta vs. dense, over datasets (pts)</h2>",
+        f"<p>{esc(_INTERVAL_NOTE)}</p>",
+        _html_table(_marked(summary), _SUMMARY_FORMATS),
+        *_failures_section(failures),
+        *_duplicates_section(results),
+        *_overlay_section(summary, reference),
+        "<h2>Accuracy vs. sparsity</h2>",
+        f'<img alt="accuracy vs sparsity" src="data:image/png;base64,{image}">',
+        "<h2>Per dataset (over seeds)</h2>",
+        _html_table(per_dataset(results), _DATASET_FORMATS),
+        *(provenance_section(provenance) if provenance else []),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+_INTERVAL_NOTE = (
+    "ci_low_pts..ci_high_pts is a 95% interval of the mean delta from a paired bootstrap over "
+    "datasets and seeds (2000 seeded replicates). Rows marked 'within noise' have an interval "
+    "that contains 0: their sign is not a finding."
+)
+_SUMMARY_FORMATS = {
+    "sparsity": _percent_of,
+    "mean_delta_pts": _signed,
+    "std_delta_pts": _plain,
+    "ci_low_pts": _signed,
+    "ci_high_pts": _signed,
+}
+_DATASET_FORMATS = {
+    "sparsity": _percent_of,
+    "mean_top1": _plain,
+    "std_top1": _plain,
+    "dense_top1": _plain,
+    "delta_pts": _signed,
+}
+
+
+def _marked(summary: pd.DataFrame) -> pd.DataFrame:
+    noise = summary["within_noise"].map(lambda v: "within noise" if v else "")
+    return summary.assign(within_noise=noise)
+
+
+def _failures_section(failures: pd.DataFrame | None) -> list[str]:
+    """Cells with no final runs and final runs that failed (a divergent lr, ...): named here,
+    never silently missing from the tables above."""
+    if failures is None:
+        return []
+    listing = (
+        _html_table(failures, {})
+        if len(failures)
+        else "<p>None: every cell has its final runs, and every final run finished.</p>"
     )
+    return [f"<h2>Failed cells and final runs: {len(failures)}</h2>", listing]
 
 
-def _percent(value: float) -> str:
-    return f"{value * 100:g}%"
+def _duplicates_section(results: pd.DataFrame) -> list[str]:
+    found = duplicates(results)
+    listing = (
+        _html_table(found, {"sparsity": _percent_of})
+        if len(found)
+        else "<p>None: every (cell, seed) has one row.</p>"
+    )
+    return [
+        f"<h2>Duplicate (cell, seed) rows: {len(found)}</h2>",
+        f"<p>{html.escape(DUPLICATES_RULE)}</p>",
+        listing,
+    ]
 
 
-def _html_table(frame: pd.DataFrame, formats: dict[str, Callable[[float], str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    for row in frame.itertuples(index=False):
-        cells = []
-        for column, value in zip(frame.columns, row, strict=True):
-            text = formats[column](value) if column in formats else str(value)
-            css = ' class="text"' if isinstance(value, str) else ""
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _overlay_section(summary: pd.DataFrame, reference: pd.DataFrame | None) -> list[str]:
+    if reference is None:
+        return []
+    formats = {
+        "sparsity": _percent_of,
+        "mean_delta_pts": _signed,
+        "paper_mean_delta_pts": _signed,
+        "difference_pts": _signed,
+    }
+    return [
+        "<h2>Against the paper's published numbers</h2>",
+        "<p>The paper's mean delta on the same datasets (its raw results, shipped in "
+        "sparse_transfer/reference/raw_results/), and ours minus the paper's, in points.</p>",
+        _html_table(overlay(summary, reference), formats),
+    ]

@@ -5,6 +5,9 @@ Two on-disk formats are read into the same frame:
 - the canonical one (``RESULT_COLUMNS``, top1 in percent), written by our sweeps and reports;
 - the paper's published raw results (``dset,model,sparsity,seed,val_acc``, accuracy as a
   fraction), so the paper's numbers go through exactly the same summary code as ours.
+
+The paper's files carry neither architecture nor transfer mode: both are in the file name
+(``resnet50_full.csv``), and ``load_table`` takes them from there when nothing else says.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "DENSE_METHOD", "is_dense", "load_table", "to_canonical"]
+__all__ = [
+    "ACCURACY_FORMATS",
+    "DENSE_METHOD",
+    "PAPER_TABLES",
+    "RESULT_COLUMNS",
+    "is_dense",
+    "load_table",
+    "paper_table",
+    "to_canonical",
+]
 
 # A list, not a tuple: pandas reads ``frame[tuple]`` as one column key.
 RESULT_COLUMNS: list[str] = ["arch", "mode", "method", "sparsity", "dataset", "seed", "top1"]
@@ -28,6 +40,21 @@ _OPTIONAL_COLUMNS = ("arch", "mode")
 _PAPER_RENAMES = {"dset": "dataset", "model": "method"}
 _PAPER_ACCURACY = "val_acc"
 _UNNAMED = re.compile(r"^(Unnamed: \d+(_level_\d+)?)?$")
+# "<arch>_<mode>.csv", the names of the paper's raw-results files as shipped here.
+_ARCH_MODE_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9]+)_(?P<mode>full|linear)$")
+
+ACCURACY_FORMATS = (
+    "accuracy is either a 'top1' column in percent (0-100), or the paper's 'val_acc' column "
+    "as a fraction (0-1)"
+)
+
+# The paper's published raw results, shipped in the package (see reference/raw_results/).
+PAPER_TABLES: dict[str, tuple[str, str]] = {
+    "resnet50_full": ("resnet50", "full"),
+    "resnet50_linear": ("resnet50", "linear"),
+    "mobilenetv1_full": ("mobilenetv1", "full"),
+    "mobilenetv1_linear": ("mobilenetv1", "linear"),
+}
 
 
 def is_dense(method: str) -> bool:
@@ -35,18 +62,33 @@ def is_dense(method: str) -> bool:
     return str(method).strip().lower() == DENSE_METHOD
 
 
+def paper_table(name: str) -> pd.DataFrame:
+    """One of the paper's published tables (``PAPER_TABLES``), with its arch and mode."""
+    from importlib.resources import as_file, files
+
+    if name not in PAPER_TABLES:
+        raise ValueError(f"unknown paper table {name!r}; known: {sorted(PAPER_TABLES)}")
+    arch, mode = PAPER_TABLES[name]
+    resource = files("sparse_transfer") / "reference" / "raw_results" / f"{name}.csv"
+    with as_file(resource) as path:
+        return load_table(path, mode=mode, arch=arch)
+
+
 def load_table(
     path: str | Path, *, mode: str | None = None, arch: str | None = None
 ) -> pd.DataFrame:
     """Read a results CSV or Parquet file into the canonical table.
 
-    ``mode``/``arch`` fill those columns where the file has none (the paper's files carry
-    neither: the transfer mode and architecture are in the file name). Extra columns of a CSV
-    are kept as text.
+    ``mode``/``arch`` fill those columns where the file has none; without them, a file named
+    ``<arch>_<full|linear>.csv`` (the paper's) gives them. Extra columns of a CSV are kept
+    as text.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"results file not found: {path}")
+    named = _ARCH_MODE_NAME.match(path.stem)
+    if named:
+        mode, arch = mode or named["mode"], arch or named["arch"]
     suffix = path.suffix.lower()
     if suffix == ".csv":
         frame, lines = _read_csv(path)
@@ -78,8 +120,13 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
     field past the header; here a trailing empty field is dropped and a non-empty one is an
     error, so columns can never shift.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        records = list(csv.reader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            records = list(csv.reader(handle))
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the table as UTF-8"
+        ) from None
     if not records:
         raise ValueError(f"{path}: empty results file (no header)")
     header = [name.strip() for name in records[0]]
@@ -110,6 +157,7 @@ def _canonical(
 ) -> pd.DataFrame:
     frame = _drop_empty_unnamed(frame.rename(columns=lambda c: str(c).strip()), source)
     frame = _from_paper_format(frame)
+    accuracy_column = frame.attrs.get("accuracy_column", "top1")
     _check_columns(frame, source)
     frame = frame.copy()
     for column, fill in (("mode", mode), ("arch", arch)):
@@ -123,7 +171,7 @@ def _canonical(
     for column in ("sparsity", "top1"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     frame = frame.reset_index(drop=True)
-    _check_ranges(frame, source, lines)
+    _check_ranges(frame, source, lines, accuracy_column)
     extras = [c for c in frame.columns if c not in RESULT_COLUMNS]
     return frame[RESULT_COLUMNS + extras]
 
@@ -154,6 +202,7 @@ def _from_paper_format(frame: pd.DataFrame) -> pd.DataFrame:
         # The paper stores accuracy as a fraction; we report percent everywhere.
         accuracy = pd.to_numeric(frame[_PAPER_ACCURACY], errors="coerce")
         frame = frame.drop(columns=_PAPER_ACCURACY).assign(top1=accuracy * 100.0)
+        frame.attrs["accuracy_column"] = _PAPER_ACCURACY
     return frame
 
 
@@ -164,20 +213,41 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
         raise ValueError(
             f"{source}: missing required columns {missing}; found {list(frame.columns)}. "
             f"Expected the canonical columns {RESULT_COLUMNS} (arch and mode optional) "
-            "or the paper's raw format dset,model,sparsity,seed,val_acc"
+            "or the paper's raw format dset,model,sparsity,seed,val_acc; " + ACCURACY_FORMATS
         )
 
 
-def _check_ranges(frame: pd.DataFrame, source: str, lines: Sequence[int] | None) -> None:
+def _check_ranges(
+    frame: pd.DataFrame, source: str, lines: Sequence[int] | None, accuracy_column: str
+) -> None:
+    paper = accuracy_column == _PAPER_ACCURACY
     checks = (
-        ("sparsity", ~frame["sparsity"].between(0.0, 1.0, inclusive="left"), "[0, 1)"),
-        ("top1", ~frame["top1"].between(0.0, 100.0), "[0, 100] (percent)"),
+        (
+            "sparsity",
+            frame["sparsity"],
+            ~frame["sparsity"].between(0.0, 1.0, inclusive="left"),
+            "[0, 1)",
+        ),
+        (
+            accuracy_column,
+            frame["top1"] / 100.0 if paper else frame["top1"],
+            ~frame["top1"].between(0.0, 100.0),
+            "[0, 1] (a fraction)" if paper else "[0, 100]",
+        ),
     )
-    for column, bad, allowed in checks:
+    for column, values, bad, allowed in checks:
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
             where = f"data row {row + 1}" + (f" (line {lines[row]})" if lines else "")
-            value = float(frame[column].iloc[row])
+            hint = f"; {ACCURACY_FORMATS}" if column == accuracy_column else ""
             raise ValueError(
-                f"{source}: {where}: {column} {value} is missing or outside {allowed}"
+                f"{source}: {where}: {column} {float(values.iloc[row])} is missing or "
+                f"outside {allowed}{hint}"
             )
+    if not paper and len(frame) and frame["top1"].max() <= 1.0:
+        # Every accuracy at most 1%: a fraction written into the percent column, not results.
+        raise ValueError(
+            f"{source}: every top1 value is in [0, 1] (max {frame['top1'].max():g}), which "
+            f"reads as fractions, not percent; {ACCURACY_FORMATS}. Multiply by 100, or name "
+            "the column val_acc"
+        )

@@ -1,20 +1,40 @@
-"""Accuracy deltas of sparse models against the dense baseline, per dataset and overall."""
+"""Accuracy deltas of sparse models against the dense baseline, per dataset and overall.
+
+Every statistic is taken within one architecture and one transfer mode: a ResNet-50 and a
+MobileNetV1 at the same sparsity are different models, and never share a mean.
+
+A (cell, seed) that appears more than once (the same run reported twice, possibly with
+different values) counts as one seed: its rows are averaged into one value first, and
+``duplicates`` lists them so that the report can name each one.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from sparse_transfer.analysis.bootstrap import bootstrap_mean_deltas, percentile_interval
 from sparse_transfer.analysis.results import is_dense
 
-__all__ = ["SUMMARY_COLUMNS", "PER_DATASET_COLUMNS", "per_dataset", "summarize"]
+__all__ = [
+    "DUPLICATES_RULE",
+    "PER_DATASET_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "duplicates",
+    "per_dataset",
+    "summarize",
+]
 
 SUMMARY_COLUMNS: list[str] = [
+    "arch",
     "mode",
     "method",
     "sparsity",
     "n_datasets",
     "mean_delta_pts",
     "std_delta_pts",
+    "ci_low_pts",
+    "ci_high_pts",
+    "within_noise",
 ]
 PER_DATASET_COLUMNS: list[str] = [
     "arch",
@@ -30,7 +50,28 @@ PER_DATASET_COLUMNS: list[str] = [
 ]
 
 _CELL = ["arch", "mode", "method", "sparsity", "dataset"]
+_RUN = [*_CELL, "seed"]
 _BASELINE = ["arch", "mode", "dataset"]
+_ROW = ["arch", "mode", "method", "sparsity"]
+
+DUPLICATES_RULE = (
+    "A (cell, seed) reported more than once is counted as one seed: its values are averaged "
+    "into one before any statistic, so it never counts as two seeds."
+)
+
+
+def duplicates(results: pd.DataFrame) -> pd.DataFrame:
+    """Every (cell, seed) with more than one row: its key, the row count and the values."""
+    repeated = results[results.duplicated(_RUN, keep=False)]
+    grouped = repeated.groupby(_RUN, sort=False)["top1"]
+    found = grouped.agg(
+        rows="count", top1_values=lambda v: ", ".join(f"{x:g}" for x in v)
+    ).reset_index()
+    return found.sort_values(_RUN, kind="stable").reset_index(drop=True)
+
+
+def one_row_per_seed(results: pd.DataFrame) -> pd.DataFrame:
+    return results.groupby(_RUN, sort=False)["top1"].mean().reset_index()
 
 
 def per_dataset(results: pd.DataFrame) -> pd.DataFrame:
@@ -41,6 +82,7 @@ def per_dataset(results: pd.DataFrame) -> pd.DataFrame:
     ``delta_pts = mean_top1 - dense_top1`` (both NaN where that dataset has no dense run;
     exactly 0 on the dense rows).
     """
+    results = one_row_per_seed(results)
     cells = (
         results.groupby(_CELL, sort=False)["top1"]
         .agg(n_seeds="count", mean_top1="mean", std_top1="std")
@@ -58,20 +100,23 @@ def per_dataset(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread over datasets of each method's accuracy delta against dense.
+    """Mean, spread and 95% interval over datasets of each method's delta against dense.
 
     Definition (in percentage points of top-1):
 
     1. For each (arch, mode, method, sparsity, dataset): mean top-1 over seeds, minus the dense
        model's mean top-1 over seeds on the same (arch, mode, dataset).
-    2. Per (mode, method, sparsity): ``n_datasets`` is the number of those per-dataset deltas
-       (one per dataset, and per arch if several archs share a mode); ``mean_delta_pts`` is
-       their mean and ``std_delta_pts`` their sample standard deviation (ddof=1, NaN when
-       ``n_datasets == 1``).
+    2. Per (arch, mode, method, sparsity): ``n_datasets`` is the number of those per-dataset
+       deltas; ``mean_delta_pts`` is their mean and ``std_delta_pts`` their sample standard
+       deviation (ddof=1, NaN when ``n_datasets == 1``).
+    3. ``ci_low_pts``/``ci_high_pts``: the 95% percentile interval of ``mean_delta_pts`` from
+       a seeded two-stage paired bootstrap over datasets and seeds (``analysis.bootstrap``);
+       NaN on the dense rows and where there is nothing to resample (one dataset, one seed).
+       ``within_noise`` is True where that interval contains 0.
 
-    Datasets without a dense baseline are skipped, not counted. The dense rows are included
-    (delta 0). Rows are sorted by mode, dense first, then method name, then sparsity.
-    Raises ``ValueError`` if the table has no dense baseline at all.
+    Datasets without a dense baseline are skipped, not counted. Rows are sorted by arch, mode,
+    dense first, then method name, then sparsity. Raises ``ValueError`` if the table has no
+    dense baseline at all.
     """
     if not results["method"].map(is_dense).any():
         methods = sorted(results["method"].unique())
@@ -81,12 +126,51 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         )
     deltas = per_dataset(results).dropna(subset=["dense_top1"])
     summary = (
-        deltas.groupby(["mode", "method", "sparsity"])["delta_pts"]
+        deltas.groupby(_ROW)["delta_pts"]
         .agg(n_datasets="count", mean_delta_pts="mean", std_delta_pts="std")
         .reset_index()
     )
     summary["n_datasets"] = summary["n_datasets"].astype(int)
-    return _sorted(summary, ["mode"], ["sparsity"])[SUMMARY_COLUMNS]
+    intervals = _intervals(one_row_per_seed(results), deltas)
+    summary = summary.merge(intervals, on=_ROW, how="left")
+    summary["within_noise"] = (summary["ci_low_pts"] <= 0.0) & (summary["ci_high_pts"] >= 0.0)
+    return _sorted(summary, ["arch", "mode"], ["sparsity"])[SUMMARY_COLUMNS]
+
+
+def seed_accuracies(seeds: pd.DataFrame) -> dict[tuple, dict[str, list[float]]]:
+    """(arch, mode, method, sparsity) -> dataset -> the seeds' top-1 values."""
+    out: dict[tuple, dict[str, list[float]]] = {}
+    for key, group in seeds.groupby(_CELL, sort=False)["top1"]:
+        out.setdefault(tuple(key[:4]), {})[key[4]] = group.tolist()
+    return out
+
+
+def dense_accuracies(by_row: dict[tuple, dict[str, list[float]]], arch: str, mode: str):
+    """The pooled dense baseline's seed values per dataset of one (arch, mode)."""
+    dense: dict[str, list[float]] = {}
+    for (a, m, method, _), datasets in by_row.items():
+        if (a, m) == (arch, mode) and is_dense(method):
+            for dataset, values in datasets.items():
+                dense.setdefault(dataset, []).extend(values)
+    return dense
+
+
+def _intervals(seeds: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:
+    by_row = seed_accuracies(seeds)
+    rows = []
+    for key, group in deltas.groupby(_ROW, sort=False):
+        low = high = float("nan")
+        datasets = group["dataset"].tolist()
+        accuracies = by_row[tuple(key)]
+        dense = dense_accuracies(by_row, key[0], key[1])
+        resamplable = (
+            len(datasets) > 1 or max(len(accuracies[datasets[0]]), len(dense[datasets[0]])) > 1
+        )
+        if not is_dense(key[2]) and resamplable:
+            replicates = bootstrap_mean_deltas({key: accuracies}, dense, datasets)[key]
+            low, high = percentile_interval(replicates)
+        rows.append((*key, low, high))
+    return pd.DataFrame(rows, columns=[*_ROW, "ci_low_pts", "ci_high_pts"])
 
 
 def _sorted(frame: pd.DataFrame, before: list[str], after: list[str]) -> pd.DataFrame:

@@ -11,7 +11,18 @@ from pydantic import ValidationError
 
 from sparse_transfer.config.spec import SweepSpec
 
-__all__ = ["SpecError", "apply_overrides", "dump_spec", "load_spec", "parse_spec"]
+__all__ = [
+    "MAX_SPEC_BYTES",
+    "SpecError",
+    "apply_overrides",
+    "dump_spec",
+    "load_spec",
+    "parse_spec",
+    "read_yaml",
+]
+
+# A real spec is a few kilobytes; parsing and validating a huge one costs seconds and GBs.
+MAX_SPEC_BYTES = 1 << 20
 
 
 class SpecError(ValueError):
@@ -20,13 +31,24 @@ class SpecError(ValueError):
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     path = Path(path)
+    return parse_spec(read_yaml(path, "spec"), source=str(path), overrides=overrides)
+
+
+def read_yaml(path: Path, kind: str) -> Any:
+    """A spec file's YAML, refused before parsing when it is missing, too large or not text."""
     if not path.is_file():
-        raise SpecError(f"{path}: no such spec file")
+        raise SpecError(f"{path}: no such {kind} file")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path}: {size} bytes; a {kind} is at most {MAX_SPEC_BYTES} bytes (1 MiB)"
+        )
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(raw, source=str(path), overrides=overrides)
 
 
 def parse_spec(raw: Any, *, source: str, overrides: list[str] | None = None) -> SweepSpec:
@@ -51,20 +73,39 @@ def apply_overrides(raw: dict, overrides: list[str], *, source: str) -> dict:
         for part in parts[:-1]:
             node = _child(node, part, key, source)
         last = parts[-1]
-        value = yaml.safe_load(text) if text else ""
+        value = _value(text, key, source)
         if isinstance(node, list):
             node[_index(node, last, key, source)] = value
-        else:
+        elif isinstance(node, dict):
             node[last] = value
+        else:
+            raise SpecError(_plain(source, key, parts[-2]))
     return raw
+
+
+def _value(text: str, key: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise SpecError(
+            f"{source}: override {key!r}: value {text!r} is not valid YAML ({problem}); "
+            "quote it to give a string"
+        ) from None
 
 
 def _child(node: Any, part: str, key: str, source: str) -> Any:
     if isinstance(node, list):
         return node[_index(node, part, key, source)]
     if not isinstance(node, dict):
-        raise SpecError(f"{source}: override {key!r}: {part!r} is inside a plain value")
-    return node.setdefault(part, {})
+        raise SpecError(_plain(source, key, part))
+    if node.get(part) is None:  # absent, or an explicit null: becomes a mapping
+        node[part] = {}
+    return node[part]
+
+
+def _plain(source: str, key: str, part: str) -> str:
+    return f"{source}: override {key!r}: {part!r} is a plain value, it has no keys"
 
 
 def _index(node: list, part: str, key: str, source: str) -> int:

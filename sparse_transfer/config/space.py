@@ -6,11 +6,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 __all__ = [
     "HYPERPARAMETERS",
     "LR_SCHEDULES",
+    "MAX_INT",
     "Choice",
     "Distribution",
     "IntRange",
@@ -26,7 +35,8 @@ __all__ = [
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused value may be a secret (a URI with credentials).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 # Every knob the transfer trainer understands, with its default. A search space may sample any of
@@ -41,6 +51,8 @@ HYPERPARAMETERS: dict[str, float | int | str] = {
     "lr_schedule": "cosine",
 }
 LR_SCHEDULES = ("cosine", "step", "constant")
+# Epochs, batch sizes, step and the like: far above any real value, far below float overflow.
+MAX_INT = 1_000_000
 
 
 class LogUniform(Strict):
@@ -73,7 +85,7 @@ class IntRange(Strict):
     distribution: Literal["int"]
     low: int
     high: int
-    step: int = 1
+    step: int = Field(1, ge=1, le=MAX_INT)
 
     @model_validator(mode="after")
     def _bounds(self) -> IntRange:
@@ -84,14 +96,16 @@ class IntRange(Strict):
 
 class Choice(Strict):
     distribution: Literal["choice"]
-    choices: list[float | int | str] = Field(min_length=1)
+    choices: list[StrictFloat | StrictInt | StrictStr] = Field(min_length=1, max_length=10_000)
 
 
 Distribution = Annotated[
     LogUniform | Uniform | IntRange | Choice, Field(discriminator="distribution")
 ]
 # A search-space value is either a distribution or a fixed value.
-SpaceValue = Distribution | float | int | str
+# Strict scalars: YAML's `true` is not the number 1.
+Scalar = StrictFloat | StrictInt | StrictStr
+SpaceValue = Distribution | Scalar
 
 
 _DISTRIBUTIONS = (LogUniform, Uniform, IntRange, Choice)
@@ -129,16 +143,30 @@ def _check_value(prefix: str, name: str, value: object) -> None:
         if value not in LR_SCHEDULES:
             raise ValueError(f"{where}: unknown schedule {value!r}; valid: {LR_SCHEDULES}")
         return
-    if isinstance(value, str) or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise ValueError(f"{where}: must be a finite number, got {value!r}")
+    if isinstance(value, str | bool) or not _finite(value):
+        raise ValueError(f"{where}: must be a finite number, got {_short(value)}")
     if name in ("epochs", "batch_size") and (float(value) < 1 or float(value) != int(value)):
         raise ValueError(f"{where}: must be a positive integer, got {value!r}")
+    if name in ("epochs", "batch_size") and int(value) > MAX_INT:
+        raise ValueError(f"{where}: must be at most {MAX_INT}, got {value!r}")
     if name in ("lr",) and float(value) <= 0:
         raise ValueError(f"{where}: must be > 0, got {value!r}")
     if name in ("weight_decay", "momentum", "label_smoothing") and float(value) < 0:
         raise ValueError(f"{where}: must be >= 0, got {value!r}")
     if name == "label_smoothing" and float(value) >= 1:
         raise ValueError(f"{where}: must be < 1, got {value!r}")
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def max_epochs(space: dict[str, SpaceValue]) -> int:

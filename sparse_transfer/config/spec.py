@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlparse
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sparse_transfer.config.space import (
     HYPERPARAMETERS,
+    MAX_INT,
     Choice,
     Distribution,
     IntRange,
@@ -21,6 +21,7 @@ from sparse_transfer.config.space import (
     is_distribution,
     max_epochs,
 )
+from sparse_transfer.paths import check_uri, safe_parts
 
 __all__ = [
     "HYPERPARAMETERS",
@@ -45,7 +46,23 @@ __all__ = [
 # full: finetune everything, upstream masks fixed; linear: frozen backbone, linear head;
 # prune: full finetuning that also prunes, with GMP, up to `downstream_pruning.target_sparsity`.
 MODES = ("full", "linear", "prune")
-Mode = Literal["full", "linear", "prune"]
+
+
+def _known_mode(value: str) -> str:
+    if value not in MODES:
+        raise ValueError(f"unknown mode {value!r}; valid: {', '.join(MODES)}")
+    return value
+
+
+Mode = Annotated[str, AfterValidator(_known_mode)]
+# Bounds for values nobody means at their extremes: each would fail at run time, or never end.
+MAX_TRIALS = 100_000
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_NAME = 200  # names, experiment names
+MAX_URI = 4096
+MAX_TEXT = 20_000  # a description
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=MAX_NAME)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
 
 DRY_RUN_BATCH_SIZE = 8
 
@@ -80,6 +97,32 @@ def _sparsity_in_range(value: float) -> float:
 Sparsity = Annotated[float, AfterValidator(_sparsity_in_range)]  # fraction of pruned weights
 
 
+def _usable_storage(value: str) -> str:
+    """A local path or an s3:// URI, parsed as the storage layer will parse it: no
+    credentials, and no bucket or key that would leave the local mirror."""
+    from sparse_transfer.storage import Storage
+
+    try:
+        Storage(value)
+    except ValueError as err:
+        raise ValueError(str(err).removeprefix("storage: ")) from None
+    return value
+
+
+def _safe_uri(value: str) -> str:
+    """Any URI field (a path, s3://, https://): no credentials; s3:// as storage takes it."""
+    check_uri(value, where="")
+    return _usable_storage(value) if value.startswith("s3://") else value
+
+
+Uri = Annotated[str, Field(max_length=MAX_URI), AfterValidator(_safe_uri)]
+
+
+def _safe_zoo_entry(value: str) -> str:
+    safe_parts(value, where="")  # the entry's name is a path under the zoo directory
+    return value
+
+
 class Upstream(Strict):
     """One upstream (pretrained, possibly pruned) model, from one of three sources:
 
@@ -90,13 +133,13 @@ class Upstream(Strict):
     - `checkpoint` alone: a file in the project's own upstream format.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    arch: str | None = None
-    method: str | None = None
+    name: Name
+    arch: str | None = Field(None, max_length=MAX_NAME)
+    method: str | None = Field(None, max_length=MAX_NAME)
     sparsity: Sparsity | None = None
-    zoo: str | None = None
-    catalog: str | None = None
-    checkpoint: str | None = None
+    zoo: Annotated[str, Field(max_length=MAX_NAME), AfterValidator(_safe_zoo_entry)] | None = None
+    catalog: str | None = Field(None, max_length=MAX_NAME)
+    checkpoint: Uri | None = None
 
     @field_validator("arch")
     @classmethod
@@ -179,14 +222,15 @@ def _paper_methods(catalog) -> set[str]:
 
 
 class Search(Strict):
-    trials_per_cell: int = Field(4, ge=1)
+    # strict: YAML's `true` is not the integer 1
+    trials_per_cell: int = Field(4, ge=1, le=MAX_TRIALS, strict=True)
     sampler: Literal["tpe", "random"] = "tpe"
-    max_concurrent_trials: int = Field(2, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1, le=MAX_TRIALS, strict=True)
     metric: Literal["val_top1", "val_mean_class_acc"] = "val_top1"
-    seed: int = 0
+    seed: Seed = 0
     # Search trials of one cell that may fail for their own reasons (each is replaced by a new
     # trial) before the cell is given up and reported as failed.
-    max_failures_per_cell: int = Field(3, ge=0, le=1000)
+    max_failures_per_cell: int = Field(3, ge=0, le=1000, strict=True)
 
 
 class EarlyStopping(Strict):
@@ -196,8 +240,8 @@ class EarlyStopping(Strict):
     of its cell's trials there."""
 
     scheduler: Literal["asha", "none"] = "asha"
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: int = Field(2, ge=2, le=100)
+    grace_period: int = Field(1, ge=1, le=MAX_INT, strict=True)
+    reduction_factor: int = Field(2, ge=2, le=100, strict=True)
 
 
 class Budget(Strict):
@@ -207,11 +251,12 @@ class Budget(Strict):
 
 
 class Resources(Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    # Per trial; more than any one node has would leave the trials pending forever.
+    cpu: float = Field(1.0, gt=0, le=1024, allow_inf_nan=False)
+    gpu: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
     # DataLoader worker processes per trial for file datasets; default: one per CPU but one
     # (the trial's own process feeds the GPU).
-    loader_workers: int | None = Field(None, ge=0)
+    loader_workers: int | None = Field(None, ge=0, le=1024, strict=True)
     # A trial saves its state when this many seconds have passed since its last save (and at
     # the epochs where early stopping decides): a crash costs at most this much of its work.
     checkpoint_interval_s: float = Field(180.0, ge=0, le=86400, allow_inf_nan=False)
@@ -224,18 +269,8 @@ class Resources(Strict):
 
 
 class Tracking(Strict):
-    uri: str | None = None
-    experiment: str | None = None
-
-    @field_validator("uri")
-    @classmethod
-    def _no_credentials(cls, value: str | None) -> str | None:
-        if value and "@" in (urlparse(value).netloc or ""):
-            raise ValueError(
-                "credentials do not belong in a spec; set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
-            )
-        return value
+    uri: Uri | None = None
+    experiment: str | None = Field(None, max_length=MAX_NAME)
 
 
 class DownstreamPruning(Strict):
@@ -248,47 +283,39 @@ class DownstreamPruning(Strict):
 
 
 class SweepSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
-    description: str = ""
-    upstream: list[Upstream] = Field(min_length=1)
-    datasets: list[DatasetName] = Field(min_length=1)
+    name: Name
+    description: str = Field("", max_length=MAX_TEXT)
+    upstream: list[Upstream] = Field(min_length=1, max_length=10_000)
+    datasets: list[DatasetName] = Field(min_length=1, max_length=1000)
     modes: list[Mode] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1, max_length=1000)
     search_space: dict[Mode, dict[str, SpaceValue]]
     # Per-dataset changes to the search space, e.g. the paper's lr 0.1 for aircraft and cars:
     # {aircraft: {full: {lr: 0.1}}}. Merged over `search_space` for that dataset's cells.
     dataset_overrides: dict[str, dict[Mode, dict[str, SpaceValue]]] = {}
     # Where file datasets live: `<data_root>/<dataset>` (a local path or s3:// prefix), unless
     # `data_roots` names a dataset's own root.
-    data_root: str | None = None
-    data_roots: dict[str, str] = {}
+    data_root: Uri | None = None
+    data_roots: dict[str, Uri] = {}
     # Where catalog checkpoints without a source are read: `<checkpoint_root>/<name>.pth`.
-    checkpoint_root: str | None = None
+    checkpoint_root: Uri | None = None
     downstream_pruning: DownstreamPruning | None = None
     search: Search = Search()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
     budget: Budget = Budget()
-    storage: str = "./sparse-transfer-runs"
-    zoo_dir: str | None = None  # default: <storage>/zoo
+    storage: Annotated[str, Field(max_length=MAX_URI), AfterValidator(_usable_storage)] = (
+        "./sparse-transfer-runs"
+    )
+    zoo_dir: Uri | None = None  # default: <storage>/zoo
     tracking: Tracking = Tracking()
     # Set by `sparse-transfer sweep --dry-run` (see `as_dry_run`), never by hand.
     dry_run: bool = False
 
-    @field_validator("storage")
-    @classmethod
-    def _usable_storage(cls, value: str) -> str:
-        from sparse_transfer.storage import Storage, StorageError
-
-        try:
-            Storage(value)
-        except StorageError as err:
-            raise ValueError(str(err).removeprefix("storage: ")) from None
-        return value
-
     @model_validator(mode="after")
     def _cross_fields(self) -> SweepSpec:
         _check_unique([u.name for u in self.upstream], "upstream")
+        _check_unique(self.modes, "modes")
         _check_unique(self.datasets, "datasets")
         _check_unique(self.seeds, "seeds")
         for mode in self.modes:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from sparse_transfer.config.loader import SpecError, _format
-from sparse_transfer.config.spec import Resources, Sparsity, Strict, Tracking, known
+from sparse_transfer.config.space import MAX_INT
+from sparse_transfer.config.spec import (
+    MAX_TEXT,
+    MAX_URI,
+    Resources,
+    Seed,
+    Sparsity,
+    Strict,
+    Tracking,
+    _usable_storage,
+    known,
+)
 
 __all__ = ["ZooEntrySpec", "ZooSpec", "load_zoo_spec"]
 
@@ -50,18 +60,20 @@ class ZooEntrySpec(Strict):
 
 
 class ZooSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
-    description: str = ""
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=200)
+    description: str = Field("", max_length=MAX_TEXT)
     arch: str
     dataset: str
-    pretrain_epochs: int = Field(ge=1)
-    prune_epochs: int = Field(ge=1)
-    hparams: dict[str, float] = Field(default_factory=dict)
-    entries: list[ZooEntrySpec] = Field(min_length=1)
-    seed: int = 0
+    pretrain_epochs: int = Field(ge=1, le=MAX_INT, strict=True)
+    prune_epochs: int = Field(ge=1, le=MAX_INT, strict=True)
+    hparams: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+    entries: list[ZooEntrySpec] = Field(min_length=1, max_length=10_000)
+    seed: Seed = 0
     prune_classifier: bool = False  # conv and linear weights; the classifier only by choice
     resources: Resources = Resources()
-    storage: str = "./sparse-transfer-runs"
+    storage: Annotated[str, Field(max_length=MAX_URI), AfterValidator(_usable_storage)] = (
+        "./sparse-transfer-runs"
+    )
     tracking: Tracking = Tracking()
 
     @field_validator("arch")
@@ -94,15 +106,10 @@ class ZooSpec(Strict):
 
 
 def load_zoo_spec(path: str | Path, overrides: list[str] | None = None) -> ZooSpec:
-    from sparse_transfer.config.loader import apply_overrides
+    from sparse_transfer.config.loader import apply_overrides, read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such zoo spec file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml(path, "zoo spec")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a zoo spec is a YAML mapping")
     raw = apply_overrides(raw, overrides or [], source=str(path))

@@ -22,12 +22,13 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from sparse_transfer.data.paper.registry import DatasetLayoutError
+from sparse_transfer.paths import UnsafePathError, safe_join
 from sparse_transfer.storage import Storage
 
-__all__ = ["MARKER", "EmptyPrefixError", "UnsafeKeyError", "local_root"]
+__all__ = ["MARKER", "EmptyPrefixError", "local_root"]
 
 MARKER = ".sparse-transfer-synced.json"
 CACHE_ENV = "SPARSE_TRANSFER_CACHE"
@@ -39,16 +40,12 @@ class EmptyPrefixError(DatasetLayoutError):
     """An S3 dataset prefix holds no objects (a typo in the URI, or nothing uploaded yet)."""
 
 
-class UnsafeKeyError(ValueError):
-    """An S3 key that would land outside the dataset's cache directory."""
-
-
 def local_root(root: str | Path) -> Path:
     """A local directory holding the dataset at `root` (a path, or an `s3://` prefix)."""
     if not str(root).startswith("s3://"):
         return Path(root).expanduser().resolve()
     storage = Storage(str(root))  # parses the endpoint and refuses credentials in the URI
-    dest = _cache_dir() / storage.bucket / storage.prefix
+    dest = safe_join(_cache_dir(), storage.bucket, storage.prefix, where="dataset root")
     if (dest / MARKER).is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +87,10 @@ def _sync(storage: Storage, dest: Path) -> None:
 
 
 def _target(dest: Path, storage: Storage, relative: str) -> Path:
-    parts = PurePosixPath(relative).parts
-    if not parts or relative.startswith("/") or ".." in parts or parts[-1] == MARKER:
-        raise UnsafeKeyError(
-            f"dataset root {storage.display()}: refusing key {storage.key(relative)!r}, "
-            f"which would be written outside {dest} (or over its sync marker)"
-        )
-    return dest.joinpath(*parts)
+    where = f"dataset root {storage.display()}"
+    if relative.rpartition("/")[2] == MARKER:
+        raise UnsafePathError(f"{where}: refusing key {relative!r}, it would replace the marker")
+    return safe_join(dest, relative, where=where)
 
 
 def _download(storage: Storage, key: str, size: int, path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparse_transfer.models.archive import check_archive
 from sparse_transfer.models.registry import ARCHS
 
 __all__ = ["FORMAT", "UpstreamCheckpoint", "file_sha256", "load_upstream", "save_upstream"]
@@ -58,6 +59,10 @@ def load_upstream(path: str | Path) -> UpstreamCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"upstream checkpoint {path} does not exist")
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"
+    if zipped:
+        check_archive(path)  # a zip bomb is refused before torch inflates it
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types

@@ -10,6 +10,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "SparsityMismatchError",
     "UnsafeCheckpointError",
+    "WrongFormatError",
 ]
 
 
@@ -23,6 +24,10 @@ class UnsafeCheckpointError(CheckpointError):
 
 class CorruptCheckpointError(CheckpointError):
     """Truncated, not a checkpoint, or not laid out the way its format says."""
+
+
+class WrongFormatError(CorruptCheckpointError):
+    """The file is of another kind than the declared format (safetensors vs torch.save)."""
 
 
 class CheckpointMismatchError(CheckpointError):

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlparse
 
 from sparse_transfer.models.checkpoint import file_sha256
 from sparse_transfer.models.errors import ChecksumMismatchError
+from sparse_transfer.paths import check_uri, safe_join
 
 __all__ = ["CACHE_ENV", "FetchError", "default_cache_dir", "fetch", "verify_sha256"]
 
@@ -67,6 +68,7 @@ def fetch(
         if sha256:  # hashing a 100 MB file for nothing to compare against is wasted time
             verify_sha256(path, sha256)
         return path
+    check_uri(text, "checkpoint")  # a URI's credentials would end up in logs and errors
     if scheme in ("http", "https"):
         download = _http_download
     elif scheme == "s3":
@@ -86,7 +88,7 @@ def _cached(
 ) -> Path:
     key = hashlib.sha256(url.encode()).hexdigest()[:32]
     name = Path(urlparse(url).path).name or "checkpoint"
-    final = cache_dir / key / name
+    final = safe_join(cache_dir, key, name, where=f"checkpoint {url}")  # e.g. s3://b/..
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

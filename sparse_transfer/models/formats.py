@@ -21,8 +21,13 @@ from typing import Any
 
 import torch
 
+from sparse_transfer.models.archive import check_archive
 from sparse_transfer.models.checkpoint import FORMAT as UPSTREAM_V1
-from sparse_transfer.models.errors import CorruptCheckpointError, UnsafeCheckpointError
+from sparse_transfer.models.errors import (
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    WrongFormatError,
+)
 from sparse_transfer.models.keymap import (
     RIGL_TF_TO_TORCHVISION,
     Conv1x1ToLinear,
@@ -44,6 +49,7 @@ __all__ = [
     "is_safetensors",
     "read_object",
     "read_state_dict",
+    "sniff",
     "state_dict_of",
 ]
 
@@ -150,40 +156,83 @@ for _format in (
 DETECTION_ORDER = (UPSTREAM_V1, "rigl-tf", "ist-converted", "str", "sparseml", "torchvision")
 
 
-def is_safetensors(path: Path) -> bool:
-    """By content: an 8-byte little-endian header length, then a JSON object."""
+def sniff(path: Path) -> str | None:
+    """What a file holds, from its first bytes: "safetensors" (an 8-byte header length, then
+    a JSON object), "torch" (a torch.save zip, or a legacy pickle), or None (neither)."""
     with open(path, "rb") as handle:
         head = handle.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    (length,) = struct.unpack("<Q", head[:8])
-    return 0 < length <= Path(path).stat().st_size - 8
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    # zip's magic, or pickle's PROTO opcode with a protocol torch writes
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05":
+        return "torch"
+    return None
+
+
+def is_safetensors(path: Path) -> bool:
+    return sniff(path) == "safetensors"
 
 
 def read_object(path: Path, fmt: Format | None = None) -> Any:
-    """The file's contents, read safely; a safetensors file gives its state dict."""
+    """The file's contents, read safely; a safetensors file gives its state dict. A file of
+    another kind than `fmt`'s is refused naming the kind it is."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if fmt is not None and fmt.safetensors or fmt is None and is_safetensors(path):
+    kind = sniff(path)
+    if kind is None:
+        # Never quote the bytes: the file may be anything (/proc/self/environ, a key file).
+        raise CorruptCheckpointError(
+            f"{path}: not a checkpoint: neither a torch.save file (zip or pickle) nor safetensors"
+        )
+    if fmt is not None and fmt.safetensors != (kind == "safetensors"):
+        raise WrongFormatError(f"{path}: read as format {fmt.name!r}, but {_kind_of(path, kind)}")
+    if kind == "safetensors":
         return _read_safetensors(path)
+    return _torch_load(path)
+
+
+def _torch_load(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"
+    if zipped:
+        check_archive(path)
     try:
         # A file object, not the path: torch.load would pick a reader by the file's name.
         with open(path, "rb") as handle:
             return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling fails in many types; sort them by what they mean
-        message = str(err)
-        if "Weights only load failed" in message:
-            reason = _unsafe_reason(message)
-            raise UnsafeCheckpointError(
-                f"{path}: refused, loading it would need more than plain tensors ({reason}); "
-                "it was not unpickled. Re-save its state_dict (or convert it to safetensors) "
-                "where its code is trusted."
-            ) from None
-        raise CorruptCheckpointError(
-            f"{path}: not a readable checkpoint (truncated or not a torch file): "
-            f"{type(err).__name__}: {message.splitlines()[0] if message else 'no detail'}"
-        ) from None
+        raise _load_error(path, str(err), type(err).__name__) from None
+
+
+def _kind_of(path: Path, kind: str) -> str:
+    if kind == "safetensors":
+        return "it is a safetensors file (format 'safetensors')"
+    try:
+        return f"it is a torch.save file (detected format {detect_format(_torch_load(path))!r})"
+    except (CorruptCheckpointError, UnsafeCheckpointError):
+        return "it is a torch.save file, not safetensors"
+
+
+def _load_error(path: Path, message: str, kind: str) -> CorruptCheckpointError:
+    refused = re.search(r"GLOBAL (\S+?)(?: whose| was|\s|$)", message)
+    if refused:
+        return UnsafeCheckpointError(
+            f"{path}: refused, loading it would call {refused.group(1)}, which is not a "
+            "plain tensor or container; it was not unpickled. Re-save its state_dict (or "
+            "convert it to safetensors) where its code is trusted."
+        )
+    if "Weights only load failed" in message and "Unsupported operand" not in message:
+        return UnsafeCheckpointError(
+            f"{path}: refused, loading it would need more than plain tensors "
+            f"({_unsafe_reason(message)}); it was not unpickled. Re-save its state_dict (or "
+            "convert it to safetensors) where its code is trusted."
+        )
+    detail = _unsafe_reason(message) if "Weights only" in message else message
+    return CorruptCheckpointError(
+        f"{path}: corrupt: not a readable checkpoint (truncated or damaged torch file): "
+        f"{kind}: {detail.splitlines()[0] if detail else 'no detail'}"
+    )
 
 
 def read_state_dict(path: Path, format_name: str) -> StateDict:
@@ -226,6 +275,13 @@ def _read_safetensors(path: Path) -> StateDict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+    if length > path.stat().st_size - 8:
+        raise CorruptCheckpointError(
+            f"{path}: corrupt safetensors file: its header declares {length} bytes, more than "
+            f"the file holds ({path.stat().st_size} bytes)"
+        )
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
@@ -233,7 +289,10 @@ def _read_safetensors(path: Path) -> StateDict:
 
 
 def _unsafe_reason(message: str) -> str:
+    """The line of torch's weights-only error that says what was refused (not its
+    "please file an issue" preamble)."""
     for line in message.splitlines():
-        if "WeightsUnpickler error" in line or "Unsupported" in line:
-            return line.strip().split(" Please use")[0]
+        line = line.strip()
+        if line and not line.startswith(("Weights only load failed", "Please file", "Check the")):
+            return line.split(" Please use")[0]
     return "a global outside torch's weights-only allowlist"

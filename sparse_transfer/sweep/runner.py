@@ -14,10 +14,11 @@ from functools import partial
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import ray
 from ray import tune
 
-from sparse_transfer.analysis import ReportPaths, write_report
+from sparse_transfer.analysis import ReportPaths, paper_reference, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
@@ -27,10 +28,15 @@ from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
-from sparse_transfer.tracking.runs_table import load_final_runs
+from sparse_transfer.tracking.runs_table import (
+    load_failed_final_runs,
+    load_final_runs,
+    load_provenance,
+)
 
 __all__ = [
     "SweepFailedError",
+    "SweepHalted",
     "SweepInterrupted",
     "SweepState",
     "resume_sweep",
@@ -41,6 +47,10 @@ __all__ = [
 
 class SweepFailedError(RuntimeError):
     """The sweep stopped because its first trials all failed; the message says where to look."""
+
+
+class SweepHalted(RuntimeError):
+    """A node cannot go on (its disk is full): the sweep pauses, resumable once fixed."""
 
 
 class SweepInterrupted(RuntimeError):
@@ -175,6 +185,11 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
             search = _run_tune(state, spec, cells, ledger, log=log)
         finally:
             ledger.close()
+        if search.halted:
+            raise SweepHalted(
+                f"halted: {search.halted}\nFree space there, then finish the sweep with "
+                f"`sparse-transfer resume {state.location}`"
+            )
         if search.stopping:
             # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
             # to final runs from a partial search.
@@ -316,11 +331,22 @@ def _search_settings(spec: SweepSpec) -> Settings:
 def write_sweep_report(state: SweepState) -> ReportPaths:
     """The sweep's report from its final runs in MLflow, in `<sweep_dir>/report`."""
     results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
+    cells = pd.DataFrame(
+        [
+            {"cell": cell, "seed": "", "failure": "cell failed", "why": why}
+            for cell, why in state.failed_cells.items()
+        ],
+        columns=["cell", "seed", "failure", "why"],
+    )
+    runs = load_failed_final_runs(state.tracking_uri, state.experiment, state.sweep_id)
     return write_report(
         results,
         state.sweep_dir / REPORT_DIR,
         title=f"sparse-transfer: {state.sweep_id}",
         source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
+        reference=paper_reference(results),
+        provenance=load_provenance(state.tracking_uri, state.experiment, state.sweep_id),
+        failures=pd.concat([cells, runs], ignore_index=True),
     )
 
 
@@ -333,6 +359,13 @@ def _start_ray(address: str | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tune's result grid looks for the per-trial JSON/CSV logs we turned off: MLflow has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune copies the driver's AWS_* credentials into each trial's runtime env, which Ray's
+    # runtime env agent logs in plain text; trials inherit the node's environment anyway.
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(
+        {v for v in class_cache.ENV_VARS_TO_PROPAGATE if v.startswith("AWS_")}
+    )
     if ray.is_initialized():
         return
     if address:  # an existing cluster: it has its own dashboard and logging settings

@@ -162,6 +162,7 @@ class CellSearch(Searcher):
         self.first_error = ""
         self.own_failures = self.successes = 0
         self.stopping = False
+        self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
 
     def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
         return {}
@@ -179,9 +180,9 @@ class CellSearch(Searcher):
 
     def _search_study(self, index: int) -> optuna.Study:
         plan = self.plans[index]
-        study = self.ledger.study(
-            plan.cell.id, pruner=self.settings.pruner() if self.settings.pruner else None
-        )
+        # Without early stopping, no pruner at all (Optuna's default would be MedianPruner).
+        pruner = self.settings.pruner() if self.settings.pruner else optuna.pruners.NopPruner()
+        study = self.ledger.study(plan.cell.id, pruner=pruner)
         existing = len(self.ledger.trials(study))
         study.sampler = self._sampler(index, existing)
         if existing == 0:
@@ -325,8 +326,8 @@ class CellSearch(Searcher):
         step = int(result[M.EPOCH])
         if step not in storage.get_trial(storage_id).intermediate_values:
             storage.set_trial_intermediate_value(storage_id, step, float(result[metric]))
-        if step >= int(self._hparams(key)["epochs"]):
-            return False  # the last epoch: nothing left to stop
+        if self.settings.pruner is None or step >= int(self._hparams(key)["epochs"]):
+            return False  # no early stopping, or the last epoch: nothing left to stop
         # The rung the pruner records and the decision reach S3 together: a crash in between
         # would lose the decision but keep the rung.
         with self.ledger.backend.atomic():
@@ -354,6 +355,11 @@ class CellSearch(Searcher):
                 self.orphans.append(key)
             else:
                 self._tell(key, {FAILURE: "infrastructure", "error": "its worker died repeatedly"})
+            return
+        if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
+            self.halted = self.halted or str(result.get("error", "no space left on device"))
+            self.stopping = True
+            self.orphans.append(key)
             return
         epochs = int(self._hparams(key)["epochs"])
         if FAILURE in result or key in self.pruned or int(result.get(M.EPOCH, 0)) >= epochs:

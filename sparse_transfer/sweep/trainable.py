@@ -18,7 +18,9 @@ the search hands such a trial out again (see search.py).
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import math
 import os
@@ -108,6 +110,12 @@ def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
             tune.report(metrics)
     except Diverged as err:
         tune.report({"failure": "diverged", "error": str(err), **clock.hours(), "node": node})
+    except OSError as err:
+        # A full disk is the node's, not the trial's: the sweep halts and resumes later from
+        # the state file, which a failed write leaves whole.
+        failure = "disk_full" if err.errno == errno.ENOSPC else "error"
+        message = f"{type(err).__name__}: {err}"
+        tune.report({"failure": failure, "error": message, **clock.hours(), "node": node})
     except Exception as err:  # the trial's own failure: told FAIL, never retried as is
         traceback.print_exc()
         message = f"{type(err).__name__}: {err}"
@@ -194,8 +202,11 @@ def _save(path: Path, state: dict) -> None:
     previous file as it was and says which path it could not write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: torch's own file writer hides ENOSPC
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

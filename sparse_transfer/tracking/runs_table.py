@@ -1,22 +1,87 @@
-"""The canonical results table read back from MLflow: one row per finished final run."""
+"""The canonical results table read back from MLflow: one row per finished final run, and
+what the report says about how each cell got its numbers."""
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sparse_transfer import metrics as M
+from sparse_transfer.analysis.provenance import (
+    CellProvenance,
+    FinalRun,
+    SweepProvenance,
+    total_hours,
+)
 from sparse_transfer.analysis.results import to_canonical
 
-__all__ = ["FINAL_PHASE", "TEST_TOP1_METRIC", "load_final_runs"]
+__all__ = [
+    "FINAL_PHASE",
+    "TEST_TOP1_METRIC",
+    "SweepChoice",
+    "choose_sweep",
+    "experiment_of_sweep",
+    "load_final_runs",
+    "load_provenance",
+]
 
 FINAL_PHASE = "final"
 TEST_TOP1_METRIC = "test_top1"
 
 _RUN_TAGS = ("arch", "mode", "method", "sparsity", "dataset", "seed", "cell", "sweep_id")
+SEARCH_PHASE = "search"
 _FINAL_FILTER = f"tags.phase = '{FINAL_PHASE}' and attributes.status = 'FINISHED'"
 _PAGE_SIZE = 1000
+SPEC_ARTIFACT = "spec.resolved.yaml"  # the sweep saves its resolved spec on the parent run
+# Where `mlflow ui` serves by default: the base of the run links for a non-HTTP store.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+class SweepChoice:
+    """Which sweep of an experiment a report reads, and the others it could have read."""
+
+    def __init__(self, sweep_id: str | None, sweeps: list[str]) -> None:
+        self.sweep_id = sweep_id  # None: every sweep
+        self.sweeps = sweeps  # every sweep with final runs, oldest first
+
+    def describe(self) -> str:
+        if self.sweep_id is None:
+            return f"all {len(self.sweeps)} sweeps: {', '.join(self.sweeps)}"
+        others = len(self.sweeps) - 1
+        if others <= 0:
+            return f"sweep {self.sweep_id} (the only one in the experiment)"
+        return (
+            f"sweep {self.sweep_id}, the latest of {len(self.sweeps)} in the experiment "
+            "(--sweep-id ID for another, --all-sweeps for all)"
+        )
+
+
+def choose_sweep(
+    tracking_uri: str, experiment: str, *, sweep_id: str | None = None, all_sweeps: bool = False
+) -> SweepChoice:
+    """The latest sweep with finished final runs unless told otherwise: two sweeps of one spec
+    in one experiment must never be pooled by accident (each seed would count twice)."""
+    if sweep_id and all_sweeps:
+        raise ValueError("give --sweep-id or --all-sweeps, not both")
+    client, ids = _experiment(tracking_uri, experiment)
+    started: dict[str, int] = {}
+    for run in _pages(client.search_runs, experiment_ids=ids, filter_string=_FINAL_FILTER):
+        sweep = run.data.tags.get("sweep_id", "")
+        started[sweep] = max(started.get(sweep, 0), run.info.start_time or 0)
+    sweeps = sorted(started, key=lambda s: (started[s], s))
+    if sweep_id and sweep_id not in started:
+        raise ValueError(
+            f"no finished final runs of sweep {sweep_id!r} in MLflow experiment "
+            f"{experiment!r}; sweeps with final runs: {sweeps}"
+        )
+    if all_sweeps:
+        return SweepChoice(None, sweeps)
+    return SweepChoice(sweep_id or (sweeps[-1] if sweeps else None), sweeps)
 
 
 def load_final_runs(
@@ -28,16 +93,7 @@ def load_final_runs(
     ``top1`` is the run's ``test_top1`` metric (percent); ``run_id``, ``sweep_id`` and
     ``cell`` are kept as extra columns.
     """
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in _pages(client.search_experiments))
-        raise ValueError(
-            f"no MLflow experiment named {experiment!r} at {tracking_uri}; existing: {names}"
-        )
-    ids = [found.experiment_id]
+    client, ids = _experiment(tracking_uri, experiment)
     final_filter = _FINAL_FILTER + (f" and tags.sweep_id = '{sweep_id}'" if sweep_id else "")
     runs = list(_pages(client.search_runs, experiment_ids=ids, filter_string=final_filter))
     if not runs:
@@ -48,6 +104,117 @@ def load_final_runs(
         )
     frame = pd.DataFrame([_row(run, experiment) for run in runs])
     return to_canonical(frame, source=f"MLflow experiment {experiment!r}")
+
+
+def experiment_of_sweep(tracking_uri: str, sweep_id: str) -> str:
+    """The name of the experiment that holds a sweep's final runs."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiments = list(_pages(client.search_experiments))
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments],
+        filter_string=f"{_FINAL_FILTER} and tags.sweep_id = '{sweep_id}'",
+        max_results=1,
+    )
+    if not runs:
+        raise ValueError(f"no finished final runs of sweep {sweep_id!r} at {tracking_uri}")
+    by_id = {e.experiment_id: e.name for e in experiments}
+    return by_id[runs[0].info.experiment_id]
+
+
+def _experiment(tracking_uri: str, experiment: str) -> tuple[Any, list[str]]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in _pages(client.search_experiments))
+        raise ValueError(
+            f"no MLflow experiment named {experiment!r} at {tracking_uri}; existing: {names}"
+        )
+    return client, [found.experiment_id]
+
+
+def load_provenance(tracking_uri: str, experiment: str, sweep_id: str) -> SweepProvenance:
+    """How each cell of one sweep got its numbers: the final runs' hyperparameters, the search
+    trials and how many ASHA stopped, the logged GPU- and CPU-hours, the commit, the resolved
+    spec and the MLflow UI links."""
+    client, ids = _experiment(tracking_uri, experiment)
+    runs = list(
+        _pages(
+            client.search_runs, experiment_ids=ids, filter_string=f"tags.sweep_id = '{sweep_id}'"
+        )
+    )
+    parent = next((r for r in runs if r.data.tags.get("role") == "sweep"), None)
+    base = _ui_base(tracking_uri)
+
+    def url(run_id: str) -> str:
+        return f"{base}/#/experiments/{ids[0]}/runs/{run_id}"
+
+    by_cell: dict[str, list[Any]] = {}
+    for run in runs:
+        if run.data.tags.get("phase") in (FINAL_PHASE, SEARCH_PHASE):
+            by_cell.setdefault(run.data.tags.get("cell", ""), []).append(run)
+    cells = [_cell(cell, found, url) for cell, found in sorted(by_cell.items())]
+    finals = [r for r in runs if r.data.tags.get("phase") == FINAL_PHASE]
+    commit = parent.data.tags.get("git_commit", "") if parent else ""
+    return SweepProvenance(
+        sweep_id=sweep_id,
+        commit=commit or next((r.data.tags.get("git_commit", "") for r in finals), ""),
+        spec=_spec_text(client, parent.info.run_id) if parent else "",
+        url=url(parent.info.run_id) if parent else "",
+        ui_hint=_ui_hint(tracking_uri),
+        cells=cells,
+    )
+
+
+def _cell(cell: str, runs: list[Any], url: Callable[[str], str]) -> CellProvenance:
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    finals = sorted(
+        (r for r in finished if r.data.tags.get("phase") == FINAL_PHASE),
+        key=lambda r: r.data.tags.get("seed", ""),
+    )
+    search = [r for r in runs if r.data.tags.get("phase") == SEARCH_PHASE]
+    # The final runs of a cell share one configuration; only the seed differs.
+    hparams = dict(finals[0].data.params) if finals else {}
+    hparams.pop("seed", None)
+    return CellProvenance(
+        cell=cell,
+        hparams=hparams,
+        search_trials=len(search),
+        stopped_early=sum(r.data.tags.get("stopped_early") == "true" for r in search),
+        gpu_hours=total_hours(r.data.metrics.get(M.GPU_HOURS) for r in runs),
+        cpu_hours=total_hours(r.data.metrics.get(M.CPU_HOURS) for r in runs),
+        finals=[
+            FinalRun(r.data.tags.get("seed", ""), r.info.run_id, url(r.info.run_id))
+            for r in finals
+        ],
+    )
+
+
+def _spec_text(client: Any, run_id: str) -> str:
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = client.download_artifacts(run_id, SPEC_ARTIFACT, scratch)
+        except Exception:  # noqa: BLE001  (an older sweep without the artifact: say so)
+            return ""
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def _ui_base(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI
+
+
+def _ui_hint(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"runs on the tracking server {tracking_uri}"
+    return (
+        f"the links open in the MLflow UI at {LOCAL_UI}; start it with "
+        f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri}"
+    )
 
 
 def _pages(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
@@ -80,3 +247,20 @@ def _row(run: Any, experiment: str) -> dict[str, object]:
     row["top1"] = metrics[TEST_TOP1_METRIC]
     row["run_id"] = run.info.run_id
     return row
+
+
+def load_failed_final_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
+    """A sweep's final runs that ended FAILED: cell, seed, failure (e.g. diverged), why."""
+    client, ids = _experiment(tracking_uri, experiment)
+    query = f"tags.phase = '{FINAL_PHASE}' and attributes.status = 'FAILED'"
+    query += f" and tags.sweep_id = '{sweep_id}'"
+    rows = [
+        {
+            "cell": run.data.tags.get("cell", ""),
+            "seed": run.data.tags.get("seed", ""),
+            "failure": run.data.tags.get("failure", "error"),
+            "why": run.data.tags.get("error", ""),
+        }
+        for run in _pages(client.search_runs, experiment_ids=ids, filter_string=query)
+    ]
+    return pd.DataFrame(rows, columns=["cell", "seed", "failure", "why"])

@@ -61,9 +61,18 @@ def test_figure_is_a_png(tmp_path: Path) -> None:
 def test_format_summary_is_fixed_width_with_signed_deltas() -> None:
     text = format_summary(summarize(_results()))
     lines = text.splitlines()
-    assert lines[0].split() == ["mode", "method", "sparsity", "datasets", "mean", "delta", "std"]
+    assert lines[0].split() == [
+        "arch",
+        "mode",
+        "method",
+        "sparsity",
+        "datasets",
+        "mean",
+        "delta",
+        "std",
+    ]
     assert len(lines) == 2 + 2 * 4
-    rigl = next(line for line in lines if "RigL ERK 1x" in line and line.startswith("full"))
+    rigl = next(line for line in lines if "RigL ERK 1x" in line and " full " in line)
     assert rigl.split()[-3:] == ["2", "-2.50", "0.00"]
     dense = next(line for line in lines if "dense" in line)
     assert "+0.00" in dense

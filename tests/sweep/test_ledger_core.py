@@ -5,130 +5,18 @@ what the test needs: fail, diverge, lose its worker, or take its time."""
 
 from __future__ import annotations
 
-import os
-import signal
-import sqlite3
-import threading
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from ledger_helpers import finished_runs, go, interrupt_when, make_sweep
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from sweep_helpers import child_runs, ledger_trials, parent_runs, small_spec
+from sweep_helpers import child_runs, ledger_trials, parent_runs
 
-from sparse_transfer.config import dump_spec
 from sparse_transfer.sweep import runner
-from sparse_transfer.sweep.cells import plan_cells
 from sparse_transfer.sweep.search import FAIL_FAST_AFTER
-from sparse_transfer.tracking import SweepRecorder
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def stand_in(behaviour: dict, log_dir: Path):
-    """The real trainable with `run_transfer` replaced by a loop whose score rises with lr.
-    `behaviour` maps a cell id to what its search trials do: "raise", "diverge", "slow:<s>"
-    (seconds per epoch), "die" (the worker process exits at epoch 2 of Optuna trial 1, once)."""
-
-    def trainable(config: dict) -> None:
-        import torch
-
-        import sparse_transfer.sweep.trainable as real
-        from sparse_transfer.transfer import EpochOutcome
-
-        def run_transfer(settings, resume):
-            what = behaviour.get(settings["cell"], "") if settings["phase"] == "search" else ""
-            hp = settings["hparams"]
-            epochs, start = int(hp["epochs"]), int(resume["epoch"]) if resume else 0
-            for epoch in range(start + 1, epochs + 1):
-                with open(log_dir / f"{settings['key']}.epochs", "a") as handle:
-                    handle.write(f"{epoch}\n")
-                if what == "raise":
-                    raise ValueError("bad data in this cell")
-                if what.startswith("slow:"):
-                    time.sleep(float(what[5:]))
-                flag = log_dir / f"{settings['key']}.died"
-                dies = what == "die" and settings.get("optuna_trial") == 1 and epoch == 3
-                if dies and not flag.exists():
-                    flag.touch()
-                    os._exit(1)  # a reclaimed node: no clean-up, no goodbye
-                score = min(100.0, 500 * float(hp["lr"]) * epoch / epochs)
-                loss = float("nan") if what == "diverge" else 1.0 / epoch
-                prefix = "val" if settings["phase"] == "search" else "test"
-                metrics = {"epoch": epoch, "train_loss": loss, f"{prefix}_top1": score}
-
-                def state(e=epoch):
-                    return {"epoch": e, "model": {"w": torch.full((2,), float(e))}}
-
-                yield EpochOutcome(epoch, metrics, state, done=epoch == epochs)
-
-        real.run_transfer = run_transfer
-        real._job = lambda settings, store: settings
-        real.transfer_trainable(config)
-
-    return trainable
-
-
-def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
-    """A fresh sweep over 2 upstream models x digits_5to9 x linear (2 cells), unstarted."""
-    raw = {
-        "modes": ["linear"],
-        "seeds": [0, 1],
-        "search_space": {
-            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2}, "epochs": 4}
-        },
-        "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
-        "early_stopping": {"scheduler": "none"},
-        "resources": {"checkpoint_interval_s": 0},
-        **changes,
-    }
-    spec = small_spec(tmp_path, None, **raw)
-    log_dir = tmp_path / "epochs"
-    log_dir.mkdir()
-    trainable = stand_in(behaviour, log_dir)
-    monkeypatch.setattr(runner, "_trainable", lambda spec: trainable)
-    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
-    sweep_id = f"small-{tmp_path.name}"
-    parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
-    state = runner.SweepState(
-        sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
-    )
-    state.sweep_dir.mkdir(parents=True)
-    (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
-    runner.save_cells(state.sweep_dir / runner.CELLS_FILE, cells)
-    return spec, cells, state, log_dir
-
-
-def go(state, spec, lines: list | None = None):
-    log = (lambda line: lines.append(line)) if lines is not None else print
-    return runner._continue(state, spec, address=None, log=log, restore=False)
-
-
-def finished_runs(db: Path, status: str = "FINISHED") -> int:
-    try:
-        with sqlite3.connect(db, timeout=5) as connection:
-            return connection.execute(
-                "SELECT count(*) FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
-                "WHERE tags.key = 'phase' AND tags.value = 'search' AND runs.status = ?",
-                (status,),
-            ).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
-def interrupt_when(ready) -> threading.Thread:
-    """Ctrl-C to this process once `ready()`: Tune stops its trials and returns."""
-
-    def watch() -> None:
-        while not ready():
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_fail_fast_with_trials_running_gives_up_without_partial_final_runs(
@@ -248,6 +136,24 @@ def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_n
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     # a divergent lr is the trial's own failure, not a bug: it never trips fail-fast
     assert done.phase == runner.DONE
+    page = (state.sweep_dir / "report" / "report.html").read_text()
+    assert "Failed cells and final runs: 1" in page and bad in page
+
+
+def test_a_final_run_that_diverges_is_reported_not_dropped(ray_runtime, tmp_path, monkeypatch):
+    cell = "dense/digits_5to9/linear"
+    spec, cells, state, _ = make_sweep(
+        tmp_path, monkeypatch, {f"{cell}@final": "diverge"}, search={"trials_per_cell": 1}
+    )
+    go(state, spec)
+    finals = [
+        r
+        for r in child_runs(spec.tracking.uri, "small", state.sweep_id)
+        if r.data.tags["phase"] == "final" and r.data.tags["cell"] == cell
+    ]
+    assert [r.data.tags.get("failure") for r in finals] == ["diverged", "diverged"]
+    page = (state.sweep_dir / "report" / "report.html").read_text()
+    assert "Failed cells and final runs: 2" in page and page.count("diverged") >= 2
 
 
 def test_final_runs_start_while_other_cells_still_search(ray_runtime, tmp_path, monkeypatch):

@@ -69,8 +69,7 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     (sweep_dir,) = (tmp_path / "runs" / "sweeps").iterdir()
     state = yaml.safe_load((sweep_dir / "state.json").read_text())
     told_before = [
-        sum(t.state.is_finished() for t in trials)
-        for trials in optuna_trials(sweep_dir).values()
+        sum(t.state.is_finished() for t in trials) for trials in optuna_trials(sweep_dir).values()
     ]
     assert min(told_before) < 4, "killed too late to test a mid-search resume"
     before = {
@@ -90,6 +89,9 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "mean delta" in resumed.stdout  # the summary table is printed at the end
+    # The progress counter goes on from the trials told before the stop.
+    first = next(line for line in resumed.stdout.splitlines() if line.startswith("[search "))
+    assert int(first.split()[1].split("/")[0]) > len(before), first
 
     runs = child_runs(state["tracking_uri"], "small", state["sweep_id"])
     trial_ids = [r.data.tags["trial_id"] for r in runs]

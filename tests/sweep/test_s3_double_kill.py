@@ -24,7 +24,7 @@ from sparse_transfer.config import dump_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-TRIALS = 5
+TRIALS = 6
 REDUCTION = 2
 
 
@@ -53,6 +53,8 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
     spec = small_spec(
         tmp_path,
         zoo_dir,
+        modes=["linear"],
+        seeds=[0, 1],
         search={"trials_per_cell": TRIALS, "max_concurrent_trials": 2},
         early_stopping={"scheduler": "asha", "grace_period": 1, "reduction_factor": REDUCTION},
         resources={"checkpoint_interval_s": 0},
@@ -68,7 +70,7 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
 
     log = tmp_path / "run-0.log"
     kill_when(
-        start_sweep(spec_file, log, env(0), tmp_path), lambda: _finished_search_runs(db) >= 4, log
+        start_sweep(spec_file, log, env(0), tmp_path), lambda: _finished_search_runs(db) >= 3, log
     )
     listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix="runs/sweeps/", Delimiter="/")
     (prefix,) = [p["Prefix"].rstrip("/") for p in listed["CommonPrefixes"]]
@@ -84,19 +86,21 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
         cwd=tmp_path,
         start_new_session=True,
     )
-    kill_when(resumed, lambda: _finished_search_runs(db) >= 10, log)
+    kill_when(resumed, lambda: _finished_search_runs(db) >= 7, log)
     crashes.append(len(_ledger_lines(s3, prefix)))
     assert crashes[1] > crashes[0], "the first resume wrote nothing to the ledger"
 
-    final = subprocess.run(
-        [*CLI, "resume", location],
-        capture_output=True,
-        text=True,
-        env=env(2),
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    log = tmp_path / "run-2.log"
+    with open(log, "w") as out:
+        code = subprocess.run(
+            [*CLI, "resume", location],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env(2),
+            cwd=tmp_path,
+            timeout=600,
+        ).returncode
+    assert code == 0, log.read_text()[-5000:]
 
     # The ledger, read back as Optuna reads it.
     lines = _ledger_lines(s3, prefix)
@@ -104,7 +108,7 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     names = [n for n in optuna.get_all_study_names(storage) if not n.endswith("/final")]
-    assert len(names) == 4
+    assert len(names) == 2
     for name in names:
         trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
         assert len(trials) == TRIALS, name  # exactly the budget: none failed and replaced
@@ -142,5 +146,5 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
     sweep_id = prefix.rsplit("/", 1)[1]
     runs = child_runs(spec.tracking.uri, "small", sweep_id)
     assert Counter(r.data.tags["trial_id"] for r in runs).most_common(1)[0][1] == 1
-    assert Counter(r.data.tags["phase"] for r in runs) == {"search": 4 * TRIALS, "final": 8}
+    assert Counter(r.data.tags["phase"] for r in runs) == {"search": 2 * TRIALS, "final": 4}
     assert {r.info.status for r in runs} == {"FINISHED"}

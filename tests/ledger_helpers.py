@@ -1,0 +1,127 @@
+"""A real sweep core (local Ray Tune, ledger, MLflow) around a stand-in for the transfer loop:
+trials that take milliseconds and do exactly what a test needs (fail, diverge, lose their
+worker, take their time, write big states). Shared by the core, fault and benchmark code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from sweep_helpers import small_spec
+
+from sparse_transfer.config import dump_spec
+from sparse_transfer.sweep import runner
+from sparse_transfer.sweep.cells import plan_cells
+from sparse_transfer.tracking import SweepRecorder
+
+
+def stand_in(behaviour: dict, log_dir: Path):
+    """The real trainable with `run_transfer` replaced by a loop whose score rises with lr.
+    `behaviour` maps a cell id to what its search trials do: "raise", "diverge", "slow:<s>"
+    (seconds per epoch), "die" (the worker process exits at epoch 3 of Optuna trial 1, once),
+    "big" (1 MB states); the key "<cell>@final" says what its final runs do."""
+
+    def trainable(config: dict) -> None:
+        import torch
+
+        import sparse_transfer.sweep.trainable as real
+        from sparse_transfer.transfer import EpochOutcome
+
+        def run_transfer(settings, resume):
+            cell = settings["cell"]
+            what = behaviour.get(cell if settings["phase"] == "search" else f"{cell}@final", "")
+            hp = settings["hparams"]
+            epochs, start = int(hp["epochs"]), int(resume["epoch"]) if resume else 0
+            for epoch in range(start + 1, epochs + 1):
+                with open(log_dir / f"{settings['key']}.epochs", "a") as handle:
+                    handle.write(f"{epoch}\n")
+                if what == "raise":
+                    raise ValueError("bad data in this cell")
+                if what.startswith("slow:"):
+                    time.sleep(float(what[5:]))
+                flag = log_dir / f"{settings['key']}.died"
+                dies = what == "die" and settings.get("optuna_trial") == 1 and epoch == 3
+                if dies and not flag.exists():
+                    flag.touch()
+                    os._exit(1)  # a reclaimed node: no clean-up, no goodbye
+                score = min(100.0, 500 * float(hp["lr"]) * epoch / epochs)
+                loss = float("nan") if what == "diverge" else 1.0 / epoch
+                prefix = "val" if settings["phase"] == "search" else "test"
+                metrics = {"epoch": epoch, "train_loss": loss, f"{prefix}_top1": score}
+
+                size = 262144 if what == "big" else 2  # "big": a 1 MB state
+
+                def state(e=epoch, size=size):
+                    return {"epoch": e, "model": {"w": torch.full((size,), float(e))}}
+
+                yield EpochOutcome(epoch, metrics, state, done=epoch == epochs)
+
+        real.run_transfer = run_transfer
+        real._job = lambda settings, store: settings
+        real.transfer_trainable(config)
+
+    return trainable
+
+
+def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
+    """A fresh sweep over 2 upstream models x digits_5to9 x linear (2 cells), unstarted."""
+    raw = {
+        "modes": ["linear"],
+        "seeds": [0, 1],
+        "search_space": {
+            "linear": {"lr": {"distribution": "loguniform", "low": 0.02, "high": 0.2}, "epochs": 4}
+        },
+        "search": {"trials_per_cell": 3, "max_concurrent_trials": 2},
+        "early_stopping": {"scheduler": "none"},
+        "resources": {"checkpoint_interval_s": 0},
+        **changes,
+    }
+    spec = small_spec(tmp_path, None, **raw)
+    log_dir = tmp_path / "epochs"
+    log_dir.mkdir()
+    trainable = stand_in(behaviour, log_dir)
+    monkeypatch.setattr(runner, "_trainable", lambda spec: trainable)
+    cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
+    sweep_id = f"small-{tmp_path.name}"
+    parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
+    state = runner.SweepState(
+        sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
+    )
+    state.sweep_dir.mkdir(parents=True)
+    (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
+    runner.save_cells(state.sweep_dir / runner.CELLS_FILE, cells)
+    return spec, cells, state, log_dir
+
+
+def go(state, spec, lines: list | None = None):
+    log = (lambda line: lines.append(line)) if lines is not None else print
+    return runner._continue(state, spec, address=None, log=log, restore=False)
+
+
+def finished_runs(db: Path, status: str = "FINISHED") -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return connection.execute(
+                "SELECT count(*) FROM runs JOIN tags ON runs.run_uuid = tags.run_uuid "
+                "WHERE tags.key = 'phase' AND tags.value = 'search' AND runs.status = ?",
+                (status,),
+            ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def interrupt_when(ready) -> threading.Thread:
+    """Ctrl-C to this process once `ready()`: Tune stops its trials and returns."""
+
+    def watch() -> None:
+        while not ready():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
