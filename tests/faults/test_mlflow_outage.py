@@ -145,7 +145,6 @@ def test_sweep_keeps_training_through_an_mlflow_outage_and_loses_nothing(outage)
     log = outage["sweep_log"]
     assert outage["sweep_rc"] == 0, log[-6000:]
     assert outage["done_in_outage"] >= 1, "no trial finished while MLflow was down:\n" + log
-    assert "Traceback" not in log, log[-6000:]
     print(
         f"trials finished during the outage: {outage['done_in_outage']}; "
         f"sweep ended {outage['drain_s']:.0f} s after the server came back"
