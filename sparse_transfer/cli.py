@@ -168,10 +168,18 @@ def _run(spec, address: str | None) -> None:
     from sparse_transfer.sweep import run_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.sweep.upstream import PreflightError
+    from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = run_sweep(spec, address=address)
-    except (KeyError, FileNotFoundError, StorageError, UnsafeInputError, PreflightError) as err:
+    except (
+        KeyError,
+        FileNotFoundError,
+        StorageError,
+        UnsafeInputError,
+        PreflightError,
+        TrackingUnavailable,
+    ) as err:
         _fail(f"error: {err.args[0] if err.args else err}")
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
@@ -198,10 +206,11 @@ def resume(
     from sparse_transfer.storage import StorageError
     from sparse_transfer.sweep import resume_sweep
     from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
+    from sparse_transfer.tracking import TrackingUnavailable
 
     try:
         state = resume_sweep(sweep_dir, address=address)
-    except (FileNotFoundError, StorageError, UnsafeInputError) as err:
+    except (FileNotFoundError, StorageError, UnsafeInputError, TrackingUnavailable) as err:
         _fail(f"error: {err}")
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)

@@ -17,6 +17,8 @@ import base64
 import hashlib
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -25,6 +27,8 @@ from sparse_transfer.paths import check_bucket, check_uri, safe_join, safe_parts
 __all__ = ["Storage", "StorageError"]
 
 _ALLOWED_PARAMS = {"endpoint_override", "scheme", "region"}
+_ATTEMPTS = 6  # whole-object attempts, each with botocore's own retries inside
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
 
 class StorageError(ValueError):
@@ -111,44 +115,88 @@ class Storage:
                 "s3",
                 endpoint_url=endpoint,
                 region_name=self._query.get("region"),
-                config=Config(retries={"mode": "standard", "max_attempts": 8}),
+                config=Config(
+                    retries={"mode": "standard", "max_attempts": 10},
+                    connect_timeout=10,
+                    read_timeout=60,
+                ),
             )
         return self._client
 
     def upload(self, *parts: str) -> None:
-        """Copy a complete local file to S3, checksummed; S3 verifies it on receipt."""
+        """Copy a complete local file to S3 as one whole object (a PUT is atomic: a reader sees
+        the old object or the new one, never half), with its SHA-256, which S3 verifies on
+        receipt and downloads verify again. Retried on top of botocore's own retries."""
         if not self.is_remote:
             return
         path = self.local(*parts)
         body = path.read_bytes()
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self.key(*parts),
-            Body=body,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=digest,
+        self._retrying(
+            f"upload of {self.display(*parts)}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key(*parts),
+                Body=body,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=digest,
+            ),
         )
 
     def download(self, *parts: str) -> bool:
-        """Fetch a file to the local mirror if S3 has it; True when it is there locally."""
+        """Fetch a file to the local mirror if S3 has it; True when it is there locally. The
+        bytes go to a temporary file, checked against the object's stored SHA-256 (or its MD5
+        ETag for objects put without one) and its length, and only then renamed into place:
+        a reader never sees a partial or corrupt file."""
         path = self.local(*parts)
         if not self.is_remote:
             return path.is_file()
+        return self._retrying(
+            f"download of {self.display(*parts)}", lambda: self._fetch(path, parts)
+        )
+
+    def _fetch(self, path: Path, parts: tuple[str, ...]) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.key(*parts))
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self.key(*parts), ChecksumMode="ENABLED"
+            )
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return False
             raise
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.download")
-        with open(tmp, "wb") as handle:
-            shutil.copyfileobj(response["Body"], handle)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.download")
+        try:
+            sha256, md5, size = hashlib.sha256(), hashlib.md5(), 0
+            with open(tmp, "wb") as handle:
+                for chunk in response["Body"].iter_chunks(1 << 20):
+                    sha256.update(chunk)
+                    md5.update(chunk)
+                    size += len(chunk)
+                    handle.write(chunk)
+            _verify(response, size, sha256, md5, self.display(*parts))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
+
+    def _retrying(self, what: str, call):
+        """`call()`, again after a transient failure that botocore's retries did not absorb
+        (a body cut short, a checksum mismatch, a reset after its last attempt)."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return call()
+            except Exception as err:
+                if not _transient(err):
+                    raise
+                if attempt == _ATTEMPTS:
+                    raise StorageError(
+                        f"storage: {what} failed {_ATTEMPTS} times; the last error: {err}"
+                    ) from err
+                time.sleep(min(0.1 * 2**attempt, 3.0))
+        raise AssertionError("unreachable")
 
     def list_objects(self, *parts: str, page_size: int = 1000) -> list[tuple[str, int]]:
         """(path relative to `parts`, size) of every file under `parts`, in S3 or on local
@@ -189,6 +237,8 @@ class Storage:
             kwargs["scheme"] = self._query.get("scheme", "https")
         if "region" in self._query:
             kwargs["region"] = self._query["region"]
+        # Tune's own transfers retry too, like botocore's for ours.
+        kwargs["retry_strategy"] = pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=10)
         return f"{self.bucket}/{self.key(*parts)}", pyarrow.fs.S3FileSystem(**kwargs)
 
     def remove(self, *parts: str) -> None:
@@ -200,3 +250,48 @@ class Storage:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+
+
+class _Corrupt(OSError):
+    """A downloaded object that does not match its stored checksum or length."""
+
+
+def _verify(response: dict, size: int, sha256, md5, where: str) -> None:
+    expected = response.get("ContentLength")
+    if expected is not None and size != expected:
+        raise _Corrupt(f"{where}: got {size} of {expected} bytes")
+    stored = response.get("ChecksumSHA256", "")
+    if stored and "-" not in stored:  # "-N" marks a checksum of parts, not of the object
+        if base64.b64encode(sha256.digest()).decode() != stored:
+            raise _Corrupt(f"{where}: SHA-256 does not match the stored checksum")
+        return
+    etag = response.get("ETag", "").strip('"')
+    if len(etag) == 32 and "-" not in etag and md5.hexdigest() != etag:
+        raise _Corrupt(f"{where}: MD5 does not match the object's ETag")
+
+
+def _transient(err: BaseException) -> bool:
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        FlexibleChecksumError,
+        HTTPClientError,
+        IncompleteReadError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or err.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+    transient = (
+        ConnectionError,  # refused, reset, timed out connecting
+        HTTPClientError,  # closed mid-answer, read timeouts
+        FlexibleChecksumError,
+        IncompleteReadError,
+        ResponseStreamingError,
+        _Corrupt,
+    )
+    return isinstance(err, transient) or (
+        isinstance(err, BotoCoreError) and "timeout" in type(err).__name__.lower()
+    )

@@ -27,7 +27,7 @@ from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
 from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning, Settings
 from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
-from sparse_transfer.tracking import SweepRecorder, default_tracking_uri
+from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import (
     load_failed_final_runs,
     load_final_runs,
@@ -142,7 +142,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
 
     tracking_uri = default_tracking_uri(spec.tracking.uri)
     experiment = spec.tracking.experiment or spec.name
-    recorder = SweepRecorder(tracking_uri, experiment, sweep_id)
+    recorder = SweepRecorder(tracking_uri, experiment, sweep_id, sweep_dir / OUTBOX_FILE)
     commit = git_commit()
     parent = recorder.parent_run(
         {"spec": spec.name, "git_commit": commit, "storage": store.display()}
@@ -162,13 +162,14 @@ def resume_sweep(location: str | Path, *, address: str | None = None, log=print)
     log(f"resuming sweep {state.sweep_id}")
     if state.phase == DONE:
         log("nothing to do: the sweep already finished")
+        _recorder(state).drain()  # but send what a killed driver left queued
         return state
     if state.phase == FAILED:
         raise SweepFailedError(
             "this sweep stopped because its first trials all failed; fix the cause and start "
             "a new sweep"
         )
-    SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id).parent_run({})
+    _recorder(state).parent_run({})
     return _continue(state, spec, address=address, log=log, restore=True)
 
 
@@ -193,8 +194,9 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
             # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
             # to final runs from a partial search.
             search.events.abandon(search.in_flight())
-            recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+            recorder = _recorder(state)
             recorder.close_parent(state.parent_run_id, "FAILED")
+            recorder.drain(timeout=60)
             state.phase = FAILED
             state.save()
             raise SweepFailedError(
@@ -211,7 +213,8 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.failed_cells = search.failed_cells()
         state.phase = DONE
         state.save()
-    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder = _recorder(state)
+    recorder.drain()  # the report reads MLflow: wait for the server to have every record
     paths = write_sweep_report(state)
     for path in (paths.results, paths.summary, paths.figure, paths.html):
         state.upload(f"{REPORT_DIR}/{path.name}")
@@ -220,12 +223,18 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
     recorder.close_parent(state.parent_run_id, "FAILED" if state.failed_cells else "FINISHED")
     for cell, why in state.failed_cells.items():
         log(f"FAILED cell {cell}: {why}")
+    recorder.drain()
     return state
+
+
+def _recorder(state: SweepState) -> SweepRecorder:
+    outbox = state.sweep_dir / OUTBOX_FILE
+    return SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id, outbox)
 
 
 def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log):
     """One Tune run over whatever the ledger says is left; a new one at every start."""
-    recorder = SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id)
+    recorder = _recorder(state)
     metric = spec.search.metric
     search_total = len(cells) * spec.search.trials_per_cell if spec.searches else 0
     events = TrialEvents(

@@ -1,37 +1,39 @@
 """MLflow bookkeeping for a sweep: one parent run, one nested child run per trial.
 
+Every write after the parent run exists goes through the sweep's outbox (see `outbox`): it is
+appended to a file on the driver's disk and sent by a background thread, so a tracking server
+that is down for minutes stops nothing, and a killed driver loses nothing. The sweep's parent
+run is made synchronously, at the sweep's start, since its id is needed at once.
+
 Idempotent by design: a child run is found again by its `sweep_id` and `trial_id` tags, so a
-resumed sweep re-attaches to the runs it already has instead of creating second ones. Metrics
-are buffered and sent with `log_batch`, not one request per metric.
+resumed sweep re-attaches to the runs it already has instead of creating second ones, and an
+epoch already recorded is not recorded again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-__all__ = ["SweepRecorder", "default_tracking_uri"]
+from sparse_transfer.tracking.outbox import EXPERIMENT_TAGS, Outbox, is_transient, open_outbox
 
-# A new experiment's description, and its kind: "machine learning" makes MLflow 3's UI open
-# the runs table, not the GenAI overview (traces, token usage).
-EXPERIMENT_TAGS = {
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": (
-        "sparse-transfer sweeps: one parent run per sweep, one child run per trial. "
-        "Reported accuracies come from the final runs only: filter with "
-        "`tags.phase = 'final'`, group by `tags.method` and `tags.sparsity`, and compare "
-        "`test_top1` per `tags.dataset` and `tags.mode`. One cell's search: "
-        "`tags.phase = 'search' and tags.cell = '<upstream>/<dataset>/<mode>'`."
-    ),
-}
-_FLUSH_SECONDS = 2.0
-_MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
+__all__ = ["OUTBOX_FILE", "SweepRecorder", "TrackingUnavailable", "default_tracking_uri"]
+
+OUTBOX_FILE = "mlflow-outbox.sqlite"  # in the sweep directory, when the runner names it
+_START_PATIENCE_S = 120.0  # how long the calls at a sweep's start wait for MLflow
+_PARENT = "parent_run_id"  # outbox meta: the sweep's parent run
+_MADE_HERE = "parent_made_here"  # outbox meta: this outbox made it, so it saw every run
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server did not answer a call that cannot be queued."""
 
 
 def default_tracking_uri(spec_uri: str | None) -> str:
@@ -43,19 +45,29 @@ def default_tracking_uri(spec_uri: str | None) -> str:
     return uri
 
 
+def _default_outbox(tracking_uri: str, experiment: str, sweep_id: str) -> Path:
+    """A node-local outbox when the caller names none (one per sweep, server and experiment)."""
+    cache = Path(os.environ.get("SPARSE_TRANSFER_CACHE", "~/.cache/sparse-transfer"))
+    digest = hashlib.sha256(f"{tracking_uri}\n{experiment}".encode()).hexdigest()[:12]
+    return cache.expanduser() / "mlflow-outbox" / f"{sweep_id}-{digest}.sqlite"
+
+
 class SweepRecorder:
-    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        sweep_id: str,
+        outbox: Path | str | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.sweep_id = sweep_id
+        self.outbox_path = Path(outbox or _default_outbox(tracking_uri, experiment, sweep_id))
+        self._box: Outbox | None = None
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
-        self._runs: dict[str, str] = {}  # trial_id -> run_id
-        self._last_step: dict[str, int] = {}  # run_id -> last metric step already logged
-        self._pending: dict[str, list[Metric]] = {}
-        self._flushed_at: dict[str, float] = {}
-        self._closed: set[str] = set()  # runs finished before a resume: never touched again
-        self._known: dict[str, tuple[str, str]] | None = None  # see `prefetch`
+        self._opened: set[str] = set()  # trials whose opening this process already queued
 
     # Pickled with Tune's experiment state: keep only the plain settings.
     def __getstate__(self) -> dict:
@@ -63,44 +75,82 @@ class SweepRecorder:
             "tracking_uri": self.tracking_uri,
             "experiment": self.experiment,
             "sweep_id": self.sweep_id,
+            "outbox": str(self.outbox_path),
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["tracking_uri"], state["experiment"], state["sweep_id"])
+        self.__init__(
+            state["tracking_uri"], state["experiment"], state["sweep_id"], state.get("outbox")
+        )
+
+    @property
+    def box(self) -> Outbox:
+        if self._box is None:
+            self._box = open_outbox(
+                self.outbox_path, self.tracking_uri, self.experiment, self.sweep_id
+            )
+        return self._box
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
             self._client = MlflowClient(self.tracking_uri)
-            found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found
-                else self._client.create_experiment(self.experiment, tags=EXPERIMENT_TAGS)
-            )
         return self._client
 
     @property
     def experiment_id(self) -> str:
-        self.client  # noqa: B018  (creates the experiment on first use)
-        return self._experiment_id  # type: ignore[return-value]
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            self._experiment_id = (
+                found.experiment_id
+                if found
+                else self.client.create_experiment(self.experiment, tags=EXPERIMENT_TAGS)
+            )
+        return self._experiment_id
+
+    def _patiently(self, call: Callable[[], object]):
+        """`call()`, retried while the server is unreachable, for at most _START_PATIENCE_S."""
+        deadline = time.monotonic() + _START_PATIENCE_S
+        pause = 0.5
+        while True:
+            try:
+                return call()
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                if time.monotonic() > deadline:
+                    raise TrackingUnavailable(
+                        f"tracking: the MLflow server at {self.tracking_uri} did not answer "
+                        f"for {_START_PATIENCE_S:.0f} s ({err}); start it (or fix "
+                        "tracking.uri in the spec) and run the command again"
+                    ) from err
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def parent_run(self, tags: Mapping[str, str]) -> str:
-        """The sweep's parent run, created once and re-opened on resume."""
+        """The sweep's parent run, created once and re-opened on resume. Needs the server only
+        when this outbox does not know the run yet (the sweep's first start on this disk)."""
+        known = self.box.meta(_PARENT)
+        if known:
+            with self.box.transaction() as tx:
+                tx.add(f"run:{known}", "status", status="RUNNING")
+            return known
+        return self._patiently(lambda: self._find_or_create_parent(tags))
+
+    def _find_or_create_parent(self, tags: Mapping[str, str]) -> str:
         found = self._search(f"tags.sweep_id = '{self.sweep_id}' and tags.role = 'sweep'")
         if found:
             self.client.update_run(found[0], status="RUNNING")
-            return found[0]
-        run = self.client.create_run(
-            self.experiment_id,
-            tags={
-                **tags,
-                "sweep_id": self.sweep_id,
-                "role": "sweep",
-                MLFLOW_RUN_NAME: self.sweep_id,
-            },
-        )
-        return run.info.run_id
+            run_id = found[0]
+        else:
+            all_tags = {**tags, "sweep_id": self.sweep_id, "role": "sweep"}
+            all_tags[MLFLOW_RUN_NAME] = self.sweep_id
+            run_id = self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
+        with self.box.transaction() as tx:
+            tx.set_meta(_PARENT, run_id)
+            if not found:
+                tx.set_meta(_MADE_HERE, "1")
+        return run_id
 
     def open_trial(
         self,
@@ -109,56 +159,40 @@ class SweepRecorder:
         tags: Mapping[str, str],
         params: Mapping[str, object],
         run_name: str,
-    ) -> str:
-        if trial_id in self._runs:
-            return self._runs[trial_id]
-        if self._known is not None:  # one query at start, not one per trial
-            found = [self._known[trial_id][0]] if trial_id in self._known else []
-        else:
-            query = f"tags.sweep_id = '{self.sweep_id}' and tags.trial_id = '{trial_id}'"
-            found = self._search(query)
-        if found and self.client.get_run(found[0]).info.status == "FINISHED":
-            # Finished before a crash; Tune may report it once more. Leave the run as it is.
-            self._closed.add(found[0])
-            run_id = found[0]
-        elif found:
-            run_id = found[0]
-            self.client.update_run(run_id, status="RUNNING")
-            history = self.client.get_metric_history(run_id, "epoch")
-            self._last_step[run_id] = max((m.step for m in history), default=0)
-        else:
-            all_tags = {
-                **tags,
-                "sweep_id": self.sweep_id,
-                "trial_id": trial_id,
-                MLFLOW_PARENT_RUN_ID: parent_run_id,
-                MLFLOW_RUN_NAME: run_name,
-            }
-            run_id = self.client.create_run(self.experiment_id, tags=all_tags).info.run_id
-            self.client.log_batch(
-                run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())]
-            )
-            self._last_step[run_id] = 0
-        self._runs[trial_id] = run_id
-        return run_id
+    ) -> str | None:
+        """Queue the trial's run to be found or created; its id once the outbox knows it."""
+        row = self.box.run(trial_id)
+        if trial_id in self._opened or (row and row["closed"]):
+            return row["run_id"] if row else None
+        self._opened.add(trial_id)
+        all_tags = {
+            **tags,
+            "sweep_id": self.sweep_id,
+            "trial_id": trial_id,
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            MLFLOW_RUN_NAME: run_name,
+        }
+        with self.box.transaction() as tx:
+            tx.track(trial_id)
+            tx.add(trial_id, "open", tags=all_tags, params=dict(params))
+        return row["run_id"] if row else None
 
     def log_epoch(self, trial_id: str, step: int, metrics: Mapping[str, float]) -> None:
-        run_id = self._runs[trial_id]
-        if run_id in self._closed or step <= self._last_step.get(run_id, 0):
-            return  # already logged before a resume
+        row = self.box.run(trial_id)
+        if row is None or row["closed"] or step <= (row["last_step"] or 0):
+            return  # not opened, closed, or already logged before a resume
         now_ms = int(time.time() * 1000)
-        self._pending.setdefault(run_id, []).extend(
-            Metric(k, float(v), now_ms, step) for k, v in metrics.items()
-        )
-        self._last_step[run_id] = step
-        if time.monotonic() - self._flushed_at.get(run_id, 0.0) > _FLUSH_SECONDS:
-            self.flush(run_id)
+        items = [(k, float(v), now_ms, step) for k, v in metrics.items()]
+        with self.box.transaction() as tx:
+            tx.add(trial_id, "metrics", metrics=items, epoch=True)
+            tx.track(trial_id, last_step=step, last_keys=json.dumps(sorted(metrics)))
 
-    def flush(self, run_id: str) -> None:
-        pending = self._pending.pop(run_id, [])
-        for start in range(0, len(pending), _MAX_BATCH):
-            self.client.log_batch(run_id, metrics=pending[start : start + _MAX_BATCH])
-        self._flushed_at[run_id] = time.monotonic()
+    def drain(
+        self, timeout: float | None = None, log: Callable[[str], None] | None = None
+    ) -> bool:
+        """Wait until MLflow has every record queued so far (forever with `timeout=None`);
+        False if `timeout` ran out first. The runner calls it where it reads MLflow back."""
+        return self.box.drain(timeout, log)
 
     def close_trial(
         self,
@@ -169,56 +203,67 @@ class SweepRecorder:
         tags: Mapping[str, str] = (),
         artifacts: Path | None = None,
     ) -> None:
-        run_id = self._runs.get(trial_id)
-        if run_id is None or run_id in self._closed:
+        row = self.box.run(trial_id)
+        if row is None or row["closed"]:
             return
-        self.flush(run_id)
         now_ms = int(time.time() * 1000)
-        step = self._last_step.get(run_id, 0)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now_ms, step) for k, v in dict(metrics).items()],
-            tags=[RunTag(k, str(v)) for k, v in dict(tags).items()],
-        )
-        if artifacts is not None and artifacts.is_file():
-            self.client.log_artifact(run_id, str(artifacts), artifact_path="checkpoint")
-        self.client.set_terminated(run_id, status=status)
+        step = row["last_step"] or 0
+        # One value per (key, step): a closing metric the last epoch already logged is kept
+        # as that epoch logged it.
+        logged = set(json.loads(row["last_keys"] or "[]"))
+        items = [(k, float(v), now_ms, step) for k, v in dict(metrics).items() if k not in logged]
+        kept = self.box.keep_file(artifacts) if artifacts and artifacts.is_file() else None
+        with self.box.transaction() as tx:
+            if items:
+                tx.add(trial_id, "metrics", metrics=items)
+            if tags:
+                tx.add(trial_id, "tags", tags={k: str(v) for k, v in dict(tags).items()})
+            if kept:
+                tx.add(trial_id, "artifact", path=kept, artifact_path="checkpoint")
+            tx.add(trial_id, "status", status=status)
+            tx.track(trial_id, closed=status)
 
     def close_parent(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        with self.box.transaction() as tx:
+            tx.add(f"run:{run_id}", "status", status=status)
 
     def log_parent_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
-
-    def prefetch(self) -> None:
-        """Learn this sweep's runs in one paged query, so opening a trial's run never
-        searches MLflow (a search per trial grows with the runs the store holds)."""
-        self._known = {}
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                f"tags.sweep_id = '{self.sweep_id}'",
-                max_results=5000,
-                page_token=token,
-            )
-            for run in page:
-                if "trial_id" in run.data.tags:
-                    self._known[run.data.tags["trial_id"]] = (run.info.run_id, run.info.status)
-            token = page.token
-            if not token:
-                return
+        kept = self.box.keep_file(Path(path))
+        with self.box.transaction() as tx:
+            tx.add(f"run:{run_id}", "artifact", path=kept, artifact_path=None)
 
     def open_trial_keys(self) -> set[str]:
-        """Trial keys of this sweep's runs still RUNNING: after a crash, some belong to trials
-        the ledger already told (the sweep closes those from the ledger)."""
-        if self._known is None:
-            self.prefetch()
-        return {key for key, (_, status) in self._known.items() if status == "RUNNING"}
+        """Trial keys of this sweep's runs still open: RUNNING in MLflow, or opened through
+        this outbox and not closed (their records may still wait to be sent). After a crash,
+        some belong to trials the ledger already told (the sweep closes those from the
+        ledger). When this outbox made the sweep's parent run it saw every run, and it alone
+        answers while the server is down: nothing waits for the server then."""
+        opened, closed = self.box.trial_keys()
+        if self.box.meta(_MADE_HERE):
+            try:
+                return (self._server_open_keys() | opened) - closed
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                return opened - closed
+        return (self._patiently(self._server_open_keys) | opened) - closed
 
-    def flush_all(self) -> None:
-        for run_id in list(self._pending):
-            self.flush(run_id)
+    def _server_open_keys(self) -> set[str]:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.sweep_id = '{self.sweep_id}' and attributes.status = 'RUNNING'",
+            max_results=50000,
+        )
+        return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
+
+    def prefetch(self) -> None:
+        """Kept for the sweep core, which calls it at start: the outbox's sender already learns
+        the sweep's runs in one paged query before its first opening (see outbox._Sender)."""
+
+    def flush_all(self, timeout: float = 10.0) -> bool:
+        """Give the queue a moment to reach MLflow (at the end of a Tune run); never longer
+        than `timeout`: while the server is down, what is left waits on disk."""
+        return self.drain(timeout)
 
     def _search(self, filter_string: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
