@@ -92,6 +92,7 @@ def test_every_trial_run_is_tagged_with_its_precision(tmp_path, precision):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     events = _events(tmp_path, uri, "precision")
     events.started("t1", _settings(precision=precision))
+    events.recorder.drain()  # records go through the outbox
     (run,) = MlflowClient(uri).search_runs([events.recorder.experiment_id], "tags.trial_id = 't1'")
     assert run.data.tags["precision"] == precision
 
@@ -105,6 +106,7 @@ def test_a_dataset_variant_the_trial_reports_becomes_the_runs_dataset_tag(tmp_pa
         events.started(key, _settings(dataset="birdsnap", phase="final", cell="x/birdsnap/full"))
         outcome = {"epoch": 1, "test_top1": 50.0, "dataset": reported}
         events.told(key, "final", "COMPLETE", outcome)
+    events.recorder.drain()
     runs = MlflowClient(uri).search_runs([events.recorder.experiment_id])
     tags = {
         r.data.tags["trial_id"]: r.data.tags["dataset"] for r in runs if "trial_id" in r.data.tags
