@@ -52,6 +52,8 @@ def configure(verbose: bool) -> None:
         return
     # MLflow reads its level once, at import, in this process and in every trial's.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # ... and draws a progress bar for every artifact the report reads back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name, level in _QUIET.items():
         logging.getLogger(name).setLevel(level)
     for name, drop in _DROPPED.items():

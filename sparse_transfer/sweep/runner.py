@@ -29,6 +29,7 @@ from sparse_transfer.sweep.trainable import transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import (
+    NoResultsError,
     load_failed_final_runs,
     load_final_runs,
     load_provenance,
@@ -215,7 +216,16 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.save()
     recorder = _recorder(state)
     recorder.drain()  # the report reads MLflow: wait for the server to have every record
-    paths = write_sweep_report(state)
+    try:
+        paths = write_sweep_report(state)
+    except NoResultsError:
+        recorder.close_parent(state.parent_run_id, "FAILED")
+        recorder.drain()
+        failed = "".join(f"\n  {cell}: {why}" for cell, why in state.failed_cells.items())
+        raise SweepFailedError(
+            "no final run finished, so there is nothing to report; see each run's `failure` "
+            f"and `error` tags in MLflow{failed}"
+        ) from None
     for path in (paths.results, paths.summary, paths.figure, paths.html):
         state.upload(f"{REPORT_DIR}/{path.name}")
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
@@ -256,6 +266,8 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
         events,
     )
     recorder.prefetch()
+    if not spec.searches:
+        log("search: every hyperparameter is fixed; going straight to the final runs")
     search.start()
     search.close_records(recorder.open_trial_keys())
     events.count_told("search", sum(p.done for p in search.plans))

@@ -238,6 +238,10 @@ class CellSearch(Searcher):
                 plan.finals_open += 1
             else:
                 self._count_hours(trial)
+                if trial.state == TrialState.FAIL:
+                    self._count_error(plan, trial.user_attrs.get("outcome", {}))
+                else:
+                    self.successes += 1
         failed = plan.final.user_attrs.get("failed")
         if failed:
             plan.failed = failed
@@ -394,6 +398,10 @@ class CellSearch(Searcher):
                 self.successes += 1
         else:
             plan.finals_open -= 1
+            if state == TrialState.FAIL:
+                self._count_error(plan, outcome)
+            else:
+                self.successes += 1
         self._maybe_plan_finals(key.cell)
 
     def _count_failure(self, plan: CellPlan, trial: optuna.trial.FrozenTrial) -> None:
@@ -401,18 +409,24 @@ class CellSearch(Searcher):
         if outcome.get(FAILURE) == "infrastructure":
             return
         plan.failures += 1
-        if outcome.get(FAILURE) == "error":  # a bug or bad data; a divergent lr is neither
-            self.own_failures += 1
-            if not self.first_error:
-                self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
-            if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
-                self.stopping = True
+        self._count_error(plan, outcome)
         if plan.failures > self.settings.max_failures_per_cell and not plan.failed:
             self._fail_cell(
                 plan,
                 f"{plan.failures} search trials failed (limit "
                 f"{self.settings.max_failures_per_cell}); the first: {outcome.get('error', '')}",
             )
+
+    def _count_error(self, plan: CellPlan, outcome: dict) -> None:
+        """Fail-fast: the sweep's first trials (search or final) all failing with an error is a
+        bug or bad data; a divergent lr is neither."""
+        if outcome.get(FAILURE) != "error":
+            return
+        self.own_failures += 1
+        if not self.first_error:
+            self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
+        if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
+            self.stopping = True
 
     def _fail_cell(self, plan: CellPlan, why: str) -> None:
         plan.failed = why

@@ -22,10 +22,12 @@ from sparse_transfer.analysis.results import to_canonical
 
 __all__ = [
     "FINAL_PHASE",
+    "NoResultsError",
     "TEST_TOP1_METRIC",
     "SweepChoice",
     "choose_sweep",
     "experiment_of_sweep",
+    "load_failed_final_runs",
     "load_final_runs",
     "load_provenance",
 ]
@@ -84,6 +86,10 @@ def choose_sweep(
     return SweepChoice(sweep_id or (sweeps[-1] if sweeps else None), sweeps)
 
 
+class NoResultsError(ValueError):
+    """No final run finished: there is nothing to report."""
+
+
 def load_final_runs(
     tracking_uri: str, experiment: str, *, sweep_id: str | None = None
 ) -> pd.DataFrame:
@@ -98,7 +104,7 @@ def load_final_runs(
     runs = list(_pages(client.search_runs, experiment_ids=ids, filter_string=final_filter))
     if not runs:
         total = sum(1 for _ in _pages(client.search_runs, experiment_ids=ids))
-        raise ValueError(
+        raise NoResultsError(
             f"no finished runs tagged phase={FINAL_PHASE!r} in MLflow experiment "
             f"{experiment!r} ({total} runs in it in all)"
         )
