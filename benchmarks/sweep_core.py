@@ -41,13 +41,10 @@ EPOCHS = 4
 
 
 def _ours(trials: int, concurrency: int, root: Path) -> float:
-    from ledger_helpers import stand_in
+    from ledger_helpers import stand_in, unstarted
     from sweep_helpers import small_spec
 
-    from sparse_transfer.config import dump_spec
     from sparse_transfer.sweep import runner
-    from sparse_transfer.sweep.cells import plan_cells
-    from sparse_transfer.tracking import SweepRecorder
 
     cells = 10
     spec = small_spec(
@@ -77,15 +74,8 @@ def _ours(trials: int, concurrency: int, root: Path) -> float:
     (root / "epochs").mkdir()
     trainable = stand_in({}, root / "epochs")
     runner._trainable = lambda spec: trainable
-    planned = plan_cells(spec, {u.name: (root / "u.pt", "") for u in spec.upstream})
-    sweep_id = "bench"
-    parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
-    state = runner.SweepState(
-        sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
-    )
-    state.sweep_dir.mkdir(parents=True)
-    (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
-    runner.save_cells(state.sweep_dir / runner.CELLS_FILE, planned)
+    planned, state = unstarted(spec, root, "bench")
+    sweep_id = state.sweep_id
     ledger_dir = state.sweep_dir
     from sparse_transfer.sweep.ledger import Ledger
 

@@ -85,8 +85,13 @@ def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
     log_dir.mkdir()
     trainable = stand_in(behaviour, log_dir)
     monkeypatch.setattr(runner, "_trainable", lambda spec: trainable)
+    cells, state = unstarted(spec, tmp_path, f"small-{tmp_path.name}")
+    return spec, cells, state, log_dir
+
+
+def unstarted(spec, tmp_path: Path, sweep_id: str):
+    """The cells and state of a sweep that is made (spec, cells, parent run) but not run."""
     cells = plan_cells(spec, {u.name: (tmp_path / f"{u.name}.pt", "") for u in spec.upstream})
-    sweep_id = f"small-{tmp_path.name}"
     parent = SweepRecorder(spec.tracking.uri, "small", sweep_id).parent_run({})
     state = runner.SweepState(
         sweep_id, spec.storage, spec.tracking.uri, "small", parent, runner.RUNNING, ""
@@ -94,7 +99,7 @@ def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
     state.sweep_dir.mkdir(parents=True)
     (state.sweep_dir / runner.SPEC_FILE).write_text(dump_spec(spec))
     runner.save_cells(state.sweep_dir / runner.CELLS_FILE, cells)
-    return spec, cells, state, log_dir
+    return cells, state
 
 
 def go(state, spec, lines: list | None = None):
