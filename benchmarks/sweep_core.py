@@ -85,12 +85,16 @@ def _ours(trials: int, concurrency: int, root: Path) -> float:
         try:
             ledger = Ledger(ledger_dir, state.store, ("sweeps", sweep_id), sweep_id)
             try:
-                runner._run_tune(state, spec, planned, ledger, log=lambda _: None)
+                search = runner._run_tune(state, spec, planned, ledger, log=lambda _: None)
             finally:
                 ledger.close()
+            runner._recorder(state).drain()  # every record in MLflow, inside the timing
         finally:
             sys.stdout = stdout
     elapsed = time.perf_counter() - started
+    assert search.finished, "the sweep did not finish"
+    done = sum(p.done for p in search.plans)
+    assert done == trials, f"{done} search trials told, not {trials}"
     return elapsed / (trials + cells)  # search trials and one final run per cell
 
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from sweep_helpers import child_runs, ledger_trials
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-CELLS, PER_CELL, EVERY_S = 30, 10, 3.0
+CELLS, PER_CELL, EVERY_S = 30, 10, 10.0
 
 
 def _parent(pid: int) -> int:
