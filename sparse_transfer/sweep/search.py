@@ -19,9 +19,16 @@ Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optu
 - Tune calls the scheduler's `on_trial_result` for every result, and the search algorithm's
   `on_trial_complete` with the last result when a trial ends (documented Searcher/Scheduler
   contracts; no order between callbacks is assumed).
-- None else: studies and trials are read and written through `optuna.Study` and the public
-  `BaseStorage` methods (`get_study_id_from_name`, `get_trial_id_from_study_id_trial_number`,
-  `get_trial`, `set_trial_intermediate_value`, `set_trial_user_attr`).
+- `ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE` (runner.py): Tune copies the driver's
+  AWS_* credentials into every trial's runtime env, which Ray logs in plain text; there is no
+  public switch, so the runner removes the AWS_* names from that module-level set.
+- Optuna: none. Studies and trials are read and written through `optuna.Study` (its public
+  `sampler` attribute is set after a study is opened, seeded by what the study holds) and the
+  public `BaseStorage` methods (`get_study_id_from_name`,
+  `get_trial_id_from_study_id_trial_number`, `get_trial`, `set_trial_intermediate_value`,
+  `set_trial_user_attr`); the ledger's file is a
+  public `BaseJournalBackend`. Optuna's own `SuccessiveHalvingPruner` writes its rungs through
+  the study's storage, which is what makes them survive a restore.
 """
 
 from __future__ import annotations

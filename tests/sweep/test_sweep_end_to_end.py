@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -100,6 +101,12 @@ def test_each_cell_gets_its_budget_and_pruned_trials_are_pruned(finished):
     spec, state, runs = finished
     studies = optuna_trials(Path(state.sweep_dir))
     assert len(studies) == 4
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(Path(state.sweep_dir) / "ledger.jsonl"))
+    )
+    for name in studies:  # optuna-dashboard names the objective, not "Objective 0"
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert study.metric_names == [spec.search.metric], name
     for name, trials in studies.items():
         assert name.startswith(state.sweep_id + "/")
         assert len(trials) == spec.search.trials_per_cell
