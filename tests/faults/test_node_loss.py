@@ -20,6 +20,7 @@ from sparse_transfer.config import dump_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 KILLS = 3
+EPOCHS = 40  # long enough trials (seconds each) that the kills land mid-trial
 
 
 def _saved_states(storage) -> list:
@@ -39,7 +40,7 @@ def test_three_worker_nodes_lost_mid_trial(zoo_dir, tmp_path):
             search_space={
                 "full": {
                     "lr": {"distribution": "loguniform", "low": 0.005, "high": 0.05},
-                    "epochs": 6,
+                    "epochs": EPOCHS,
                 }
             },
             search={"trials_per_cell": 4, "max_concurrent_trials": 2},
@@ -66,13 +67,14 @@ def test_three_worker_nodes_lost_mid_trial(zoo_dir, tmp_path):
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             storage = tmp_path / "runs"
+            seen: set = set()
             for kill in range(KILLS):
-                seen = len(_saved_states(storage))
                 deadline = time.monotonic() + 300
-                while len(_saved_states(storage)) <= seen:  # a trial mid-way, with a state
+                while not set(_saved_states(storage)) - seen:  # a new trial mid-way, saved
                     assert driver.poll() is None, log.read_text()[-3000:]
                     assert time.monotonic() < deadline, f"no progress before kill {kill + 1}"
                     time.sleep(0.2)
+                seen |= set(_saved_states(storage))
                 victim = workers.pop(0)
                 cluster.remove_node(victim, allow_graceful=False)  # raylet and its workers
                 workers.append(cluster.add_node(num_cpus=1))  # the replacement instance
@@ -92,7 +94,7 @@ def test_three_worker_nodes_lost_mid_trial(zoo_dir, tmp_path):
         client = MlflowClient(spec.tracking.uri)
         for run in runs:  # every epoch recorded once: those before a kill were kept
             steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
-            assert sorted(steps) == list(range(1, 7)), (run.data.tags["trial_id"], steps)
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.tags["trial_id"], steps)
         assert not _saved_states(storage), "told trials left their state behind"
     finally:
         cluster.shutdown()

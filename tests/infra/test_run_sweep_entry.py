@@ -83,6 +83,7 @@ def test_main_runs_the_sweep_on_the_cluster_it_runs_on(entry, monkeypatch, capsy
 
     class State:
         sweep_dir, tracking_uri, experiment = "/runs/sweeps/q-1", "http://127.0.0.1:5000", "q"
+        failed_cells: dict = {}
 
     def fake_run_sweep(spec, *, address=None, log=print):
         calls.append((spec, address))
