@@ -39,7 +39,8 @@ def stand_in(behaviour: dict, log_dir: Path):
             for epoch in range(start + 1, epochs + 1):
                 with open(log_dir / f"{settings['key']}.epochs", "a") as handle:
                     handle.write(f"{epoch}\n")
-                if what == "raise":
+                if what.startswith("raise"):  # "raise:<s>": after <s> seconds
+                    time.sleep(float(what[6:] or 0))
                     raise ValueError("bad data in this cell")
                 if what.startswith("slow:"):
                     time.sleep(float(what[5:]))
@@ -105,6 +106,15 @@ def unstarted(spec, tmp_path: Path, sweep_id: str):
 def go(state, spec, lines: list | None = None):
     log = (lambda line: lines.append(line)) if lines is not None else print
     return runner._continue(state, spec, address=None, log=log, restore=False)
+
+
+def ledger_failures(sweep_dir: Path) -> int:
+    """Trials the ledger holds as FAIL, read from its file as the driver writes it."""
+    path = sweep_dir / "ledger.jsonl"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    return sum('"op_code":6' in line and '"state":3' in line for line in lines)
 
 
 def finished_runs(db: Path, status: str = "FINISHED") -> int:
