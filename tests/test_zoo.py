@@ -120,7 +120,9 @@ def test_zoo_list_reads_a_local_or_an_s3_storage(zoo_dir, s3, tmp_path):
     for storage in (str(local), s3.uri("runs")):
         result = CliRunner().invoke(app, ["zoo", "list", "--storage", storage])
         assert result.exit_code == 0, result.output
-        listed = [line.split()[0] for line in result.output.splitlines()]
+        lines = result.output.splitlines()
+        assert lines[0].split()[0] == "name" and set(lines[1]) <= {"-", " "}  # header, rule
+        listed = [line.split()[0] for line in lines[2:] if line.strip()]
         assert listed == sorted(ENTRIES), storage
     empty = CliRunner().invoke(app, ["zoo", "list", "--storage", s3.uri("nothing")])
     assert empty.exit_code == 0 and "no zoo entries under s3://" in empty.output

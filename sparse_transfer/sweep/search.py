@@ -326,6 +326,8 @@ class CellSearch(Searcher):
         key = self.live.get(trial_id)
         if key is None or M.EPOCH not in result:
             return False
+        if key in self.pruned:  # a result Tune had in flight when it stopped the trial
+            return True
         self.events.epoch(str(key), result)
         self.hours["live"][key] = float(result.get(M.GPU_HOURS, 0.0))
         plan = self.plans[key.cell]

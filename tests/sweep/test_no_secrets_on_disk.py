@@ -97,9 +97,9 @@ def test_a_sweep_writes_no_credential_anywhere(s3, zoo_dir, tmp_path, ray_tmp):
     assert done.returncode == 0, log.read_text()[-4000:]
     sessions = list(ray_tmp.glob("ray/session_2*"))
     assert sessions and list(sessions[0].glob("logs/runtime_env_agent*.log")), "no Ray logs"
-    # The trials wrote their state to S3, so they had the credentials.
+    # The trials wrote their feature files to S3 (linear cells), so they had the credentials.
     keys = [o["Key"] for p in _pages(s3) for o in p.get("Contents", [])]
-    assert [k for k in keys if "/trial_state/" in k and k.endswith("/state.pt")], keys
+    assert [k for k in keys if "/features/" in k and k.endswith(".parquet")], keys
     in_bucket = [
         f"s3://{BUCKET}/{key}: {name}"
         for key in keys
