@@ -25,7 +25,7 @@ from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
 from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning, Settings
-from sparse_transfer.sweep.trainable import transfer_trainable
+from sparse_transfer.sweep.trainable import remove_state, transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
 from sparse_transfer.tracking.runs_table import (
@@ -214,6 +214,9 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
         state.failed_cells = search.failed_cells()
         state.phase = DONE
         state.save()
+        # Every trial is told: whatever a late background upload left under trial_state/
+        # (a trial stopped while its last save was on the way) goes too.
+        remove_state(state.store, (SWEEPS, state.sweep_id, "trial_state"))
     recorder = _recorder(state)
     recorder.drain()  # the report reads MLflow: wait for the server to have every record
     try:

@@ -206,8 +206,11 @@ class _StateSaver:
                 print(f"trial state upload failed: {err}", flush=True)
 
     def close(self) -> None:
+        """No new upload; the one under way finishes before the trial ends."""
         self._stop = True
         self._pending.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
 
 
 def config_digest(settings: dict) -> str:
