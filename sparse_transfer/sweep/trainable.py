@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -53,7 +54,6 @@ __all__ = [
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.safetensors"
-LOCK_FILE = ".lock"
 DEFAULT_CHECKPOINT_INTERVAL_S = 180.0
 
 
@@ -76,12 +76,33 @@ def transfer_trainable(config: dict) -> None:
     torch.set_num_threads(max(1, int(settings.get("threads", 1))))
     store = Storage(settings["storage"])
     folder = state_parts(settings["sweep_id"], settings["key"])
-    local = store.local(*folder)
-    local.mkdir(parents=True, exist_ok=True)
-    with open(local / LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # this node's cache clean-up skips held folders
+    with _held(store, settings["sweep_id"], settings["key"]):  # this node's clean-up skips it
+        store.local(*folder).mkdir(parents=True, exist_ok=True)
         _clean_node_cache(store, settings["sweep_id"], keep=settings["key"])
         _run(settings, store, folder)
+
+
+def _lock_path(store: Storage, sweep_id: str, key: str) -> Path:
+    """A trial folder's lock sits beside it, not in it: a clean-up that removes the folder
+    while holding the lock cannot pull it from under a trial about to take it. Lock files
+    stay (a few bytes each) until the sweep is done: removing one that another process has
+    open would let two processes hold "the" lock."""
+    return store.local(*state_parts(sweep_id, f"{key}.lock"))
+
+
+@contextmanager
+def _held(store: Storage, sweep_id: str, key: str, wait: bool = True):
+    """The folder's lock, held while the body runs; None instead if `wait` is False and
+    another process holds it."""
+    path = _lock_path(store, sweep_id, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        yield lock
 
 
 def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
@@ -244,12 +265,10 @@ def _clean_node_cache(store: Storage, sweep_id: str, keep: str) -> None:
     for folder in root.iterdir() if root.is_dir() else []:
         if folder.name == keep or not folder.is_dir():
             continue
-        with open(folder / LOCK_FILE, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a trial runs on it now
-            if not store.list_objects(*state_parts(sweep_id, folder.name)):
+        with _held(store, sweep_id, folder.name, wait=False) as lock:
+            # Held elsewhere: a trial runs on it now. Nothing in S3: its trial was told (a
+            # trial's state is in S3 from its first save on, uploaded before it ends).
+            if lock and not store.list_objects(*state_parts(sweep_id, folder.name)):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
