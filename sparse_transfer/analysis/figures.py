@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sparse_transfer.analysis.results import is_dense
-from sparse_transfer.analysis.summary import per_dataset, summarize
+from sparse_transfer.analysis.summary import per_dataset, summary_or_why
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,14 +62,15 @@ def accuracy_vs_sparsity_figure(
     the delta panel as dotted lines. Call inside ``plain_text()``."""
     import matplotlib.pyplot as plt
 
-    summary = summarize(results)
+    summary, _ = summary_or_why(results)  # no dense baseline: the delta panels stay empty
     absolute = (
         per_dataset(results)
         .groupby(["arch", "mode", "method", "sparsity"])["mean_top1"]
         .mean()
         .reset_index()
     )
-    groups = list(dict.fromkeys(zip(summary["arch"], summary["mode"], strict=True)))
+    shown = summary if not summary.empty else absolute
+    groups = list(dict.fromkeys(zip(shown["arch"], shown["mode"], strict=True)))
     fig, axes = plt.subplots(
         len(groups), 2, figsize=(13, 4.8 * len(groups)), squeeze=False, layout="constrained"
     )

@@ -18,7 +18,12 @@ from sparse_transfer.analysis.html_sections import provenance_section
 from sparse_transfer.analysis.paper import overlay
 from sparse_transfer.analysis.provenance import SweepProvenance
 from sparse_transfer.analysis.results import to_canonical
-from sparse_transfer.analysis.summary import DUPLICATES_RULE, duplicates, per_dataset, summarize
+from sparse_transfer.analysis.summary import (
+    DUPLICATES_RULE,
+    duplicates,
+    per_dataset,
+    summary_or_why,
+)
 
 __all__ = ["ReportPaths", "format_summary", "write_report"]
 
@@ -63,7 +68,7 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = to_canonical(results, source=source or "<results>")
-    summary = summarize(results)
+    summary, missing = summary_or_why(results)
     names = ReportPaths(
         results=Path("results.parquet"),
         summary=Path("summary.csv"),
@@ -74,7 +79,15 @@ def write_report(
         staged = ReportPaths(*(Path(scratch) / p for p in astuple(names)))
         plot_accuracy_vs_sparsity(results, staged.figure, reference=reference)
         page = _html_page(
-            title, source, results, summary, staged.figure, reference, provenance, failures
+            title,
+            source,
+            results,
+            summary,
+            staged.figure,
+            reference,
+            provenance,
+            failures,
+            missing,
         )
         staged.html.write_text(page, encoding="utf-8")
         results.to_parquet(staged.results, index=False)
@@ -144,6 +157,7 @@ def _html_page(
     reference: pd.DataFrame | None,
     provenance: SweepProvenance | None,
     failures: pd.DataFrame | None = None,
+    missing: str = "",
 ) -> str:
     image = base64.b64encode(figure.read_bytes()).decode("ascii")
     esc = html.escape
@@ -156,6 +170,7 @@ def _html_page(
         source_line,
         "<h2>Summary: delta vs. dense, over datasets (pts)</h2>",
         f"<p>{esc(_INTERVAL_NOTE)}</p>",
+        *([f'<p class="warning">{esc(missing)}</p>'] if missing else []),
         _html_table(_marked(summary), _SUMMARY_FORMATS),
         *_failures_section(failures),
         *_duplicates_section(results),

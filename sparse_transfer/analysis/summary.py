@@ -99,6 +99,10 @@ def per_dataset(results: pd.DataFrame) -> pd.DataFrame:
     return _sorted(cells, ["mode", "arch"], ["sparsity", "dataset"])[PER_DATASET_COLUMNS]
 
 
+class NoDenseBaseline(ValueError):
+    """The results hold no dense model: there is nothing to take deltas against."""
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean, spread and 95% interval over datasets of each method's delta against dense.
 
@@ -115,12 +119,12 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
        ``within_noise`` is True where that interval contains 0.
 
     Datasets without a dense baseline are skipped, not counted. Rows are sorted by arch, mode,
-    dense first, then method name, then sparsity. Raises ``ValueError`` if the table has no
-    dense baseline at all.
+    dense first, then method name, then sparsity. Raises ``NoDenseBaseline`` (a
+    ``ValueError``) if the table has no dense baseline at all.
     """
     if not results["method"].map(is_dense).any():
         methods = sorted(results["method"].unique())
-        raise ValueError(
+        raise NoDenseBaseline(
             "no dense baseline in the results (no method named 'dense', any case); deltas "
             f"against dense cannot be computed. Methods found: {methods}"
         )
@@ -135,6 +139,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary = summary.merge(intervals, on=_ROW, how="left")
     summary["within_noise"] = (summary["ci_low_pts"] <= 0.0) & (summary["ci_high_pts"] >= 0.0)
     return _sorted(summary, ["arch", "mode"], ["sparsity"])[SUMMARY_COLUMNS]
+
+
+def summary_or_why(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``summarize``'s table and "", or, when the results hold no dense baseline (say the
+    dense cell of a sweep failed), an empty table and why: a report of what there is."""
+    try:
+        return summarize(results), ""
+    except NoDenseBaseline as err:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS), str(err)
 
 
 def seed_accuracies(seeds: pd.DataFrame) -> dict[tuple, dict[str, list[float]]]:

@@ -78,3 +78,21 @@ def test_format_summary_is_fixed_width_with_signed_deltas() -> None:
     assert "+0.00" in dense
     # columns line up: every right-aligned cell ends at the same offset as its header
     assert len({len(line) for line in lines[1:]}) == 1
+
+
+def test_a_sweep_whose_dense_cell_failed_still_gets_its_report(tmp_path: Path) -> None:
+    """The dense cell's final runs all failed: the report names that failure and keeps the
+    sparse results, with no deltas (nothing to take them against) instead of no report."""
+    results = _results()
+    results = results[results["method"] != "dense"]
+    failures = pd.DataFrame(
+        [{"cell": "dense/cifar10/full", "seed": "", "failure": "cell failed", "why": "diverged"}]
+    )
+    paths = write_report(results, tmp_path / "out", failures=failures)
+    assert len(pd.read_parquet(paths.results)) == len(results)
+    summary = pd.read_csv(paths.summary)
+    assert summary.empty and "mean_delta_pts" in summary.columns
+    page = paths.html.read_text(encoding="utf-8")
+    assert "dense/cifar10/full" in page and "diverged" in page
+    assert "no dense baseline" in page
+    assert "AC/DC" in page  # the per-dataset accuracies are there

@@ -113,10 +113,15 @@ def test_a_lost_worker_is_retried_from_saved_state_without_using_the_budget(
     assert not list((state.sweep_dir / "trial_state").glob("*/state.pt")), "state left behind"
 
 
+CELLS = ("dense/digits_5to9/linear", "gmp_90/digits_5to9/linear")
+
+
+# The dense cell failing too: the report is written without deltas, not dropped.
+@pytest.mark.parametrize("bad", CELLS[::-1], ids=["sparse", "dense"])
 def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_name(
-    ray_runtime, tmp_path, monkeypatch
+    ray_runtime, tmp_path, monkeypatch, bad
 ):
-    bad = "gmp_90/digits_5to9/linear"
+    (good,) = set(CELLS) - {bad}
     spec, cells, state, _ = make_sweep(
         tmp_path,
         monkeypatch,
@@ -130,7 +135,7 @@ def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_n
     assert any(line.startswith(f"FAILED cell {bad}") for line in lines), lines
     runs = child_runs(spec.tracking.uri, "small", state.sweep_id)
     finals = Counter(r.data.tags["cell"] for r in runs if r.data.tags["phase"] == "final")
-    assert finals == {"dense/digits_5to9/linear": 2}
+    assert finals == {good: 2}
     diverged = [r for r in runs if r.data.tags.get("failure") == "diverged"]
     assert len(diverged) == 2 and all(r.info.status == "FAILED" for r in diverged)
     trials = ledger_trials(state.sweep_dir)[f"{state.sweep_id}/{bad}"]
