@@ -206,21 +206,28 @@ class Storage:
             files = [p for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
             return sorted((p.relative_to(base).as_posix(), p.stat().st_size) for p in files)
         prefix = f"{self.key(*parts)}/" if self.key(*parts) else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
-        )
-        return sorted(
-            (item["Key"][len(prefix) :], item["Size"])
-            for page in pages
-            for item in page.get("Contents", [])
-            if not item["Key"].endswith("/")
-        )
+
+        def listing() -> list[tuple[str, int]]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+            )
+            return sorted(
+                (item["Key"][len(prefix) :], item["Size"])
+                for page in pages
+                for item in page.get("Contents", [])
+                if not item["Key"].endswith("/")
+            )
+
+        return self._retrying(f"listing of {self.display(*parts)}", listing)
 
     def exists(self, *parts: str) -> bool:
         if not self.is_remote:
             return self.local(*parts).exists()
-        listed = self.client.list_objects_v2(
-            Bucket=self.bucket, Prefix=self.key(*parts), MaxKeys=1
+        listed = self._retrying(
+            f"listing of {self.display(*parts)}",
+            lambda: self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.key(*parts), MaxKeys=1
+            ),
         )
         return listed.get("KeyCount", 0) > 0
 
@@ -249,7 +256,12 @@ class Storage:
         keys = [f"{self.key(*parts)}/{name}" for name, _ in self.list_objects(*parts)]
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            self._retrying(  # deleting twice is harmless
+                f"removal of {self.display(*parts)}",
+                lambda batch=batch: self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch}
+                ),
+            )
 
 
 class _Corrupt(OSError):
@@ -271,6 +283,8 @@ def _verify(response: dict, size: int, sha256, md5, where: str) -> None:
 
 
 def _transient(err: BaseException) -> bool:
+    import http.client
+
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -280,6 +294,7 @@ def _transient(err: BaseException) -> bool:
         IncompleteReadError,
         ResponseStreamingError,
     )
+    from urllib3.exceptions import IncompleteRead, ProtocolError, ReadTimeoutError
 
     if isinstance(err, ClientError):
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -291,6 +306,12 @@ def _transient(err: BaseException) -> bool:
         IncompleteReadError,
         ResponseStreamingError,
         _Corrupt,
+        # A body botocore reads whole before looking at the status (an error answer, a
+        # listing) cut short: urllib3's own errors, not wrapped by botocore there.
+        ProtocolError,
+        IncompleteRead,
+        ReadTimeoutError,
+        http.client.IncompleteRead,
     )
     return isinstance(err, transient) or (
         isinstance(err, BotoCoreError) and "timeout" in type(err).__name__.lower()
