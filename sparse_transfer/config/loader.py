@@ -23,6 +23,9 @@ __all__ = [
 
 # A real spec is a few kilobytes; parsing and validating a huge one costs seconds and GBs.
 MAX_SPEC_BYTES = 1 << 20
+# A real spec holds a few hundred values. YAML aliases repeat what they name, so a small
+# file can stand for billions of values ("billion laughs"): counted before they are built.
+MAX_SPEC_VALUES = 100_000
 
 
 class SpecError(ValueError):
@@ -44,11 +47,44 @@ def read_yaml(path: Path, kind: str) -> Any:
             f"{path}: {size} bytes; a {kind} is at most {MAX_SPEC_BYTES} bytes (1 MiB)"
         )
     try:
-        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
+        _check_shape(yaml.compose(text, Loader=yaml.SafeLoader), path, kind)
+        return yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a {kind}") from None
+
+
+def _check_shape(root: yaml.Node | None, path: Path, kind: str) -> None:
+    """Refuse a document whose aliases expand past MAX_SPEC_VALUES or refer to themselves,
+    from its node graph (each shared node counted once per use, computed once)."""
+    sizes: dict[int, int] = {}
+    building: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in building:
+            raise SpecError(f"{path}: a YAML alias refers to a value that holds it")
+        building.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        else:
+            total = 1
+        building.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    if root is not None and (total := size(root)) > MAX_SPEC_VALUES:
+        raise SpecError(
+            f"{path}: expands to {total} values through YAML aliases; a {kind} holds at most "
+            f"{MAX_SPEC_VALUES}"
+        )
 
 
 def parse_spec(raw: Any, *, source: str, overrides: list[str] | None = None) -> SweepSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import time
@@ -224,3 +225,45 @@ def test_cli_validate_refuses_bad_values_without_traceback(tmp_path, case):
     done = _cli("validate", str(path), cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" spec: each level an alias repeated 9 times, under a real key."""
+    lines = [
+        "upstream:",
+        '  - &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]',
+    ]
+    for level in range(1, levels):
+        lines.append(f"  - &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (_laughs(9), r"expands to \d{9} values through YAML aliases"),
+        ("upstream: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply"),
+        ("upstream: &me [1, *me]\n", "refers to a value that holds it"),
+    ],
+    ids=["billion-laughs", "deep", "self-reference"],
+)
+def test_yaml_that_expands_or_nests_without_end_is_refused_at_once(tmp_path, text, expected):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match=expected) as caught:
+        load_spec(path)
+    assert time.perf_counter() - started < 5.0
+    assert str(path) in str(caught.value)
+    done = _cli("validate", str(path), cwd=tmp_path)
+    assert done.returncode == 1 and re.search(expected, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_yaml_aliases_of_a_real_spec_still_load(tmp_path):
+    """Anchors are how a spec reuses a search space: the guard leaves them be."""
+    raw = copy.deepcopy(VALID)
+    text = yaml.safe_dump(raw) + "description: &d shared\nname: *d\n"
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    assert load_spec(path).name == "shared"
