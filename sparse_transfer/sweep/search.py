@@ -67,7 +67,10 @@ __all__ = ["CellSearch", "FailFastStop", "LedgerPruning", "TrialKey", "to_distri
 
 SEARCH, FINAL = "search", "final"
 FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
-INFRASTRUCTURE_RETRIES = 5  # a trial whose node dies more often than this is told FAIL
+# A trial whose worker dies this many times in a row without getting an epoch further is told
+# FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
+# back, killed processes) start the count again: they are never the trial's fault.
+INFRASTRUCTURE_RETRIES = 8
 # A sweep stops when this many trials failed before any trial finished: that is a bug or bad
 # data, and every other trial would fail the same way after spending its share of the budget.
 FAIL_FAST_AFTER = 3
@@ -161,7 +164,9 @@ class CellSearch(Searcher):
         self.live: dict[str, TrialKey] = {}  # Tune trial id -> trial
         self.storage_ids: dict[TrialKey, int] = {}
         self.pruned: set[TrialKey] = set()
-        self.retries: dict[TrialKey, int] = {}
+        self.retries: dict[TrialKey, int] = {}  # deaths in a row without progress
+        self.reached: dict[TrialKey, int] = {}  # the last epoch a trial reported
+        self.died_at: dict[TrialKey, int] = {}  # ... when its worker last died
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
         self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
         self.hours = {"told": 0.0, "live": {}}
@@ -329,6 +334,7 @@ class CellSearch(Searcher):
         if key in self.pruned:  # a result Tune had in flight when it stopped the trial
             return True
         self.events.epoch(str(key), result)
+        self.reached[key] = max(self.reached.get(key, 0), int(result[M.EPOCH]))
         self.hours["live"][key] = float(result.get(M.GPU_HOURS, 0.0))
         plan = self.plans[key.cell]
         metric = self.settings.metric
@@ -362,12 +368,16 @@ class CellSearch(Searcher):
         self.hours["live"].pop(key, None)
         result = result or {}
         if error:  # the worker died (a lost node, a killed process): not the trial's fault
-            self.retries[key] = self.retries.get(key, 0) + 1
+            reached = self.reached.get(key, 0)
+            progressed = reached > self.died_at.get(key, 0)
+            self.died_at[key] = reached
+            self.retries[key] = 1 if progressed else self.retries.get(key, 0) + 1
             if self.retries[key] <= INFRASTRUCTURE_RETRIES:
                 self.events.retried(str(key), self.retries[key])
                 self.orphans.append(key)
             else:
-                self._tell(key, {FAILURE: "infrastructure", "error": "its worker died repeatedly"})
+                why = f"its worker died {self.retries[key]} times in a row at epoch {reached}"
+                self._tell(key, {FAILURE: "infrastructure", "error": why})
             return
         if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
             self.halted = self.halted or str(result.get("error", "no space left on device"))
