@@ -9,7 +9,6 @@ exercise every checkpoint format in a fraction of the time.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18, resnet50
 
 from sparse_transfer.models.registry import ARCHS, Arch
 
@@ -17,10 +16,14 @@ __all__ = ["build_resnet18", "build_resnet50"]
 
 
 def build_resnet18(num_classes: int) -> nn.Module:
+    from torchvision.models import resnet18  # on use: see sparse_transfer.data.paper
+
     return resnet18(weights=None, num_classes=num_classes)
 
 
 def build_resnet50(num_classes: int) -> nn.Module:
+    from torchvision.models import resnet50
+
     return resnet50(weights=None, num_classes=num_classes)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import FGVCAircraft
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -24,6 +22,8 @@ LAYOUT = """\
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import FGVCAircraft
+
     data = Path("fgvc-aircraft-2013b/data")
     require(NAME, root, LAYOUT, data / "variants.txt", data / f"images_variant_{split}.txt")
     dataset = FGVCAircraft(root, split=split, annotation_level="variant", download=False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import Caltech101
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -36,6 +34,8 @@ def first_per_class(labels: list[int], per_class: int, split: str) -> list[int]:
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import Caltech101
+
     folder = Path("caltech101/101_ObjectCategories")
     require(NAME, root, LAYOUT, folder / "BACKGROUND_Google")
     dataset = Caltech101(root, target_type="category", download=False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import Caltech256
-
 from sparse_transfer.data.paper.caltech101 import first_per_class
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
@@ -25,6 +23,8 @@ LAYOUT = """\
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import Caltech256
+
     folder = Path("caltech256/256_ObjectCategories")
     require(NAME, root, LAYOUT, folder)
     dataset = Caltech256(root, download=False)

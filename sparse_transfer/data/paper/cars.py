@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import StanfordCars
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -24,6 +22,8 @@ LAYOUT = """\
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import StanfordCars
+
     base = Path("stanford_cars")
     needed = {
         "trainval": (base / "devkit/cars_train_annos.mat", base / "cars_train"),

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import DTD
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -24,6 +22,8 @@ LAYOUT = """\
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import DTD
+
     parts = {"trainval": ("train", "val"), "train": ("train",), "val": ("val",)}
     labels = Path("dtd/dtd/labels")
     official = parts.get(split, (split,))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import Flowers102
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -23,13 +21,19 @@ LAYOUT = """\
   flowers-102/jpg/image_00001.jpg, ..."""
 
 
-class _Flowers102(Flowers102):
-    # torchvision compares the .mat files with the official md5s; a re-packed copy (or a test
-    # fixture) differs byte-wise. scipy reads .mat as plain arrays, so presence is enough.
-    _file_dict = {key: (name, None) for key, (name, _) in Flowers102._file_dict.items()}
+def _flowers102():
+    from torchvision.datasets import Flowers102
+
+    class _Flowers102(Flowers102):
+        # torchvision compares the .mat files with the official md5s; a re-packed copy (or a
+        # test fixture) differs byte-wise. scipy reads .mat as plain arrays: presence is enough.
+        _file_dict = {key: (name, None) for key, (name, _) in Flowers102._file_dict.items()}
+
+    return _Flowers102
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    reader = _flowers102()
     require(
         NAME,
         root,
@@ -40,10 +44,10 @@ def read(root: Path, split: str) -> tuple[list[str], Samples]:
     )
     samples: Samples = []
     for part in ("train", "val") if split == "trainval" else (split,):
-        dataset = _Flowers102(root, split=part, download=False)
+        dataset = reader(root, split=part, download=False)
         # torchvision keeps the parsed lists private; torchvision is pinned
         samples += list(zip(map(Path, dataset._image_files), dataset._labels, strict=True))
-    return list(Flowers102.classes), samples
+    return list(reader.classes), samples
 
 
 # Full finetuning normalizes with these, as the authors' code does (without use_imagenet_stats).

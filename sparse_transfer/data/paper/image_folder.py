@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
 from sparse_transfer.data.paper.registry import (
     PAPER_DATASETS,
     DatasetLayoutError,
@@ -28,6 +26,8 @@ LAYOUT = """\
 def read_image_folder(
     name: str, root: Path, split: str, layout: str = LAYOUT
 ) -> tuple[list[str], Samples]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
     require(name, root, layout, "train", "test")
     classes, class_to_idx = find_classes(str(root / "train"))
     test_classes, _ = find_classes(str(root / "test"))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import OxfordIIITPet
-
 from sparse_transfer.data.paper.registry import (
     AUTHORS_CODE,
     PAPER_DATASETS,
@@ -25,6 +23,8 @@ LAYOUT = """\
 
 
 def read(root: Path, split: str) -> tuple[list[str], Samples]:
+    from torchvision.datasets import OxfordIIITPet
+
     base = Path("oxford-iiit-pet")
     require(
         NAME,

@@ -7,17 +7,21 @@ upstream entry's: bicubic for RigL (trained in TensorFlow), bilinear for the oth
 
 from __future__ import annotations
 
-from torchvision import transforms as T
+from typing import TYPE_CHECKING
 
 from sparse_transfer.models.catalog import Preprocessing
 
+if TYPE_CHECKING:
+    from torchvision.transforms import Compose
+
 __all__ = ["paper_transform"]
 
-_MODES = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 
+def paper_transform(preprocessing: Preprocessing, *, train: bool) -> Compose:
+    from torchvision import transforms as T
 
-def paper_transform(preprocessing: Preprocessing, *, train: bool) -> T.Compose:
-    mode = _MODES[preprocessing.interpolation]
+    modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+    mode = modes[preprocessing.interpolation]
     if train:
         resize = [
             T.RandomResizedCrop(preprocessing.input_size, interpolation=mode),
