@@ -151,6 +151,11 @@ class Storage:
         path = self.local(*parts)
         if not self.is_remote:
             return path.is_file()
+        return self.download_to(path, *parts)
+
+    def download_to(self, path: Path, *parts: str) -> bool:
+        """`download`, into `path` instead of the local mirror (S3 storage only): retried,
+        verified, renamed into place whole. False if S3 has no such object."""
         return self._retrying(
             f"download of {self.display(*parts)}", lambda: self._fetch(path, parts)
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -69,11 +68,11 @@ def _sync(storage: Storage, dest: Path) -> None:
             "right, and has the dataset been uploaded?)"
         )
     # Check every key before downloading anything: a bad key means a bad listing.
-    targets = [(storage.key(name), size, _target(dest, storage, name)) for name, size in objects]
+    targets = [(name, size, _target(dest, storage, name)) for name, size in objects]
     todo = [t for t in targets if not (t[2].is_file() and t[2].stat().st_size == t[1])]
     with ThreadPoolExecutor(THREADS) as pool:
         # list() drains the iterator so the first failed download raises here
-        list(pool.map(lambda t: _download(storage, *t), todo))
+        list(pool.map(lambda t: _download(storage, t[0], t[2]), todo))
     summary = {
         "uri": storage.display(),
         "objects": len(objects),
@@ -93,15 +92,8 @@ def _target(dest: Path, storage: Storage, relative: str) -> Path:
     return safe_join(dest, relative, where=where)
 
 
-def _download(storage: Storage, key: str, size: int, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        body = storage.client.get_object(Bucket=storage.bucket, Key=key)["Body"]
-        with open(tmp, "wb") as handle:
-            shutil.copyfileobj(body, handle)
-        if tmp.stat().st_size != size:  # a cut connection can end a stream early, quietly
-            raise OSError(f"s3://{storage.bucket}/{key}: got {tmp.stat().st_size} of {size} bytes")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _download(storage: Storage, relative: str, path: Path) -> None:
+    # Retried, checked against the object's checksum (SHA-256, or the MD5 ETag of a plain
+    # upload) and length, and renamed into place whole, as every transfer of ours is.
+    if not storage.download_to(path, relative):
+        raise DatasetLayoutError(f"{storage.display(relative)}: listed, then gone from S3")

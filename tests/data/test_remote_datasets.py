@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from dataset_fixtures import build_dtd
-from s3_helpers import BUCKET, s3_server
+from s3_helpers import BUCKET, fault_proxy, s3_server
 
 from sparse_transfer.data import remote
 from sparse_transfer.data.paper import PAPER_DATASETS, DatasetLayoutError
@@ -69,7 +69,7 @@ def test_a_partial_copy_without_a_marker_fetches_only_what_is_missing(s3, dtd, m
     download = remote._download
     monkeypatch.setattr(remote, "_download", lambda *a: (fetched.append(a[1]), download(*a)))
     local_root(s3.uri("datasets/dtd"))
-    assert fetched == ["datasets/dtd/dtd/dtd/labels/test1.txt"]
+    assert fetched == ["dtd/dtd/labels/test1.txt"]
     assert damaged.read_bytes() == (dtd / "dtd/dtd/labels/test1.txt").read_bytes()
 
 
@@ -78,11 +78,11 @@ def _sync_in_child(uri: str, log: str, barrier, results) -> None:
 
     download = remote._download
 
-    def counted(storage, key, size, path):
+    def counted(storage, relative, path):
         with open(log, "a") as handle:  # O_APPEND: lines from both processes don't mix
-            handle.write(f"{key}\n")
+            handle.write(f"{relative}\n")
         time.sleep(0.05)  # hold the lock long enough that the other process must wait
-        download(storage, key, size, path)
+        download(storage, relative, path)
 
     remote._download = counted
     barrier.wait()
@@ -106,7 +106,7 @@ def test_concurrent_processes_download_each_file_once(s3, dtd, tmp_path):
     assert len(gets) == len(set(gets)) == count
     assert roots[0] == roots[1]
     cache = Path(roots[0])
-    assert not list(cache.rglob("*.tmp"))
+    assert not [p for p in cache.rglob(".*") if p.name != MARKER], "temporary files left"
     for path in dtd.rglob("*"):
         if path.is_file():
             assert (cache / path.relative_to(dtd)).read_bytes() == path.read_bytes()
@@ -148,3 +148,18 @@ def test_local_roots_pass_through_and_uri_credentials_are_refused(tmp_path, monk
     assert not (tmp_path / "data").exists()
     with pytest.raises(CredentialsInUriError, match="credentials"):
         local_root("s3://bucket/dtd?access_key=AKIA")
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate", "reset", "503"])
+def test_a_sync_through_s3_faults_is_byte_for_byte_whole(s3, dtd, fault):
+    """A flipped byte used to pass: only the length was checked, and nothing retried."""
+    count = s3.upload_tree(dtd, "datasets/dtd")
+    for proxy in fault_proxy(s3):
+        proxy.configure(schedule=[None] + [fault] * 3)  # the listing, then three GETs
+        cache = local_root(proxy.uri("datasets/dtd"))
+        assert proxy.injected[fault] == 3
+    files = [p for p in dtd.rglob("*") if p.is_file()]
+    assert len(files) == count
+    for path in files:
+        assert (cache / path.relative_to(dtd)).read_bytes() == path.read_bytes(), path
+    assert not [p for p in cache.rglob(".*") if p.name != MARKER], "temporary files left"
