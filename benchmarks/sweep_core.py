@@ -8,6 +8,8 @@
 - overhead: wall seconds per trial of a sweep of short trials (each reports 4 epochs at once)
   against plain Ray Tune with OptunaSearch, ASHA and MLflowLoggerCallback on the same work and
   concurrency. The two sides are interleaved over `--repeats` runs; the median ratio is printed.
+  The grid has 50 search trials per cell (10 cells at least: 200 cells at 10,000 trials), each
+  with one final run; plain Tune runs as many trials in one study.
 - driver: the driver's CPU seconds per trial for our bookkeeping alone (searcher, ledger,
   pruner, MLflow record into SQLite) at growing sweep sizes, with Tune's calls simulated: flat
   means nothing grows with the number of trials already run.
@@ -40,13 +42,18 @@ EPOCHS = 4
 # -- overhead ------------------------------------------------------------------------------
 
 
+def _cells(trials: int) -> int:
+    """Cells of a grid of this size: 50 search trials each (the paper has about 4), 10 at least."""
+    return max(10, trials // 50)
+
+
 def _ours(trials: int, concurrency: int, root: Path) -> float:
     from ledger_helpers import stand_in, unstarted
     from sweep_helpers import small_spec
 
     from sparse_transfer.sweep import runner
 
-    cells = 10
+    cells = _cells(trials)
     spec = small_spec(
         root,
         None,
@@ -116,7 +123,7 @@ def _plain(trials: int, concurrency: int, root: Path) -> float:
             scheduler=ASHAScheduler(
                 time_attr="epoch", metric="val_top1", mode="max", max_t=EPOCHS, grace_period=1
             ),
-            num_samples=trials + 10,
+            num_samples=trials + _cells(trials),
             max_concurrent_trials=concurrency,
             reuse_actors=True,
         ),
@@ -132,7 +139,7 @@ def _plain(trials: int, concurrency: int, root: Path) -> float:
     )
     started = time.perf_counter()
     tuner.fit()
-    return (time.perf_counter() - started) / (trials + 10)
+    return (time.perf_counter() - started) / (trials + _cells(trials))
 
 
 def overhead(trials: int, repeats: int, concurrency: int) -> None:
