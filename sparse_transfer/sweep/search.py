@@ -33,6 +33,7 @@ Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optu
 
 from __future__ import annotations
 
+import heapq
 import warnings
 import zlib
 from collections import deque
@@ -169,6 +170,10 @@ class CellSearch(Searcher):
         self.died_at: dict[TrialKey, int] = {}  # ... when its worker last died
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
         self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
+        # (search trials told or running, cell index) of cells that may take another search
+        # trial, least-served first: an entry whose count is stale is skipped when met, so
+        # picking a cell stays O(log cells) however large the grid.
+        self.open_cells: list[tuple[int, int]] = []
         self.hours = {"told": 0.0, "live": {}}
         self.budget_spent = False
         self.first_error = ""
@@ -189,6 +194,7 @@ class CellSearch(Searcher):
             plan.final = self.ledger.study(plan.cell.id, final=True)
             self._load_finals(index, plan)
             self._maybe_plan_finals(index)
+            self._reopen(index)
 
     def _search_study(self, index: int) -> optuna.Study:
         plan = self.plans[index]
@@ -277,27 +283,43 @@ class CellSearch(Searcher):
         if self.waiting_finals:
             index = self.waiting_finals.popleft()
             return TrialKey(index, FINAL, self.plans[index].final.ask().number)
-        open_cells = [
-            i
-            for i, p in enumerate(self.plans)
-            if p.searched and not p.search_over and p.done + p.running < self._budget(p)
-        ]
-        if not open_cells or self._check_gpu_budget():
+        while self.open_cells:
+            served, index = self.open_cells[0]
+            plan = self.plans[index]
+            if self._is_open(plan) and served == plan.done + plan.running:
+                break
+            heapq.heappop(self.open_cells)  # stale: the cell's count moved, or it closed
+        else:
             return None
-        index = min(open_cells, key=lambda i: (self.plans[i].done + self.plans[i].running, i))
-        plan = self.plans[index]
+        if self._check_gpu_budget():
+            return None
+        heapq.heappop(self.open_cells)
         trial = plan.search.ask(plan.searched)
         plan.running += 1
+        self._reopen(index)
         return TrialKey(index, SEARCH, trial.number)
+
+    def _is_open(self, plan: CellPlan) -> bool:
+        return (
+            bool(plan.searched)
+            and not plan.search_over
+            and (plan.done + plan.running < self._budget(plan))
+        )
+
+    def _reopen(self, index: int) -> None:
+        """The cell's count changed: queue it again if it may take another search trial."""
+        plan = self.plans[index]
+        if self._is_open(plan):
+            heapq.heappush(self.open_cells, (plan.done + plan.running, index))
 
     def _budget(self, plan: CellPlan) -> int:
         return self.settings.trials_per_cell
 
     @property
     def finished(self) -> bool:
-        return all(p.search_over and p.finals_open == 0 for p in self.plans) and not (
-            self.live or self.orphans
-        )
+        if self.live or self.orphans or self.waiting_finals:  # O(1) while anything runs
+            return False
+        return all(p.search_over and p.finals_open == 0 for p in self.plans)
 
     def _config(self, key: TrialKey) -> dict:
         plan = self.plans[key.cell]
@@ -415,6 +437,7 @@ class CellSearch(Searcher):
             else:
                 plan.done += 1
                 self.successes += 1
+            self._reopen(key.cell)  # a failed trial's place is open again
         else:
             plan.finals_open -= 1
             if state == TrialState.FAIL:
