@@ -250,6 +250,8 @@ def driver(sizes: list[int], record_mlflow: bool) -> None:
                                 break
                         search.on_trial_complete(trial_id, result)
                         done += 1
+                if record_mlflow:  # the outbox's thread sends on: count all its work
+                    recorder.drain()
                 cpu = time.process_time() - started
                 sys.stdout = stdout
             ledger.close()
