@@ -169,21 +169,12 @@ def overhead(trials: int, repeats: int, concurrency: int) -> None:
 # -- driver CPU per trial -------------------------------------------------------------------
 
 
-class _Silent:
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
 def driver(sizes: list[int], record_mlflow: bool) -> None:
     import optuna
+    from ledger_helpers import bare_search
 
     from sparse_transfer.config.space import LogUniform
-    from sparse_transfer.storage import Storage
     from sparse_transfer.sweep.cells import Cell
-    from sparse_transfer.sweep.events import TrialEvents
-    from sparse_transfer.sweep.ledger import Ledger
-    from sparse_transfer.sweep.search import CellSearch, Settings
-    from sparse_transfer.tracking import SweepRecorder
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     per_cell = 4
@@ -198,39 +189,20 @@ def driver(sizes: list[int], record_mlflow: bool) -> None:
                 "lr": LogUniform(distribution="loguniform", low=0.001, high=0.2),
                 "epochs": EPOCHS,
             }
-            settings = Settings(
+            search = bare_search(
+                root,
+                cells,
+                space,
+                record=record_mlflow,
+                start=False,  # inside the timing
                 trials_per_cell=per_cell,
                 max_concurrent=8,
                 max_failures_per_cell=3,
-                sampler="tpe",
-                seed=0,
-                metric="val_top1",
-                seeds=[],
                 pruner=lambda: optuna.pruners.SuccessiveHalvingPruner(
                     min_resource=1, reduction_factor=2
                 ),
                 save_epochs=[1, 2],
             )
-            ledger = Ledger(root, None, (), "bench")
-            store = Storage(str(root / "store"))
-            recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "bench", "bench")
-            parent = recorder.parent_run({})
-            recorder.prefetch()
-            events = (
-                TrialEvents(
-                    recorder,
-                    ledger,
-                    parent_run_id=parent,
-                    commit="",
-                    store=store,
-                    sweep_id="bench",
-                    totals={"search": size, "final": 0},
-                    metric="val_top1",
-                )
-                if record_mlflow
-                else _Silent()
-            )
-            search = CellSearch(ledger, cells, {c.id: space for c in cells}, settings, {}, events)
             with open(os.devnull, "w") as quiet:
                 stdout, sys.stdout = sys.stdout, quiet
                 started = time.process_time()
@@ -251,10 +223,10 @@ def driver(sizes: list[int], record_mlflow: bool) -> None:
                         search.on_trial_complete(trial_id, result)
                         done += 1
                 if record_mlflow:  # the outbox's thread sends on: count all its work
-                    recorder.drain()
+                    search.events.recorder.drain()
                 cpu = time.process_time() - started
                 sys.stdout = stdout
-            ledger.close()
+            search.ledger.close()
             size_bytes = (root / "ledger.jsonl").stat().st_size
             what = "searcher+ledger+pruner+MLflow" if record_mlflow else "searcher+ledger+pruner"
             print(

@@ -68,6 +68,55 @@ def stand_in(behaviour: dict, log_dir: Path):
     return trainable
 
 
+class _Silent:
+    """TrialEvents that record nothing: the searcher's own cost, without MLflow's."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def bare_search(
+    root: Path, cells: list, space: dict, *, record: bool = True, start: bool = True, **settings
+):
+    """The real searcher over the real ledger and MLflow record (SQLite and its outbox under
+    `root`), with no Tune: the caller makes Tune's calls (suggest, record, on_trial_complete),
+    so it decides which trial dies or reports when. `settings` override Settings' defaults."""
+    from sparse_transfer.storage import Storage
+    from sparse_transfer.sweep.events import TrialEvents
+    from sparse_transfer.sweep.ledger import Ledger
+    from sparse_transfer.sweep.search import CellSearch, Settings
+
+    defaults = {
+        "trials_per_cell": 1,
+        "max_concurrent": 1,
+        "max_failures_per_cell": 0,
+        "sampler": "tpe",
+        "seed": 0,
+        "metric": "val_top1",
+        "seeds": [],
+        "pruner": None,
+    }
+    ledger = Ledger(root, None, (), "s")
+    events = _Silent()
+    if record:
+        recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "e", "s", root / "outbox")
+        events = TrialEvents(
+            recorder,
+            ledger,
+            parent_run_id=recorder.parent_run({}),
+            commit="",
+            store=Storage(str(root / "store")),
+            sweep_id="s",
+            totals={"search": len(cells) * settings.get("trials_per_cell", 1), "final": 0},
+            metric="val_top1",
+        )
+    spaces = {cell.id: space for cell in cells}
+    search = CellSearch(ledger, cells, spaces, Settings(**{**defaults, **settings}), {}, events)
+    if start:
+        search.start()
+    return search
+
+
 def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
     """A fresh sweep over 2 upstream models x digits_5to9 x linear (2 cells), unstarted."""
     raw = {

@@ -8,14 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ledger_helpers import bare_search
 
 from sparse_transfer.config.space import LogUniform
-from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell
-from sparse_transfer.sweep.events import TrialEvents
-from sparse_transfer.sweep.ledger import Ledger
-from sparse_transfer.sweep.search import INFRASTRUCTURE_RETRIES, CellSearch, Settings
-from sparse_transfer.tracking import SweepRecorder
+from sparse_transfer.sweep.search import INFRASTRUCTURE_RETRIES, CellSearch
 
 EPOCHS = 20
 
@@ -23,31 +20,7 @@ EPOCHS = 20
 def _search(root: Path) -> CellSearch:
     cell = Cell("dense", "digits_5to9", "linear", "quickstart_cnn", "dense", 0.0, "x")
     space = {"lr": LogUniform(distribution="loguniform", low=0.001, high=0.2), "epochs": EPOCHS}
-    settings = Settings(
-        trials_per_cell=1,
-        max_concurrent=1,
-        max_failures_per_cell=0,
-        sampler="tpe",
-        seed=0,
-        metric="val_top1",
-        seeds=[],
-        pruner=None,
-    )
-    ledger = Ledger(root, None, (), "s")
-    recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "e", "s", root / "outbox.db")
-    events = TrialEvents(
-        recorder,
-        ledger,
-        parent_run_id=recorder.parent_run({}),
-        commit="",
-        store=Storage(str(root / "store")),
-        sweep_id="s",
-        totals={"search": 1, "final": 0},
-        metric="val_top1",
-    )
-    search = CellSearch(ledger, [cell], {cell.id: space}, settings, {}, events)
-    search.start()
-    return search
+    return bare_search(root, [cell], space)
 
 
 def _attempt(search: CellSearch, n: int, epochs: range) -> str:
