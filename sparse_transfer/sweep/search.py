@@ -22,7 +22,9 @@ Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optu
 - `ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE` (runner.py): Tune copies the driver's
   AWS_* credentials into every trial's runtime env, which Ray logs in plain text; there is no
   public switch, so the runner removes the AWS_* names from that module-level set.
-- Optuna: none. Studies and trials are read and written through `optuna.Study` (its public
+- Optuna: `FrozenStudy._study_id`, read once per start in ledger.py to find studies by name
+  in O(1) (Optuna's journal storage scans every study for each name; a study has no public
+  id). Otherwise studies and trials are read and written through `optuna.Study` (its public
   `sampler` attribute is set after a study is opened, seeded by what the study holds) and the
   public `BaseStorage` methods (`get_study_id_from_name`,
   `get_trial_id_from_study_id_trial_number`, `get_trial`, `set_trial_intermediate_value`,
