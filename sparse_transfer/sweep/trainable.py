@@ -128,6 +128,10 @@ def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
         job = _job(settings, store)
         # the dataset as results carry it: a variant (birdsnap:official-split) is tagged so
         label = job.dataset_label() if hasattr(job, "dataset_label") else settings["dataset"]
+        if resume and "result" in resume:
+            # The state is saved before its epoch's result reaches the ledger, and a crash in
+            # between loses that result: say it again, so early stopping decides on it.
+            tune.report({**resume["result"], **clock.hours(), "node": node})
         for outcome in run_transfer(job, resume):
             loss = float(outcome.metrics.get(M.TRAIN_LOSS, 0.0))
             if not math.isfinite(loss):
@@ -136,7 +140,7 @@ def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
             if outcome.done:
                 saver.finish(outcome, metrics, final=settings["phase"] == "final")
             else:
-                saver.maybe_save(outcome, clock.hours())
+                saver.maybe_save(outcome, metrics)
             tune.report(metrics)
     except Diverged as err:
         tune.report({"failure": "diverged", "error": str(err), **clock.hours(), "node": node})
@@ -186,13 +190,14 @@ class _StateSaver:
             self._thread = threading.Thread(target=self._uploads, daemon=True)
             self._thread.start()
 
-    def maybe_save(self, outcome, hours: dict) -> None:
+    def maybe_save(self, outcome, metrics: dict) -> None:
         due = time.monotonic() - self.saved_at >= self.interval
         if not (due or outcome.epoch in self.epochs):
             return
         state = outcome.state()
-        state["hours"] = {"wall_h": hours["wall_h"]}
+        state["hours"] = {"wall_h": metrics["wall_h"]}
         state["config_digest"] = self.digest
+        state["result"] = {k: v for k, v in metrics.items() if k not in ("node", "wall_h")}
         _save(self.store.local(*self.folder, STATE_FILE), state)
         self.saved_at = time.monotonic()
         self._pending.set()

@@ -265,3 +265,51 @@ def test_saved_state_of_another_configuration_is_never_resumed(ray_runtime, tmp_
     go(runner.SweepState.load(state.sweep_dir), spec)
     trained = (log_dir / f"{key}.epochs").read_text().split()[len(before) :]
     assert trained[0] == "1", trained  # started over, not at epoch 4
+
+
+def test_a_result_the_ledger_lost_is_reported_again_from_the_saved_state(
+    ray_runtime, tmp_path, monkeypatch
+):
+    """A trial saves its state before its epoch's result reaches the ledger; a crash that loses
+    the ledger's tail (its last S3 segment) keeps the state and loses the result. The resumed
+    trial says that result again, so early stopping decides its rung on the epoch it is for
+    (seen in the S3 double-kill test: a rung-0 decision taken on epoch 2's score)."""
+    spec, cells, state, _ = make_sweep(
+        tmp_path,
+        monkeypatch,
+        {c: "slow:1" for c in ("dense/digits_5to9/linear", "gmp_90/digits_5to9/linear")},
+        search={"trials_per_cell": 2, "max_concurrent_trials": 1},
+        early_stopping={"scheduler": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    states = state.sweep_dir / "trial_state"
+    interrupt_when(lambda: len(list(states.glob("*/state.pt"))) >= 1)
+    with pytest.raises(runner.SweepInterrupted):
+        go(state, spec)
+    import torch
+
+    (saved,) = states.glob("*/state.pt")  # one trial at a time
+    epoch = torch.load(saved, weights_only=True)["epoch"]
+    key = saved.parent.name  # c<cell index>-search-<trial number>
+    study = f"{state.sweep_id}/{cells[int(key[1:5])].id}"
+    trial = ledger_trials(state.sweep_dir)[study][int(key[-5:])]
+    ledger = state.sweep_dir / "ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    score = '"op_code":7,"worker_id"'
+    lost = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if score in line and f'"trial_id":{trial._trial_id},"step":{epoch},' in line
+        ),
+        len(lines),
+    )
+    ledger.write_text("".join(lines[:lost]))  # the tail from the saved epoch's score on
+    go(runner.SweepState.load(state.sweep_dir), spec)
+    for name, trials in ledger_trials(state.sweep_dir).items():
+        for trial in trials:
+            steps = sorted(trial.intermediate_values)
+            assert steps == list(range(1, len(steps) + 1)), (name, trial.number, steps)
+            for rung, step in ((0, 1), (1, 2)):
+                if f"completed_rung_{rung}" in trial.system_attrs:
+                    value = trial.system_attrs[f"completed_rung_{rung}"]
+                    assert value == trial.intermediate_values[step], (name, trial.number, rung)
