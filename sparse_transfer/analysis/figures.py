@@ -38,7 +38,11 @@ def plain_text():
 
 
 def plot_accuracy_vs_sparsity(
-    results: pd.DataFrame, path: str | Path, *, reference: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    path: str | Path,
+    *,
+    reference: pd.DataFrame | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> Path:
     """Write the figure of ``accuracy_vs_sparsity_figure`` as a PNG."""
     path = Path(path)
@@ -46,7 +50,7 @@ def plot_accuracy_vs_sparsity(
     with plain_text():
         import matplotlib.pyplot as plt
 
-        fig = accuracy_vs_sparsity_figure(results, reference=reference)
+        fig = accuracy_vs_sparsity_figure(results, reference=reference, summary=summary)
         try:
             fig.savefig(path, dpi=120)
         finally:
@@ -55,14 +59,19 @@ def plot_accuracy_vs_sparsity(
 
 
 def accuracy_vs_sparsity_figure(
-    results: pd.DataFrame, *, reference: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    *,
+    reference: pd.DataFrame | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> Figure:
     """Per (arch, mode): mean top-1 over datasets (left), mean delta vs dense with its 95%
     interval (right). ``reference`` (a ``summarize`` of the paper's numbers) is overlaid on
-    the delta panel as dotted lines. Call inside ``plain_text()``."""
+    the delta panel as dotted lines. ``summary``: the results' ``summarize`` when the caller
+    has it (its bootstrap is not run twice). Call inside ``plain_text()``."""
     import matplotlib.pyplot as plt
 
-    summary, _ = summary_or_why(results)  # no dense baseline: the delta panels stay empty
+    if summary is None:  # no dense baseline: an empty summary, the delta panels stay empty
+        summary, _ = summary_or_why(results)
     absolute = (
         per_dataset(results)
         .groupby(["arch", "mode", "method", "sparsity"])["mean_top1"]

@@ -77,7 +77,7 @@ def write_report(
     )
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as scratch:
         staged = ReportPaths(*(Path(scratch) / p for p in astuple(names)))
-        plot_accuracy_vs_sparsity(results, staged.figure, reference=reference)
+        plot_accuracy_vs_sparsity(results, staged.figure, reference=reference, summary=summary)
         page = _html_page(
             title,
             source,

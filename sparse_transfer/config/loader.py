@@ -47,9 +47,13 @@ def read_yaml(path: Path, kind: str) -> Any:
             f"{path}: {size} bytes; a {kind} is at most {MAX_SPEC_BYTES} bytes (1 MiB)"
         )
     try:
-        text = path.read_bytes().decode("utf-8")
-        _check_shape(yaml.compose(text, Loader=yaml.SafeLoader), path, kind)
-        return yaml.safe_load(text)
+        loader = yaml.SafeLoader(path.read_bytes().decode("utf-8"))
+        try:  # parsed once: the node graph is checked, then built into values
+            root = loader.get_single_node()
+            _check_shape(root, path, kind)
+            return None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
