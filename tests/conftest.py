@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from skip_guard import pytest_runtest_makereport  # noqa: F401  (a hook: see skip_guard)
 
 REPO = Path(__file__).resolve().parents[1]
 

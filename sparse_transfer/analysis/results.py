@@ -64,14 +64,12 @@ def is_dense(method: str) -> bool:
 
 def paper_table(name: str) -> pd.DataFrame:
     """One of the paper's published tables (``PAPER_TABLES``), with its arch and mode."""
-    from importlib.resources import as_file, files
+    from sparse_transfer.reference import RAW_RESULTS
 
     if name not in PAPER_TABLES:
         raise ValueError(f"unknown paper table {name!r}; known: {sorted(PAPER_TABLES)}")
     arch, mode = PAPER_TABLES[name]
-    resource = files("sparse_transfer") / "reference" / "raw_results" / f"{name}.csv"
-    with as_file(resource) as path:
-        return load_table(path, mode=mode, arch=arch)
+    return load_table(RAW_RESULTS / f"{name}.csv", mode=mode, arch=arch)
 
 
 def load_table(

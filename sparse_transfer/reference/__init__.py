@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 
 import yaml
 
-__all__ = ["IMAGENET_STATS", "paper_hyperparameters", "paper_value"]
+__all__ = ["IMAGENET_STATS", "RAW_RESULTS", "paper_hyperparameters", "paper_value"]
 
 
 @cache
@@ -30,3 +31,7 @@ def paper_value(mode: str, dataset: str, name: str):
 
 
 IMAGENET_STATS = paper_hyperparameters()["imagenet_stats"]
+
+# The paper's published per-run results as shipped in the package: the one copy that the report
+# and the tests read. The package is installed as files (setuptools), so this is a real folder.
+RAW_RESULTS = Path(str(files(__package__) / "raw_results"))

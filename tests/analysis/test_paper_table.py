@@ -4,7 +4,6 @@ independent computation that uses only ``csv`` and ``statistics``."""
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sparse_transfer.analysis import load_table, summarize
+from sparse_transfer.reference import RAW_RESULTS
 
 # Data rows per file (header excluded), as counted with `wc -l` minus one.
 PAPER_ROWS = {
@@ -20,19 +20,6 @@ PAPER_ROWS = {
     "mobilenetv1_full.csv": 132,
     "mobilenetv1_linear.csv": 600,
 }
-
-
-def _paper_dir() -> Path:
-    candidates = []
-    if os.environ.get("SPARSE_TRANSFER_SHARED"):
-        candidates.append(Path(os.environ["SPARSE_TRANSFER_SHARED"]))
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared")
-    for shared in candidates:
-        folder = shared / "reference" / "paper_raw_results"
-        if (folder / "resnet50_full.csv").is_file():
-            return folder
-    searched = ", ".join(str(c) for c in candidates)
-    pytest.skip(f"paper raw results not found (set SPARSE_TRANSFER_SHARED); searched {searched}")
 
 
 def _independent_summary(path: Path) -> dict[tuple[str, float], tuple[int, float, float]]:
@@ -58,7 +45,7 @@ def _independent_summary(path: Path) -> dict[tuple[str, float], tuple[int, float
 
 
 def test_resnet50_full_summary_matches_independent_computation() -> None:
-    path = _paper_dir() / "resnet50_full.csv"
+    path = RAW_RESULTS / "resnet50_full.csv"
     results = load_table(path, mode="full")
     assert len(results) == 723
     summary = summarize(results)
@@ -77,7 +64,7 @@ def test_resnet50_full_summary_matches_independent_computation() -> None:
 
 def test_resnet50_full_headline_numbers() -> None:
     """Spot checks that would catch a fraction/percent or sign slip in both computations."""
-    summary = summarize(load_table(_paper_dir() / "resnet50_full.csv", mode="full"))
+    summary = summarize(load_table(RAW_RESULTS / "resnet50_full.csv", mode="full"))
     rows = summary.set_index(["method", "sparsity"])
     assert rows.loc[("Dense", 0.0), "n_datasets"] == 12
     assert rows.loc[("AC/DC", 0.8), "mean_delta_pts"] == pytest.approx(-0.805, abs=0.01)
@@ -87,7 +74,7 @@ def test_resnet50_full_headline_numbers() -> None:
 @pytest.mark.parametrize(("name", "rows"), sorted(PAPER_ROWS.items()))
 def test_every_paper_file_loads(name: str, rows: int) -> None:
     mode = "full" if name.endswith("_full.csv") else "linear"
-    table = load_table(_paper_dir() / name, mode=mode)
+    table = load_table(RAW_RESULTS / name, mode=mode)
     assert len(table) == rows
     assert table["top1"].between(0, 100).all()
     assert table["top1"].max() > 1  # percent, not the file's fraction

@@ -8,9 +8,7 @@ and STR's names onto ours.
 from __future__ import annotations
 
 import csv
-import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from sparse_transfer.models.catalog import CATALOG, CatalogEntry
 from sparse_transfer.models.formats import FORMATS
 from sparse_transfer.models.keymap import apply_rules
 from sparse_transfer.models.loading import check_state_dict
+from sparse_transfer.reference import RAW_RESULTS
 
 PAPER_ARCHS = ("resnet18", "resnet50", "mobilenetv1")
 
@@ -101,24 +100,10 @@ def test_str_mobilenetv1_with_a_1x1_conv_classifier_fits_after_its_rules():
 # --- the catalog ---------------------------------------------------------------------------
 
 
-def _paper_dir() -> Path:
-    candidates = (
-        [Path(os.environ["SPARSE_TRANSFER_SHARED"])]
-        if "SPARSE_TRANSFER_SHARED" in os.environ
-        else []
-    )
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared")
-    for shared in candidates:
-        folder = shared / "reference" / "paper_raw_results"
-        if (folder / "resnet50_full.csv").is_file():
-            return folder
-    pytest.skip("paper raw results not found (set SPARSE_TRANSFER_SHARED)")
-
-
 def _paper_pairs(arch: str) -> set[tuple[str, float]]:
     pairs = set()
     for mode in ("full", "linear"):
-        with open(_paper_dir() / f"{arch}_{mode}.csv", newline="") as handle:
+        with open(RAW_RESULTS / f"{arch}_{mode}.csv", newline="") as handle:
             for row in csv.DictReader(handle):
                 pairs.add((row["model"].strip(), float(row["sparsity"])))
     return pairs
