@@ -121,7 +121,7 @@ def test_paper_full_spec_dry_run_goes_through_every_layer(paper_world, tmp_path)
         # the paper's hyperparameters, the lr override for aircraft, cut down for a dry run
         assert float(params["lr"]) == (0.01 if dataset == "aircraft" else 0.001)
         assert tags["precision"] == "fp32"
-        assert params["lr_schedule"] == "step" and int(params["epochs"]) == 1
+        assert params["lr_schedule"] == "authors_step" and int(params["epochs"]) == 1
         assert int(params["batch_size"]) == 8
         # the converted masks held through finetuning: the backbone is exactly as sparse
         expected = 0.0 if upstream == "dense" else 0.75
