@@ -58,7 +58,8 @@ class LoadedCheckpoint:
 
     @property
     def mask_source(self) -> str:
-        """ "file" (every pruned layer's mask is stored), "zeros" (none is) or "file+zeros"."""
+        """Where finetuning masks come from: `file` (every pruned layer's mask is stored),
+        `zeros` (none is), `file+zeros`, or `none` (a dense entry)."""
         return mask_source(self.stored_masks, self.model, self.entry)
 
 
@@ -99,9 +100,10 @@ def load_entry(
 
 
 def to_upstream(loaded: LoadedCheckpoint) -> UpstreamCheckpoint:
-    """A verified catalog checkpoint in the project's upstream format. Its zeros become the
-    masks that full finetuning keeps fixed (a dense entry has none); the entry's preprocessing
-    travels along, so downstream transforms follow the upstream model's."""
+    """A verified catalog checkpoint in the project's upstream format. The masks full
+    finetuning keeps fixed are the file's stored ones, else its zeros (a dense entry has none);
+    the entry's preprocessing and head travel along, so downstream transforms and the new
+    classifier follow the upstream model's authors."""
     entry = loaded.entry
     arch = ARCHS.get(entry.model_arch)
     masks = {}
