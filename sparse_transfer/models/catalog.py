@@ -22,18 +22,23 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sparse_transfer.models.formats import FORMATS
-from sparse_transfer.models.keymap import (
-    AMC_MOBILENET_TO_OURS,
-    Conv1x1ToLinear,
-    KeyRule,
-    ZeroBiasIfMissing,
-)
+from sparse_transfer.models.keymap import AMC_MOBILENET_TO_OURS, KeyRule
 from sparse_transfer.registry import Registry
 
-__all__ = ["CATALOG", "IMAGENET_MEAN", "IMAGENET_STD", "CatalogEntry", "Preprocessing"]
+__all__ = [
+    "CATALOG",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MASK_TOLERANCE",
+    "CatalogEntry",
+    "Preprocessing",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# A stored mask (`_weight_mask`) may keep at most this fraction of the masked weights at exactly
+# zero: a trained weight lands on 0.0 by chance only; more means a stale or foreign mask.
+MASK_TOLERANCE = 0.001
 
 RESNET50_CONVERTED = "https://seafile.ist.ac.at/d/91de9650cfb54b77b7d1/"
 MOBILENET_CONVERTED = "https://seafile.ist.ac.at/d/48652b95fdd04bcd8bb6/"
@@ -78,9 +83,7 @@ class CatalogEntry:
     # prunable layers left out of the measured sparsity (module-name prefixes)
     sparsity_excludes: tuple[str, ...] = ()
     sparsity_tolerance: float = 0.005  # |measured - expected_sparsity|, as a fraction
-    # a stored mask (`_weight_mask`) may keep at most this fraction of the masked weights at
-    # exactly zero: a trained weight lands on 0.0 by chance only; more means a stale mask
-    mask_tolerance: float = 0.001
+    mask_tolerance: float = MASK_TOLERANCE
     in_paper_results: bool = True
     published_at: str | None = None  # a page where the weights are published (not a file)
     notes: str = ""
@@ -173,7 +176,7 @@ for _method in ("RigL ERK 1x", "RigL ERK 5x"):
 # (MobileNetV1). STR's fc is a bias-free 1x1 conv (sparse-imagenet-transfer
 # models/external/str/STR_resnet.py:117, builder.py:36-39, 148-150: kaiming-normal fan-in);
 # the rules are no-ops if the conversion made it a Linear, and full finetuning attaches the same.
-_STR_RULES = (Conv1x1ToLinear(), ZeroBiasIfMissing())
+_STR_RULES = FORMATS.get("str").rules[1:]  # fold thresholds, 1x1-conv fc to Linear, zero bias
 _STR_NOTES = "sparsity learned: actual_sparsity is STR's release table's (README.md)"
 for _s, _actual in ((0.8, 0.8127), (0.9, 0.9023), (0.95, 0.9515), (0.98, 0.9805)):
     _add(

@@ -44,7 +44,7 @@ def inspect_checkpoint(
     catalog: str | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready report; raises a CheckpointError on unsafe, corrupt or mismatched files."""
-    from sparse_transfer.models.catalog import CATALOG
+    from sparse_transfer.models.catalog import CATALOG, MASK_TOLERANCE
 
     path = Path(path)
     entry = CATALOG.get(catalog) if catalog else None
@@ -57,7 +57,9 @@ def inspect_checkpoint(
     rules = entry.key_rules if entry is not None else fmt.rules
     state, stored = split_masks(apply_rules(state_dict_of(obj, fmt, path), rules))
     check_finite(state, where=str(path))
-    check_stored_masks(state, stored, entry.mask_tolerance if entry else 0.001, where=str(path))
+    check_stored_masks(
+        state, stored, entry.mask_tolerance if entry else MASK_TOLERANCE, where=str(path)
+    )
     arch_source = "given"
     if arch is None:
         arch, arch_source = infer_arch(state), "inferred"
@@ -82,7 +84,7 @@ def inspect_checkpoint(
         "tensors": len(state),
         "prunable_weights": sum(state[name].numel() for name in names),
         "total_sparsity": round(total, 6),
-        "mask_source": _mask_source(stored, names),
+        "mask_source": _mask_source(stored, names, ARCHS.get(arch).classifier if arch else None),
         "layer_sparsity": {name: round(value, 6) for name, value in per_layer.items()},
     }
     if entry is not None:
@@ -101,8 +103,10 @@ def _excluded(name: str, excludes: tuple[str, ...]) -> bool:
     return any(module == e or module.startswith(f"{e}.") for e in excludes)
 
 
-def _mask_source(stored: dict, names: list[str]) -> str:
-    """ "file" when the file stores a mask (`_weight_mask`) for layers it prunes, else "zeros"."""
+def _mask_source(stored: dict, names: list[str], classifier: str | None) -> str:
+    """`file` when the file stores a mask (`_weight_mask`) for every layer finetuning masks
+    (all but the classifier, which transfer replaces), `zeros` when for none."""
+    names = [n for n in names if classifier is None or not n.startswith(f"{classifier}.")]
     from_file = sum(name in stored for name in names)
     return "zeros" if not from_file else "file" if from_file == len(names) else "file+zeros"
 

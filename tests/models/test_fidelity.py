@@ -208,7 +208,10 @@ def test_rigl_entries_run_in_the_authors_resnet_tf(tmp_path):
     entry = CATALOG.get("resnet50.rigl_erk5x_90")
     path = tmp_path / "rigl.pth"
     write_published(path, entry)
-    ours = load_entry(entry, path=path).model.eval()
+    loaded = load_entry(entry, path=path)
+    ours = loaded.model.eval()
+    # what full finetuning and the feature cache build from the converted file
+    assert repr(to_upstream(loaded).build_model()) == repr(ours)
     reference = AuthorsResnetTF().eval()
     saved = torch.load(path, weights_only=True)["model_state_dict"]
     reference.load_state_dict({k.removeprefix("module."): v for k, v in saved.items()})
