@@ -213,7 +213,8 @@ for _s, _rounds in ((0.8, 7), (0.9, 10), (0.95, 13)):
 # The authors' get_model builds a converted MobileNetV1 file in the layout its model_config
 # names (sparse-imagenet-transfer models/__init__.py:12-17, utils/checkpoints.py:124-133):
 # `mobilenet` (ours), `mobilenet_str` (STR's, and M-FAC's: its README calls its files
-# "compatible with the model definitions in the STR repository": a bias-free 1x1-conv fc) or
+# "compatible with the model definitions in the STR repository", whose MobileNetV1 is our
+# `model.N` body with a bias-free 1x1-conv `fc`: RAIVNLab/STR models/mobilenetv1.py:28, 45) or
 # `mobilenet_amc` (`conv1`/`features`/`classifier`). Every MobileNetV1 entry reads all three:
 # each rule is a no-op on the layouts it does not name.
 _MBV1_RULES = (*AMC_MOBILENET_TO_OURS, *_STR_RULES)
