@@ -1,9 +1,10 @@
-"""The paper's published checkpoints load and run as their authors ran them (issue 19).
+"""The paper's published checkpoints load and run as their authors ran them.
 
 Catalog entries of the paper's raw results are written in their published layout at the
 sparsity their file has (tests/published_checkpoints.py), then loaded for a sweep, read by
-`checkpoint inspect --catalog` and converted by the paper spec's preflight. The references here (STR's release table, the authors' ResnetTF,
-STR's classifier) are written out from the authors' code and READMEs, not read from ours.
+`checkpoint inspect --catalog` and converted by the paper spec's preflight. The references
+here (STR's release table, the authors' ResnetTF, STR's classifier) are written out from the
+authors' code and READMEs, not read from ours.
 """
 
 from __future__ import annotations
