@@ -15,7 +15,7 @@ import pandas as pd
 from sparse_transfer.analysis.figures import plot_accuracy_vs_sparsity
 from sparse_transfer.analysis.html_sections import html_table as _html_table
 from sparse_transfer.analysis.html_sections import provenance_section
-from sparse_transfer.analysis.paper import overlay
+from sparse_transfer.analysis.paper import overlay, overlay_note
 from sparse_transfer.analysis.provenance import SweepProvenance
 from sparse_transfer.analysis.results import to_canonical
 from sparse_transfer.analysis.summary import (
@@ -174,7 +174,7 @@ def _html_page(
         _html_table(_marked(summary), _SUMMARY_FORMATS),
         *_failures_section(failures),
         *_duplicates_section(results),
-        *_overlay_section(summary, reference),
+        *_overlay_section(summary, reference, results),
         "<h2>Accuracy vs. sparsity</h2>",
         f'<img alt="accuracy vs sparsity" src="data:image/png;base64,{image}">',
         "<h2>Per dataset (over seeds)</h2>",
@@ -238,9 +238,12 @@ def _duplicates_section(results: pd.DataFrame) -> list[str]:
     ]
 
 
-def _overlay_section(summary: pd.DataFrame, reference: pd.DataFrame | None) -> list[str]:
+def _overlay_section(
+    summary: pd.DataFrame, reference: pd.DataFrame | None, results: pd.DataFrame
+) -> list[str]:
     if reference is None:
         return []
+    table = overlay(summary, reference, results)
     formats = {
         "sparsity": _percent_of,
         "mean_delta_pts": _signed,
@@ -250,6 +253,8 @@ def _overlay_section(summary: pd.DataFrame, reference: pd.DataFrame | None) -> l
     return [
         "<h2>Against the paper's published numbers</h2>",
         "<p>The paper's mean delta on the same datasets (its raw results, shipped in "
-        "sparse_transfer/reference/raw_results/), and ours minus the paper's, in points.</p>",
-        _html_table(overlay(summary, reference), formats),
+        "sparse_transfer/reference/raw_results/), and ours minus the paper's, in points, each "
+        "side over as many seeds as the other (seeds_compared).</p>",
+        *([f"<p>{html.escape(note)}</p>"] if (note := overlay_note(table)) else []),
+        _html_table(table, formats),
     ]

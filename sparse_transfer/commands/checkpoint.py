@@ -24,13 +24,21 @@ def inspect(
     format: Annotated[  # noqa: A002  (the CLI option is --format)
         str | None, typer.Option("--format", help="Checkpoint format; default: detected.")
     ] = None,
+    catalog: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the file as this catalog entry does (format, key rules, architecture) "
+            "and compare its sparsity with the entry's nominal and actual ones."
+        ),
+    ] = None,
 ) -> None:
-    """Print JSON: format, architecture, total and per-layer sparsity of the prunable layers."""
+    """Print JSON: format, architecture, total and per-layer sparsity of the prunable layers,
+    and where finetuning masks would come from (the file's stored masks, or its zeros)."""
     from sparse_transfer.models.errors import CheckpointError
     from sparse_transfer.models.inspection import inspect_checkpoint
 
     try:
-        report = inspect_checkpoint(path, arch=arch, format_name=format)
+        report = inspect_checkpoint(path, arch=arch, format_name=format, catalog=catalog)
     except (CheckpointError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err.args[0] if isinstance(err, KeyError) else err}", err=True)
         raise typer.Exit(1) from None

@@ -15,6 +15,8 @@ import torch
 from sparse_transfer.models.errors import CorruptCheckpointError
 
 __all__ = [
+    "AMC_MOBILENET_TO_OURS",
+    "MASK_SUFFIX",
     "RIGL_TF_TO_TORCHVISION",
     "Conv1x1ToLinear",
     "FoldSoftThreshold",
@@ -24,9 +26,14 @@ __all__ = [
     "UnwrapMaskedLayers",
     "ZeroBiasIfMissing",
     "apply_rules",
+    "split_masks",
 ]
 
 StateDict = dict[str, torch.Tensor]
+
+# A mask the file stores travels through the rules as `<param>#mask`, so renames reach it too;
+# `split_masks` takes them out before the state dict meets the architecture.
+MASK_SUFFIX = "#mask"
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,11 @@ class Rename:
 @dataclass(frozen=True)
 class UnwrapMaskedLayers:
     """IST-DASLab's `WrappedLayer`: `<layer>._layer.weight` and `<layer>._weight_mask` become
-    `<layer>.weight` with the mask multiplied in (likewise `bias` and `_bias_mask`)."""
+    `<layer>.weight` with the mask multiplied in (likewise `bias` and `_bias_mask`), and the
+    mask itself `<layer>.weight#mask`: the authors keep finetuning under that buffer, not under
+    the weights' zeros (sparse-imagenet-transfer utils/masking_utils.py:118, the buffer;
+    utils/checkpoints.py:128-129, a wrapped file loads into a wrapped model;
+    policies/manager.py:175-178, the mask multiplied in after every step)."""
 
     def apply(self, state: StateDict) -> StateDict:
         out = {k: v for k, v in state.items() if "._layer." not in k and not _is_mask(k)}
@@ -71,6 +82,7 @@ class UnwrapMaskedLayers:
                 if mask.shape != tensor.shape or not _is_binary(mask):
                     raise CorruptCheckpointError(f"mask {layer}._{param}_mask is not a 0/1 mask")
                 tensor = tensor * mask.to(tensor.dtype)
+                _put(out, f"{layer}.{param}{MASK_SUFFIX}", mask.bool(), str(self))
             _put(out, f"{layer}.{param}", tensor, str(self))
         return out
 
@@ -105,7 +117,11 @@ class Conv1x1ToLinear:
         weight = state.get(self.key)
         if weight is None or weight.dim() != 4 or weight.shape[2:] != (1, 1):
             return state
-        return {**state, self.key: weight.flatten(1)}
+        out = {**state, self.key: weight.flatten(1)}
+        mask = state.get(self.key + MASK_SUFFIX)
+        if mask is not None:
+            out[self.key + MASK_SUFFIX] = mask.flatten(1)
+        return out
 
 
 @dataclass(frozen=True)
@@ -143,10 +159,26 @@ RIGL_TF_TO_TORCHVISION: tuple[Rename, ...] = (
 )
 
 
+# The authors' `mobilenet_amc` (sparse-imagenet-transfer models/external/amc/mobilenet_v1.py:
+# 65-71, AMC's MobileNetV1): stem `conv1`, blocks `features.0..12`, `classifier.0` a Linear;
+# inside a block the same Sequential indices as ours (conv 0, BN 1, conv 3, BN 4).
+AMC_MOBILENET_TO_OURS: tuple[Rename, ...] = (
+    Rename(r"^conv1\.", "model.0."),
+    *(Rename(rf"^features\.{i}\.", f"model.{i + 1}.") for i in range(13)),
+    Rename(r"^classifier\.0\.", "fc."),
+)
+
+
 def apply_rules(state: StateDict, rules: tuple[KeyRule, ...]) -> StateDict:
     for rule in rules:
         state = rule.apply(state)
     return state
+
+
+def split_masks(state: StateDict) -> tuple[StateDict, dict[str, torch.Tensor]]:
+    """(the tensors, the stored masks by parameter name) of a state dict after its rules."""
+    masks = {k.removesuffix(MASK_SUFFIX): v for k, v in state.items() if k.endswith(MASK_SUFFIX)}
+    return {k: v for k, v in state.items() if not k.endswith(MASK_SUFFIX)}, masks
 
 
 def _renamed(state: StateDict, rename, rule: str) -> StateDict:

@@ -3,8 +3,10 @@
 Peste, Iofinova, Vladu & Alistarh, "AC/DC: Alternating Compressed/DeCompressed Training of Deep
 Neural Networks", NeurIPS 2021 (arXiv:2106.12379). After a dense warm-up, training alternates
 between compressed phases (at the start of each, the smallest-magnitude weights are pruned to the
-target, globally over all layers but the first convolution, classifier included: our reading
-of the paper's ImageNet setup; the mask is then fixed for the phase) and decompressed
+target, globally over every layer, the first convolution and the classifier included, as the
+authors' ImageNet configs list them: IST-DASLab/ACDC
+configs/neurips/iht_imagenet_resnet50_insta_cosinelr_s90_ep100.yaml:11-21, `modules: [conv1,
+layer1.0.conv1, ..., fc]`; the mask is then fixed for the phase) and decompressed
 phases (all weights train again; the pruned ones restart from zero). The run ends with a longer
 compressed phase, so the result is sparse at exactly the target. One optimizer (and momentum)
 spans all phases, as in the paper. The paper's ImageNet plan (100 epochs: 10 warm-up, 5-epoch
@@ -51,7 +53,7 @@ def phase_plan(epochs: int, params: ACDCParams) -> list[bool]:
 class ACDC:
     name = "acdc"
     params_type = ACDCParams
-    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="global")
+    policy = PruningPolicy(prune_first_conv=True, prune_classifier=True, distribution="global")
     distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: ACDCParams | None = None) -> None:

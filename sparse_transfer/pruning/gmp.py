@@ -4,10 +4,12 @@ Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for m
 compression", ICLR Workshop 2018 (arXiv:1710.01878). Sparsity rises from s_i to s_f over n
 pruning steps as s_t = s_f + (s_i - s_f) * (1 - t / n)^3: fast at first, while the network has
 redundant weights to spare, slowly near the end. As in the paper, every layer is pruned to s_t
-at each step (`uniform`: the smallest-magnitude weights within each layer). The first
-convolution stays dense, as in Gale, Elsen & Hooker's ResNet-50 GMP ("The State of Sparsity in
-Deep Neural Networks", 2019), the baseline the sparse-ImageNet literature uses; the classifier
-stays dense too (transfer replaces it). `global` and `erk` rankings are policy overrides.
+at each step (`uniform`: the smallest-magnitude weights within each layer). Which layers: GMP as
+STR's baseline, the GMP the paper's upstream models compare with, prunes every one, the first
+convolution and the classifier included (RAIVNLab/STR configs/largescale/resnet50-gmp.yaml:25
+`conv_type: GMPConv`; models/resnet.py:94-114, with `first_layer_dense` and `last_layer_dense`
+off, conv1 and fc are built by the same builder). `global` and `erk` rankings, and keeping a
+layer dense, are policy overrides.
 The last third of the budget finetunes with the final masks fixed.
 """
 
@@ -38,7 +40,7 @@ def cubic_sparsity(step: int, n_steps: int, final: float, initial: float = 0.0) 
 
 class GradualMagnitude:
     name = "gmp"
-    policy = PruningPolicy(prune_first_conv=False, prune_classifier=False, distribution="uniform")
+    policy = PruningPolicy(prune_first_conv=True, prune_classifier=True, distribution="uniform")
     distributions = ("uniform", "global", "erk")
 
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> Masks:

@@ -42,9 +42,11 @@ class LTHParams(BaseModel):
 class LTH:
     name = "lth"
     params_type = LTHParams
-    # Chen et al. prune the pretrained backbone by global magnitude, first convolution
-    # included; the task head is not part of the ticket
-    policy = PruningPolicy(prune_first_conv=True, prune_classifier=False, distribution="global")
+    # Chen et al. prune the convolutions only, by one global magnitude ranking, and skip the
+    # first: VITA-Group/CV_LTH_Pre-training main_imp_imagenet.py:229
+    # `pruning_model(model.module, args.percent, False)` (conv1=False), pruning_utils.py:15-34
+    # (nn.Conv2d only, `name == 'conv1'` skipped). So conv1 and the classifier stay dense.
+    policy = PruningPolicy(prune_first_conv=False, prune_classifier=False, distribution="global")
     distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: LTHParams | None = None) -> None:

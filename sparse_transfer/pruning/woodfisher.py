@@ -70,9 +70,10 @@ def joint_obs_update(w: torch.Tensor, inverse: torch.Tensor, pruned: torch.Tenso
 class WoodFisher:
     name = "woodfisher"
     params_type = WoodFisherParams
-    # the authors' (IST-DASLab) convention, shared with AC/DC: one global ranking over every
-    # layer but the first convolution, the classifier included
-    policy = PruningPolicy(prune_first_conv=False, prune_classifier=True, distribution="global")
+    # one global ranking over every layer, first convolution and classifier included, as the
+    # authors' ImageNet config lists them (IST-DASLab/WoodFisher configs/resnet50.yaml:8-63,
+    # `modules: [conv1, layer1.0.conv1, ..., fc]`)
+    policy = PruningPolicy(prune_first_conv=True, prune_classifier=True, distribution="global")
     distributions = ("global", "uniform", "erk")
 
     def __init__(self, params: WoodFisherParams | None = None) -> None:

@@ -38,15 +38,22 @@ def make_optimizer(params, hparams: Mapping) -> torch.optim.SGD:
 
 
 def make_schedule(optimizer, hparams: Mapping) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch lr factor: cosine to zero, the paper's x0.1 each third ("step"), or constant."""
+    """Per-epoch lr factor: cosine to zero, the authors' step schedule, or constant.
+
+    `authors_step`: x0.1 after 0-indexed epochs E//3 and 2E//3, so 51/50/49 of 150 epochs run
+    at lr, lr/10, lr/100. The authors' ExponentialLR(gamma=0.1) with `epochs: [50, 50, 150]`
+    (sparse-imagenet-transfer configs/imagenet_transfer.yaml:12-14, mobilenet_full_net_transfer
+    .yaml:12-14, imagenet_transfer_preextract.yaml:11-13) steps in on_epoch_end when
+    `(epoch - 50) % 50 == 0` (policies/trainers.py:134-137): after 0-indexed epochs 50, 100."""
     epochs = int(hparams["epochs"])
     kind = hparams["lr_schedule"]
+    boundaries = (epochs // 3, 2 * epochs // 3)
 
     def factor(epoch: int) -> float:
         if kind == "cosine":
             return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-        if kind == "step":
-            return 0.1 ** (3 * epoch // epochs)
+        if kind == "authors_step":
+            return 0.1 ** sum(epoch > b for b in boundaries)
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

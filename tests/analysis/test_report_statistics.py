@@ -189,7 +189,7 @@ def test_a_paper_sweep_is_overlaid_with_the_paper_numbers(tmp_path: Path) -> Non
     ours = ours.assign(arch="resnet50", mode="full")
     reference = paper_reference(ours)
     assert reference is not None
-    table = overlay(summarize(ours), reference)
+    table = overlay(summarize(ours), reference, ours)
     assert len(table) == 1
     row = table.iloc[0]
     # the paper's own AC/DC 90% delta on birds and cifar10, from the shipped CSV by hand
@@ -219,6 +219,35 @@ def test_a_paper_sweep_is_overlaid_with_the_paper_numbers(tmp_path: Path) -> Non
     page = paths.html.read_text()
     assert "Against the paper's published numbers" in page
     assert f"{-2.0 - paper:+.2f}" in page
+
+
+def test_the_overlay_compares_one_seed_with_the_papers_one_seed_mobilenet_full(
+    tmp_path: Path,
+) -> None:
+    """The paper's MobileNetV1 full finetuning has seed 21 only: against it our first seed
+    alone is compared (3 seeds would be a 3-seed mean against a 1-seed one), and it says so.
+    ResNet-50 linear has 5 seeds in the paper: our 3 are all compared."""
+    rows = []
+    for arch, mode in (("mobilenetv1", "full"), ("resnet50", "linear")):
+        for seed, loss in (("0", 1.0), ("1", 5.0), ("2", 6.0)):
+            rows += [
+                (arch, mode, "Dense", 0.0, "cifar10", seed, 90.0),
+                (arch, mode, "AC/DC", 0.9, "cifar10", seed, 90.0 - loss),
+            ]
+    ours = pd.DataFrame(
+        rows, columns=["arch", "mode", "method", "sparsity", "dataset", "seed", "top1"]
+    )
+    reference = paper_reference(ours)
+    table = overlay(summarize(ours), reference, ours).set_index(["arch", "mode"])
+    mobilenet, resnet = table.loc[("mobilenetv1", "full")], table.loc[("resnet50", "linear")]
+    assert (mobilenet.seeds_ours, mobilenet.seeds_compared) == (3, 1)
+    assert mobilenet.mean_delta_pts == pytest.approx(-1.0)  # seed 0 only
+    assert (resnet.seeds_ours, resnet.seeds_compared) == (3, 3)
+    assert resnet.mean_delta_pts == pytest.approx(-4.0)  # all three
+    paths = write_report(ours, tmp_path / "r", reference=reference)
+    page = paths.html.read_text()
+    assert "The paper ran mobilenetv1 full finetuning with 1 seed(s) per cell" in page
+    assert "our first 1 of 3 seeds" in page and "resnet50 linear finetuning with" not in page
 
 
 def test_a_sweep_outside_the_paper_gets_no_overlay() -> None:

@@ -57,7 +57,7 @@ def test_the_reference_holds_the_authors_configs():
     assert linear["lr"] == 0.01 and linear["dataset_overrides"] == {}
     for mode in (full, linear):
         assert (mode["momentum"], mode["weight_decay"], mode["batch_size"]) == (0.9, 5e-4, 64)
-        assert (mode["epochs"], mode["lr_schedule"]) == (150, "step")
+        assert (mode["epochs"], mode["lr_schedule"]) == (150, "authors_step")
     assert (full["normalization"], linear["normalization"]) == ("dataset", "imagenet")
 
 
@@ -74,18 +74,21 @@ def test_fixed_specs_hold_the_papers_grid_and_hyperparameters(arch, mode):
         space = spec.space(mode, dataset)
         for name in ("lr", "momentum", "weight_decay", "batch_size", "epochs", "label_smoothing"):
             assert space[name] == paper_value(mode, dataset, name), (dataset, name)
-        assert space["lr_schedule"] == "step" == paper_value(mode, dataset, "lr_schedule")
+        assert space["lr_schedule"] == "authors_step" == paper_value(mode, dataset, "lr_schedule")
     expected = {"full": (0.01, 0.001), "linear": (0.01, 0.01)}[mode]  # the authors' configs
     assert (spec.space(mode, "aircraft")["lr"], spec.space(mode, "cifar10")["lr"]) == expected
 
 
-def test_the_step_schedule_is_the_papers_x01_every_50_epochs():
+def test_the_step_schedule_is_the_authors_51_50_49_epochs():
+    """The authors' ExponentialLR steps in on_epoch_end after 0-indexed epochs 50 and 100
+    (policies/trainers.py:134-137 with `epochs: [50, 50, 150]`): 51, 50 and 49 epochs at lr,
+    lr/10 and lr/100. Counted here from the lr each epoch trains at."""
     import torch
 
     import sparse_transfer.pruning  # noqa: F401  (transfer.loop and pruning import each other)
     from sparse_transfer.transfer.loop import make_schedule
 
-    hparams = {"epochs": 150, "lr_schedule": "step"}
+    hparams = {"epochs": 150, "lr_schedule": "authors_step"}
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.001)
     schedule = make_schedule(optimizer, hparams)
     lrs = []
@@ -93,10 +96,17 @@ def test_the_step_schedule_is_the_papers_x01_every_50_epochs():
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.step()
-    assert lrs[0] == lrs[49] == 0.001
-    assert lrs[50] == lrs[99] == pytest.approx(1e-4) and lrs[100] == lrs[149] == pytest.approx(
-        1e-5
-    )
+    counts = [sum(lr == pytest.approx(0.001 * 0.1**k) for lr in lrs) for k in range(3)]
+    assert counts == [51, 50, 49]
+    assert lrs[50] == 0.001 and lrs[51] == pytest.approx(1e-4)
+    assert lrs[100] == pytest.approx(1e-4) and lrs[101] == pytest.approx(1e-5)
+
+
+def test_a_bare_step_schedule_is_refused_naming_the_authors_one():
+    from sparse_transfer.config.space import check_space
+
+    with pytest.raises(ValueError, match="unknown schedule 'step'.*authors_step"):
+        check_space("full", {"lr_schedule": "step"})
 
 
 @pytest.mark.parametrize(("arch", "mode"), GRIDS)

@@ -25,17 +25,20 @@ def quickstart_model() -> torch.nn.Module:
 
 
 # The published convention of each method, written out here (not read from the code), so a
-# changed default fails: (prune first conv, prune classifier, distribution).
+# changed default fails: (prune first conv, prune classifier, distribution). Where a method's
+# repository lists its layers, this is that list (the citations are in each method's file).
 PUBLISHED = {
     "dense": (False, False, "none"),
     "magnitude": (True, False, "global"),  # the global one-shot baseline
-    "gmp": (False, False, "uniform"),  # Zhu & Gupta: every layer to the scheduled sparsity
-    "acdc": (False, True, "global"),  # AC/DC: global magnitude, first conv dense
+    # STR's GMP baseline: GMPConv everywhere, every layer to the scheduled sparsity
+    "gmp": (True, True, "uniform"),
+    "acdc": (True, True, "global"),  # ACDC configs/neurips: modules [conv1, ..., fc]
     "rigl": (False, True, "erk"),  # RigL: first layer dense, the last one sparse, ERK
     "str": (True, True, "learned"),  # STR: a threshold per layer, every layer
-    "woodfisher": (False, True, "global"),
+    "woodfisher": (True, True, "global"),  # WoodFisher configs/resnet50.yaml: [conv1, ..., fc]
     "mfac": (False, True, "global"),
-    "lth": (True, False, "global"),  # LTH-T: global IMP over the pretrained backbone
+    # LTH-T: pruning_model(..., conv1=False) over nn.Conv2d only: conv1 and fc dense
+    "lth": (False, False, "global"),
 }
 
 
@@ -107,9 +110,11 @@ def test_rigl_keeps_the_first_layer_dense_and_prunes_the_classifier():
 
 
 def test_a_zoo_entry_overrides_the_policy_and_names_a_refused_one():
-    entry = ZooEntrySpec(method="gmp", sparsity=0.9, policy={"distribution": "global"})
+    entry = ZooEntrySpec(
+        method="gmp", sparsity=0.9, policy={"distribution": "global", "prune_classifier": False}
+    )
     assert entry.resolved_policy() == PruningPolicy(
-        prune_first_conv=False, prune_classifier=False, distribution="global"
+        prune_first_conv=True, prune_classifier=False, distribution="global"
     )
     with pytest.raises(ValueError, match="policy.distribution.*'str'.*learned"):
         ZooEntrySpec(method="str", sparsity=0.9, policy={"distribution": "uniform"})

@@ -1,7 +1,8 @@
 """The paper specs, dry-run through every layer on CPU: `sparse-transfer sweep
-sweeps/paper_mobilenetv1_*.yaml --dry-run`, narrowed with --set to two published upstream
+sweeps/paper_mobilenetv1_*.yaml --dry-run`, narrowed with --set to published upstream
 models (MobileNetV1 dense and AC/DC 75%, written in the authors' converted format with
-`module.` prefixes and wrapped layers) and two datasets in their exact on-disk layouts
+`module.` prefixes and wrapped layers; the full spec adds STR 90%, in STR's layout at the
+89.01% its released file has) and two datasets in their exact on-disk layouts
 (CIFAR-10's pickled batches, Aircraft's image files with its lr override).
 
 Every layer runs for real: spec validation and overrides, the catalog entry and its strict
@@ -19,9 +20,10 @@ import pytest
 import torch
 from dataset_fixtures import build_aircraft, build_cifar10
 from mlflow import MlflowClient
+from published_checkpoints import write_published
 from sweep_helpers import CLI, REPO
 
-from sparse_transfer.models import ARCHS
+from sparse_transfer.models import ARCHS, load_upstream
 from sparse_transfer.models.catalog import CATALOG
 from sparse_transfer.pruning import prunable_weights
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.slow
 UPSTREAMS = (
     "[{name: dense, catalog: mobilenetv1.dense}, {name: acdc_75, catalog: mobilenetv1.acdc_75}]"
 )
+WITH_STR = UPSTREAMS[:-1] + ", {name: str_90, catalog: mobilenetv1.str_90}]"
 
 
 def write_ist_converted(path: Path, catalog_name: str) -> dict[str, torch.Tensor]:
@@ -64,6 +67,7 @@ def paper_world(tmp_path_factory) -> dict[str, Path]:
     checkpoints.mkdir()
     for name in ("mobilenetv1.dense", "mobilenetv1.acdc_75"):
         write_ist_converted(checkpoints / f"{name}.pth", name)
+    write_published(checkpoints / "mobilenetv1.str_90.pth", CATALOG.get("mobilenetv1.str_90"))
     build_cifar10(root / "data/cifar10")
     build_aircraft(root / "data/aircraft")
     return {"checkpoints": checkpoints, "data": root / "data"}
@@ -86,13 +90,15 @@ def sweep(spec: str, tmp_path: Path, *settings: str, dry_run: bool = True):
     )
 
 
-def dry_run(spec: str, paper_world, tmp_path: Path) -> tuple[str, subprocess.CompletedProcess]:
+def dry_run(
+    spec: str, paper_world, tmp_path: Path, upstreams: str = UPSTREAMS
+) -> tuple[str, subprocess.CompletedProcess]:
     done = sweep(
         spec,
         tmp_path,
         f"data_root={paper_world['data']}",
         f"checkpoint_root={paper_world['checkpoints']}",
-        f"upstream={UPSTREAMS}",
+        f"upstream={upstreams}",
         "datasets=[aircraft, cifar10]",
         "resources={cpu: 1, gpu: 0, loader_workers: 1, precision: fp32}",
     )
@@ -108,23 +114,26 @@ def final_runs(tracking: str, experiment: str) -> list:
 
 
 def test_paper_full_spec_dry_run_goes_through_every_layer(paper_world, tmp_path):
-    tracking, done = dry_run("paper_mobilenetv1_full.yaml", paper_world, tmp_path)
+    tracking, done = dry_run("paper_mobilenetv1_full.yaml", paper_world, tmp_path, WITH_STR)
     assert "every hyperparameter is fixed; going straight to the final runs" in done.stdout
     runs = final_runs(tracking, "paper_mobilenetv1_full-dryrun")
     cells = {(r.data.tags["upstream"], r.data.tags["dataset"]): r for r in runs}
-    assert set(cells) == {(u, d) for u in ("dense", "acdc_75") for d in ("aircraft", "cifar10")}
+    upstreams = ("dense", "acdc_75", "str_90")
+    assert set(cells) == {(u, d) for u in upstreams for d in ("aircraft", "cifar10")}
+    methods = {"dense": "Dense", "acdc_75": "AC/DC", "str_90": "STR"}
     for (upstream, dataset), run in cells.items():
         assert run.info.status == "FINISHED"
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-        assert tags["method"] == ("Dense" if upstream == "dense" else "AC/DC")
+        assert tags["method"] == methods[upstream]
         assert tags["arch"] == "mobilenetv1" and tags["mode"] == "full"
         # the paper's hyperparameters, the lr override for aircraft, cut down for a dry run
         assert float(params["lr"]) == (0.01 if dataset == "aircraft" else 0.001)
         assert tags["precision"] == "fp32"
-        assert params["lr_schedule"] == "step" and int(params["epochs"]) == 1
+        assert params["lr_schedule"] == "authors_step" and int(params["epochs"]) == 1
         assert int(params["batch_size"]) == 8
         # the converted masks held through finetuning: the backbone is exactly as sparse
-        expected = 0.0 if upstream == "dense" else 0.75
+        # STR's is the 89.01% of its released file, not the 90% label
+        expected = {"dense": 0.0, "acdc_75": 0.75, "str_90": 0.8901}[upstream]
         assert metrics["upstream_sparsity"] == pytest.approx(expected, abs=0.01)
         assert metrics["final_sparsity"] == metrics["upstream_sparsity"]
         assert 0.0 <= metrics["test_top1"] <= 100.0
@@ -132,6 +141,12 @@ def test_paper_full_spec_dry_run_goes_through_every_layer(paper_world, tmp_path)
     assert report and (report[0] / "summary.csv").is_file()
     converted = list((tmp_path / "runs/upstream").glob("mobilenetv1.acdc_75-*.pt"))
     assert len(converted) == 1, "the published checkpoint is converted once, into the storage"
+    # the authors' stored masks for AC/DC; STR's zeros and its bias-free 1x1-conv head
+    assert load_upstream(converted[0]).metadata["mask_source"] == "file"
+    (str_90,) = (tmp_path / "runs/upstream").glob("mobilenetv1.str_90-*.pt")
+    metadata = load_upstream(str_90).metadata
+    assert (metadata["mask_source"], metadata["head"]) == ("zeros", "conv1x1")
+    assert metadata["declared_sparsity"] == 0.9
 
 
 def test_paper_linear_spec_dry_run_extracts_features_through_the_loader(paper_world, tmp_path):
