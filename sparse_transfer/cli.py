@@ -221,7 +221,6 @@ def resume(
 
 def _print_outcome(state) -> None:
     import pandas as pd
-    from mlflow import MlflowClient
 
     from sparse_transfer.config import load_spec
 
@@ -234,10 +233,8 @@ def _print_outcome(state) -> None:
     typer.echo("Summary: mean over datasets of (accuracy - dense accuracy), in points\n")
     typer.echo(console.summary_table(summary))
     typer.echo(f"\nreport:  {report / 'report.html'}")
-    found = MlflowClient(state.tracking_uri).get_experiment_by_name(state.experiment)
-    for line in console.sweep_hints(
-        state.tracking_uri, found.experiment_id if found else None, _optuna_store(state)
-    ):
+    view = _final_runs_view(state)
+    for line in console.sweep_hints(state.tracking_uri, view, _dashboard_snapshot(state, spec)):
         typer.echo(line)
     failed = getattr(state, "failed_cells", {})
     for cell, why in failed.items():
@@ -246,12 +243,27 @@ def _print_outcome(state) -> None:
         _fail(f"{len(failed)} cell(s) failed and have no final runs (see above)", code=1)
 
 
-def _optuna_store(state) -> Path:
-    """The sweep's Optuna studies: its ledger (an Optuna journal file), else an SQLite db."""
+def _final_runs_view(state) -> tuple[str, str] | None:
+    """The saved MLflow view of the sweep's final runs, or None when MLflow did not answer
+    (the runs are there; only the link is not printed)."""
+    from sparse_transfer.tracking.views import save_final_runs_view
+
+    try:
+        return save_final_runs_view(state.tracking_uri, state.experiment, state.sweep_id)
+    except Exception as err:  # the sweep is done: a link is not worth a traceback
+        typer.echo(f"mlflow:  no link to the final runs ({err})", err=True)
+        return None
+
+
+def _dashboard_snapshot(state, spec) -> Path | None:
+    """A snapshot of the sweep's search studies for optuna-dashboard (never the ledger)."""
     from sparse_transfer.sweep.ledger import LEDGER_FILE
+    from sparse_transfer.sweep.snapshot import SNAPSHOT_FILE, write_dashboard_snapshot
 
     ledger = state.sweep_dir / LEDGER_FILE
-    return ledger if ledger.is_file() else state.sweep_dir / "optuna.db"
+    if not ledger.is_file():
+        return None
+    return write_dashboard_snapshot(ledger, state.sweep_dir / SNAPSHOT_FILE, spec.search.metric)
 
 
 TABLE_HELP = (

@@ -79,9 +79,6 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset
 
 MLFLOW_PORT = 5000
 DASHBOARD_PORT = 8080
-# MLflow 3 opens an experiment on its GenAI overview; the runs tab is `/runs`, and the search
-# box is filled from `searchFilter`. Only the final runs carry the reported accuracies.
-FINAL_RUNS_FILTER = "tags.phase = 'final'"
 
 
 def _tool(name: str, module: str) -> list[str]:
@@ -104,8 +101,9 @@ def mlflow_ui_command(tracking_uri: str, port: int = MLFLOW_PORT) -> list[str]:
     ]
 
 
-def mlflow_runs_url(base: str, experiment_id: str, search: str = FINAL_RUNS_FILTER) -> str:
-    query = urllib.parse.urlencode({"searchFilter": search}, quote_via=urllib.parse.quote)
+def mlflow_view_url(base: str, experiment_id: str, view_key: str) -> str:
+    """A saved view of an experiment's runs (see tracking.views)."""
+    query = urllib.parse.urlencode({"viewStateShareKey": view_key})
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
@@ -120,18 +118,19 @@ def shell(command: list[str]) -> str:
     return shlex.join(command)
 
 
-def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_store: Path) -> list[str]:
-    """The lines that tell a user how to look at a finished sweep's runs and studies."""
+def sweep_hints(tracking_uri: str, view: tuple[str, str] | None, optuna_store: Path | None):
+    """The lines that tell a user how to look at a finished sweep's runs and studies.
+    `view`: (experiment id, key) of the saved view of its final runs."""
     lines = []
     if tracking_uri.startswith(("http://", "https://")):  # a server: it is already up
-        if experiment_id is not None:
-            lines.append(f"mlflow:  {mlflow_runs_url(tracking_uri, experiment_id)}")
+        if view is not None:
+            lines.append(f"mlflow:  {mlflow_view_url(tracking_uri, *view)}")
     else:
         lines.append(f"mlflow:  {shell(mlflow_ui_command(tracking_uri))}")
-        if experiment_id is not None:
+        if view is not None:
             base = f"http://127.0.0.1:{MLFLOW_PORT}"
-            lines.append(f"         then open {mlflow_runs_url(base, experiment_id)}")
-    if optuna_store.is_file():
+            lines.append(f"         then open {mlflow_view_url(base, *view)}")
+    if optuna_store is not None and optuna_store.is_file():
         lines.append(f"optuna:  {shell(dashboard_command(optuna_store))}")
         lines.append(f"         then open http://127.0.0.1:{DASHBOARD_PORT}")
     return lines
