@@ -83,8 +83,14 @@ def _telemetry_defaults() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(message, err=True)
+    """Every error the CLI reports starts with `error: `."""
+    typer.echo(message if message.startswith("error: ") else f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _interrupted(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(130)
 
 
 @app.command()
@@ -95,9 +101,11 @@ def validate(
     ],
     overrides: SpecOverrides = None,
 ) -> None:
-    """Check sweep and zoo specs without running anything (exit 0 when all are valid)."""
+    """Check sweep and zoo specs, and the dataset and checkpoint files they name, without
+    running anything (exit 0 when all are valid)."""
     from sparse_transfer.config import SpecError, load_spec
     from sparse_transfer.config.zoo_spec import load_zoo_spec
+    from sparse_transfer.sweep.paths_check import check_paths
 
     bad = 0
     for path in specs:
@@ -105,11 +113,20 @@ def validate(
             if path.name.startswith("zoo_"):
                 zoo = load_zoo_spec(path, overrides or [])
                 typer.echo(f"{path}: ok (zoo {zoo.name!r}, {len(zoo.entries)} entries)")
-            else:
-                typer.echo(f"{path}: ok ({_describe(load_spec(path, overrides or []))})")
+                continue
+            spec = load_spec(path, overrides or [])
         except SpecError as err:
             bad += 1
-            typer.echo(str(err), err=True)
+            typer.echo(f"error: {err}", err=True)
+            continue
+        found = check_paths(spec)
+        for problem in found.problems:
+            typer.echo(f"error: {path}: {problem}", err=True)
+        bad += bool(found.problems)
+        if not found.problems:
+            typer.echo(f"{path}: ok ({_describe(spec)})")
+        if found.unchecked:
+            typer.echo(f"{path}: not checked ({found.why_unchecked}): {found.unchecked_text()}")
     if bad:
         raise typer.Exit(1)
 
@@ -184,7 +201,7 @@ def _run(spec, address: str | None) -> None:
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
-        _fail(str(err), code=130)
+        _interrupted(str(err))
     _print_outcome(state)
 
 
@@ -215,7 +232,7 @@ def resume(
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
-        _fail(str(err), code=130)
+        _interrupted(str(err))
     _print_outcome(state)
 
 
