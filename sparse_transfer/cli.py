@@ -508,8 +508,8 @@ def zoo_list(
         [
             e["name"],
             e["method"],
-            f"{e['target_sparsity']:.2f}",
-            f"{e['sparsity']:.4f}",
+            console.percent(e["target_sparsity"]),
+            console.percent(e["sparsity"], digits=2),
             f"{e['upstream_val_top1']:.1f}%",
             e["sha256"][:12],
         ]

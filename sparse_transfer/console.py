@@ -148,7 +148,7 @@ def summary_table(summary) -> str:
         cells = [
             _text(row["mode"]),
             str(row["method"]),
-            f"{row['sparsity'] * 100:g}%",
+            percent(row["sparsity"]),
             str(row["n_datasets"]),
             _number(row["mean_delta_pts"], "+.2f"),
             _number(row["std_delta_pts"], ".2f"),
@@ -159,6 +159,12 @@ def summary_table(summary) -> str:
             cells += [interval, _yes_no(row["within_noise"])]
         rows.append(cells)
     return table(headers, rows, right=set(range(2, len(headers) - has_ci)))
+
+
+def percent(fraction: float, digits: int | None = None) -> str:
+    """A sparsity as every command and the report write it: `90%`, or `89.99%` with digits."""
+    value = float(fraction) * 100
+    return f"{value:.{digits}f}%" if digits is not None else f"{value:g}%"
 
 
 def _missing(value) -> bool:

@@ -78,15 +78,30 @@ def test_sweep_commands_have_verbose():
         assert "--verbose" in _help(command)
 
 
-def test_checkpoint_list_has_a_header_and_says_how_to_fill_in():
+def test_checkpoint_list_shows_where_each_entry_is_published_and_its_file_name():
+    from sparse_transfer.models.catalog import CATALOG
+
     lines = _cli("checkpoint", "list").stdout.splitlines()
-    assert lines[0].split() == ["name", "method", "sparsity", "format", "source"]
+    assert re.split(r"\s{2,}", lines[0]) == [
+        "name",
+        "method",
+        "sparsity",
+        "format",
+        "file (or source)",
+        "published at",
+    ]
     assert set(lines[1]) <= {"-", " "}
-    fill_ins = [line for line in lines if "fill in" in line and "<checkpoint_root>/" in line]
-    assert fill_ins, "entries without a public file must say where their file goes"
-    name = fill_ins[0].split()[0]
-    assert f"<checkpoint_root>/{name}.pth" in fill_ins[0]
-    assert "checkpoint:" in " ".join(lines[-3:])
+    rows = {line.split()[0]: line for line in lines[2:] if line and not line.startswith("An ")}
+    published = [e for e in map(CATALOG.get, CATALOG.names()) if e.published_at]
+    assert len(published) >= 30
+    for entry in published:
+        row = rows[entry.name]
+        assert entry.published_at in row
+        assert (entry.source or f"<checkpoint_root>/{entry.name}.pth") in row
+        assert "fill in" not in row
+    assert "resnet50.acdc_95" in rows and " 95% " in rows["resnet50.acdc_95"]
+    hint = " ".join(lines[-3:])
+    assert "published at" in hint and "checkpoint_root" in hint and "checkpoint:" in hint
 
 
 def test_zoo_list_has_a_header(zoo_dir, tmp_path):
@@ -94,7 +109,8 @@ def test_zoo_list_has_a_header(zoo_dir, tmp_path):
     lines = _cli("zoo", "list", "--storage", str(tmp_path)).stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "method", "target", "measured"]
     assert set(lines[1]) <= {"-", " "}
-    assert any(line.startswith("quickstart/gmp_90") for line in lines[2:])
+    (gmp,) = [line for line in lines[2:] if line.startswith("quickstart/gmp_90")]
+    assert re.search(r"\sgmp\s+90%\s+\d+\.\d\d%\s", gmp), gmp  # as the report writes them
 
 
 def _summary(**extra) -> pd.DataFrame:
