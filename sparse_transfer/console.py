@@ -137,15 +137,18 @@ def sweep_hints(tracking_uri: str, view: tuple[str, str] | None, optuna_store: P
 
 
 def summary_table(summary) -> str:
-    """`summary.csv` for the terminal; with its interval columns (`ci_low_pts`, `ci_high_pts`,
-    `within_noise`) when the report wrote them, so a delta inside the noise reads as such."""
+    """`summary.csv` for the terminal (the sweep's and `report`'s); with its arch column when
+    it names one, and its interval columns (`ci_low_pts`, `ci_high_pts`, `within_noise`) when
+    the report wrote them, so a delta inside the noise reads as such. A dense row's "within
+    noise" is empty, as in summary.csv and the HTML report: it is the reference."""
     has_ci = {"ci_low_pts", "ci_high_pts", "within_noise"} <= set(summary.columns)
-    headers = ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
+    has_arch = "arch" in summary.columns and any(not _missing(a) for a in summary["arch"])
+    headers = ["arch"] * has_arch + ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
     if has_ci:
         headers += ["95% interval", "within noise"]
     rows = []
     for row in summary.to_dict("records"):
-        cells = [
+        cells = [_text(row.get("arch"))] * has_arch + [
             _text(row["mode"]),
             str(row["method"]),
             percent(row["sparsity"]),
@@ -156,9 +159,10 @@ def summary_table(summary) -> str:
         if has_ci:
             low, high = row["ci_low_pts"], row["ci_high_pts"]
             interval = "-" if _missing(low) or _missing(high) else f"[{low:+.2f}, {high:+.2f}]"
-            cells += [interval, _yes_no(row["within_noise"])]
+            cells += [interval, yes_no(row["within_noise"])]
         rows.append(cells)
-    return table(headers, rows, right=set(range(2, len(headers) - has_ci)))
+    first_number = 2 + has_arch
+    return table(headers, rows, right=set(range(first_number, len(headers) - has_ci)))
 
 
 def percent(fraction: float, digits: int | None = None) -> str:
@@ -168,7 +172,9 @@ def percent(fraction: float, digits: int | None = None) -> str:
 
 
 def _missing(value) -> bool:
-    return value is None or value != value or value == ""  # NaN is not equal to itself
+    if value is None or type(value).__name__ == "NAType":  # pandas' NA (no pandas import here)
+        return True
+    return value != value or value == ""  # NaN is not equal to itself
 
 
 def _text(value) -> str:
@@ -179,9 +185,10 @@ def _number(value, fmt: str) -> str:
     return "-" if _missing(value) else format(float(value), fmt)
 
 
-def _yes_no(value) -> str:
+def yes_no(value) -> str:
+    """within_noise as every surface shows it: yes, no, or empty where there is no interval."""
     if _missing(value):
-        return "-"
+        return ""
     if isinstance(value, str):
         value = value.strip().lower() in {"true", "1", "yes"}
     return "yes" if value else "no"

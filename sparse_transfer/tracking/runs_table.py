@@ -196,7 +196,20 @@ def _cell(cell: str, runs: list[Any], url: Callable[[str], str]) -> CellProvenan
             FinalRun(r.data.tags.get("seed", ""), r.info.run_id, url(r.info.run_id))
             for r in finals
         ],
+        best_search=_best_search(search),
     )
+
+
+def _best_search(search: list[Any]) -> dict[str, float]:
+    """Per validation metric, the best final value among the search trials that completed."""
+    completed = [r for r in search if r.data.tags.get("ledger_state", "COMPLETE") == "COMPLETE"]
+    best: dict[str, float] = {}
+    for run in completed:
+        for name in (M.VAL_TOP1, M.VAL_MEAN_CLASS_ACC):
+            value = run.data.metrics.get(name)
+            if value is not None and value > best.get(name, float("-inf")):
+                best[name] = value
+    return best
 
 
 def _spec_text(client: Any, run_id: str) -> str:
