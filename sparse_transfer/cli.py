@@ -9,9 +9,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from sparse_transfer import console
 from sparse_transfer.commands.checkpoint import app as checkpoint_app
+
+_PLACEHOLDERS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH"}
+
+
+def _placeholder(param, ctx) -> str | None:
+    """An option's value placeholder: its metavar, else an upper-case word (`PATH`, `INTEGER`,
+    `TEXT`). typer 0.29 writes the Python type instead (`<list[Path]>`) and puts it beside
+    every argument's name too; checked against typer 0.29.2 (2026-12-03)."""
+    if isinstance(param, typer.core.TyperArgument):
+        return None  # the argument's name is its placeholder
+    if param.metavar:
+        return param.metavar
+    label = param.display_type(ctx).strip("<>")
+    label = label.removeprefix("list[").removesuffix("]").lower()
+    return _PLACEHOLDERS.get(label, label.upper())
+
+
+typer.core.TyperArgument.display_type_rich = _placeholder
+typer.core.TyperOption.display_type_rich = _placeholder
 
 # Plain help: typer's rich panels show every flag as taking a value (`--dry-run <bool>`).
 app = typer.Typer(
@@ -22,6 +42,7 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(
     help="The upstream zoo of pretrained and pruned models.",
+    short_help="The upstream zoo of pretrained and pruned models.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -93,7 +114,7 @@ def _interrupted(message: str) -> None:
     raise typer.Exit(130)
 
 
-@app.command()
+@app.command(short_help="Check specs and the files they name, running nothing.")
 def validate(
     specs: Annotated[
         list[Path],
@@ -137,7 +158,7 @@ def _describe(spec) -> str:
     return describe(spec)
 
 
-@app.command()
+@app.command(short_help="Run a study from a sweep spec.")
 def sweep(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec YAML file.")],
     overrides: Overrides = None,
@@ -163,11 +184,11 @@ def sweep(
     _run(loaded.as_dry_run() if dry_run else loaded, address)
 
 
-@app.command()
+@app.command(short_help="Run the offline smoke-scale quickstart study.")
 def quickstart(
-    storage: Annotated[Path, typer.Option(help="Where runs, zoo and features go.")] = Path(
-        "sparse-transfer-runs"
-    ),
+    storage: Annotated[
+        Path, typer.Option(metavar="DIR", help="Where runs, zoo and features go.")
+    ] = Path("sparse-transfer-runs"),
     overrides: Overrides = None,
     verbose: Verbose = False,
 ) -> None:
@@ -205,7 +226,7 @@ def _run(spec, address: str | None) -> None:
     _print_outcome(state)
 
 
-@app.command()
+@app.command(short_help="Finish an interrupted study.")
 def resume(
     sweep_dir: Annotated[
         str,
@@ -291,9 +312,9 @@ TABLE_HELP = (
 )
 
 
-@app.command()
+@app.command(short_help="Write a report from MLflow or from result tables.")
 def report(
-    out: Annotated[Path, typer.Option(help="Directory for the report files.")],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the report files.")],
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment to read.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     sweep_id: Annotated[
@@ -366,20 +387,26 @@ def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bo
     return results, extras
 
 
-@app.command()
+@app.command(short_help="Does tuning change which method wins?")
 def compare(
     fixed: Annotated[
-        str, typer.Argument(help="The fixed-hyperparameter sweep: its directory, or its id.")
+        str,
+        typer.Argument(
+            metavar="FIXED", help="The fixed-hyperparameter sweep: its directory, or its id."
+        ),
     ],
-    tuned: Annotated[str, typer.Argument(help="The tuned sweep: its directory, or its id.")],
-    out: Annotated[Path, typer.Option(help="Directory for compare.csv/.png/.html.")] = Path(
-        "compare"
-    ),
+    tuned: Annotated[
+        str, typer.Argument(metavar="TUNED", help="The tuned sweep: its directory, or its id.")
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Directory for compare.csv/.png/.html.")
+    ] = Path("compare"),
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI of sweeps given by id.")
     ] = None,
 ) -> None:
-    """Does tuning change which method wins? Fixed vs. tuned, per architecture and mode."""
+    """Does tuning change which method wins? The rankings of a fixed-hyperparameter sweep and
+    a tuned one, per architecture and mode."""
     from sparse_transfer.analysis.compare import tau_title, write_compare
 
     try:
@@ -423,7 +450,7 @@ def _sweep_results(sweep: str, tracking_uri: str | None):
     return load_final_runs(uri, experiment, sweep_id=sweep_id), source
 
 
-@app.command()
+@app.command(short_help="Measure full-finetuning speed with and without masks.")
 def bench(
     arch: Annotated[str, typer.Option(help="Architecture to train.")] = "resnet50",
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
@@ -442,7 +469,7 @@ def bench(
         typer.echo(line)
 
 
-@zoo_app.command("build")
+@zoo_app.command("build", short_help="Build upstream models as parallel Ray tasks.")
 def zoo_build(
     spec: Annotated[
         Path, typer.Argument(metavar="SPEC", help="Zoo spec YAML (see sweeps/zoo_demo.yaml).")
@@ -485,7 +512,7 @@ def zoo_build(
     typer.echo(f"zoo: {store.display('zoo', zoo.name)}")
 
 
-@zoo_app.command("list")
+@zoo_app.command("list", short_help="List the zoo entries in a storage.")
 def zoo_list(
     storage: Annotated[
         str, typer.Option(help="Storage holding zoo/: a directory or s3://bucket/prefix.")

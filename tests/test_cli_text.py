@@ -149,3 +149,56 @@ def test_summary_without_interval_columns_still_prints():
     text = summary_table(_summary())
     assert "within noise" not in text
     assert "-0.41" in text.splitlines()[-1]
+
+
+GROUPS = [[], ["zoo"], ["checkpoint"]]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: " ".join(g) or "top")
+def test_help_lists_each_command_with_a_whole_sentence(group):
+    text = _help(group)
+    listing = text.split("Commands:", 1)[1].strip().splitlines()
+    assert listing
+    for line in listing:
+        assert not line.rstrip().endswith("..."), line
+        assert line.rstrip()[-1] in ".?", line
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_placeholders_are_upper_case_words_without_python_types(command):
+    text = _help(command)
+    assert "<list[" not in text
+    assert not re.search(r"^  (--[\w-]+|[\w.]+) <\w", text, flags=re.MULTILINE), text
+    usage = text.splitlines()[0]
+    for placeholder in re.findall(r"\{([^}]*)\}", usage):
+        assert placeholder == placeholder.upper(), usage
+    for option, value in re.findall(r"^\s+(--[\w-]+) ([^\s]+)  ", text, flags=re.MULTILINE):
+        assert value == value.upper() and "[" not in value, (option, value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "/nonexistent.yaml"],
+        ["validate", "sweeps/quickstart.yaml", "--set", "search.trial_per_cell=3"],
+        ["sweep", "sweeps/quickstart.yaml", "--set", "search.trial_per_cell=3"],
+        ["report", "--out", "/tmp/unused-report"],
+        ["checkpoint", "inspect", "/nonexistent.pt"],
+        ["resume", "/nonexistent"],
+        ["zoo", "build", "/nonexistent/zoo_x.yaml"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_every_error_starts_the_same_way(args):
+    done = _cli(*args, check=False)
+    assert done.returncode != 0
+    assert done.stderr.startswith("error: "), done.stderr
+
+
+def test_the_reports_mlflow_command_is_the_one_a_sweep_prints(tmp_path):
+    from sparse_transfer.console import sweep_hints
+    from sparse_transfer.tracking.runs_table import _ui_hint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    printed = sweep_hints(uri, None, None)[0].removeprefix("mlflow:").strip()
+    assert _ui_hint(uri).endswith(f"start it with {printed}")

@@ -10,14 +10,17 @@ import typer
 
 app = typer.Typer(
     help="Upstream checkpoints: inspect a file, list the paper's catalog.",
+    short_help="Upstream checkpoints: inspect a file, list the paper's catalog.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
 
-@app.command()
+@app.command(short_help="Print a checkpoint's format, architecture and sparsity.")
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Checkpoint file (.pth, .pt, .safetensors).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Checkpoint file (.pth, .pt, .safetensors).")
+    ],
     arch: Annotated[
         str | None, typer.Option(help="Architecture to check against; default: inferred.")
     ] = None,
@@ -46,7 +49,7 @@ NO_SOURCE_HINT = (
 )
 
 
-@app.command("list")
+@app.command("list", short_help="List the paper's checkpoint catalog.")
 def list_entries() -> None:
     """List the catalog: name, method, sparsity, format, file or source, and where published."""
     from sparse_transfer.console import percent, table

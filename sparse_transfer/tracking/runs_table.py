@@ -3,7 +3,6 @@ what the report says about how each cell got its numbers."""
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -230,9 +229,12 @@ def _ui_base(tracking_uri: str) -> str:
 def _ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"runs on the tracking server {tracking_uri}"
+    from sparse_transfer.console import mlflow_ui_command, shell
+
+    # the command a finished sweep prints, word for word
     return (
         f"the links open in the MLflow UI at {LOCAL_UI}; start it with "
-        f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri}"
+        f"{shell(mlflow_ui_command(tracking_uri))}"
     )
 
 
