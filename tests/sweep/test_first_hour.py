@@ -100,7 +100,7 @@ def _hint(console: str, label: str) -> tuple[list[str], str]:
     return command, url
 
 
-def _get(url: str, timeout: float = 120) -> bytes:
+def _get(url: str, timeout: float = 300) -> bytes:  # a busy machine starts mlflow slowly
     deadline = time.monotonic() + timeout
     while True:
         try:
