@@ -23,4 +23,4 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check sparse_transfer tests
 
 clean:
-	rm -rf sparse-transfer-runs mlflow.db .pytest_cache
+	rm -rf sparse-transfer-runs mlflow.db mlruns .pytest_cache

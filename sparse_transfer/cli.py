@@ -9,9 +9,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 
 from sparse_transfer import console
 from sparse_transfer.commands.checkpoint import app as checkpoint_app
+
+_PLACEHOLDERS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH"}
+
+
+def _placeholder(param, ctx) -> str | None:
+    """An option's value placeholder: its metavar, else an upper-case word (`PATH`, `INTEGER`,
+    `TEXT`). typer 0.29 writes the Python type instead (`<list[Path]>`) and puts it beside
+    every argument's name too; checked against typer 0.29.2 (2026-12-03)."""
+    if isinstance(param, typer.core.TyperArgument):
+        return None  # the argument's name is its placeholder
+    if param.metavar:
+        return param.metavar
+    label = param.display_type(ctx).strip("<>")
+    label = label.removeprefix("list[").removesuffix("]").lower()
+    return _PLACEHOLDERS.get(label, label.upper())
+
+
+typer.core.TyperArgument.display_type_rich = _placeholder
+typer.core.TyperOption.display_type_rich = _placeholder
 
 # Plain help: typer's rich panels show every flag as taking a value (`--dry-run <bool>`).
 app = typer.Typer(
@@ -22,6 +42,7 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(
     help="The upstream zoo of pretrained and pruned models.",
+    short_help="The upstream zoo of pretrained and pruned models.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -83,11 +104,17 @@ def _telemetry_defaults() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(message, err=True)
+    """Every error the CLI reports starts with `error: `."""
+    typer.echo(message if message.startswith("error: ") else f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-@app.command()
+def _interrupted(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(130)
+
+
+@app.command(short_help="Check specs and the files they name, running nothing.")
 def validate(
     specs: Annotated[
         list[Path],
@@ -95,9 +122,11 @@ def validate(
     ],
     overrides: SpecOverrides = None,
 ) -> None:
-    """Check sweep and zoo specs without running anything (exit 0 when all are valid)."""
+    """Check sweep and zoo specs, and the dataset and checkpoint files they name, without
+    running anything (exit 0 when all are valid)."""
     from sparse_transfer.config import SpecError, load_spec
     from sparse_transfer.config.zoo_spec import load_zoo_spec
+    from sparse_transfer.sweep.paths_check import check_paths
 
     bad = 0
     for path in specs:
@@ -105,11 +134,20 @@ def validate(
             if path.name.startswith("zoo_"):
                 zoo = load_zoo_spec(path, overrides or [])
                 typer.echo(f"{path}: ok (zoo {zoo.name!r}, {len(zoo.entries)} entries)")
-            else:
-                typer.echo(f"{path}: ok ({_describe(load_spec(path, overrides or []))})")
+                continue
+            spec = load_spec(path, overrides or [])
         except SpecError as err:
             bad += 1
-            typer.echo(str(err), err=True)
+            typer.echo(f"error: {err}", err=True)
+            continue
+        found = check_paths(spec)
+        for problem in found.problems:
+            typer.echo(f"error: {path}: {problem}", err=True)
+        bad += bool(found.problems)
+        if not found.problems:
+            typer.echo(f"{path}: ok ({_describe(spec)})")
+        if found.unchecked:
+            typer.echo(f"{path}: not checked ({found.why_unchecked}): {found.unchecked_text()}")
     if bad:
         raise typer.Exit(1)
 
@@ -120,7 +158,7 @@ def _describe(spec) -> str:
     return describe(spec)
 
 
-@app.command()
+@app.command(short_help="Run a study from a sweep spec.")
 def sweep(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec YAML file.")],
     overrides: Overrides = None,
@@ -146,11 +184,11 @@ def sweep(
     _run(loaded.as_dry_run() if dry_run else loaded, address)
 
 
-@app.command()
+@app.command(short_help="Run the offline smoke-scale quickstart study.")
 def quickstart(
-    storage: Annotated[Path, typer.Option(help="Where runs, zoo and features go.")] = Path(
-        "sparse-transfer-runs"
-    ),
+    storage: Annotated[
+        Path, typer.Option(metavar="DIR", help="Where runs, zoo and features go.")
+    ] = Path("sparse-transfer-runs"),
     overrides: Overrides = None,
     verbose: Verbose = False,
 ) -> None:
@@ -184,11 +222,11 @@ def _run(spec, address: str | None) -> None:
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
-        _fail(str(err), code=130)
+        _interrupted(str(err))
     _print_outcome(state)
 
 
-@app.command()
+@app.command(short_help="Finish an interrupted study.")
 def resume(
     sweep_dir: Annotated[
         str,
@@ -215,13 +253,12 @@ def resume(
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
-        _fail(str(err), code=130)
+        _interrupted(str(err))
     _print_outcome(state)
 
 
 def _print_outcome(state) -> None:
     import pandas as pd
-    from mlflow import MlflowClient
 
     from sparse_transfer.config import load_spec
 
@@ -234,10 +271,8 @@ def _print_outcome(state) -> None:
     typer.echo("Summary: mean over datasets of (accuracy - dense accuracy), in points\n")
     typer.echo(console.summary_table(summary))
     typer.echo(f"\nreport:  {report / 'report.html'}")
-    found = MlflowClient(state.tracking_uri).get_experiment_by_name(state.experiment)
-    for line in console.sweep_hints(
-        state.tracking_uri, found.experiment_id if found else None, _optuna_store(state)
-    ):
+    view = _final_runs_view(state)
+    for line in console.sweep_hints(state.tracking_uri, view, _dashboard_snapshot(state, spec)):
         typer.echo(line)
     failed = getattr(state, "failed_cells", {})
     for cell, why in failed.items():
@@ -246,12 +281,27 @@ def _print_outcome(state) -> None:
         _fail(f"{len(failed)} cell(s) failed and have no final runs (see above)", code=1)
 
 
-def _optuna_store(state) -> Path:
-    """The sweep's Optuna studies: its ledger (an Optuna journal file), else an SQLite db."""
+def _final_runs_view(state) -> tuple[str, str] | None:
+    """The saved MLflow view of the sweep's final runs, or None when MLflow did not answer
+    (the runs are there; only the link is not printed)."""
+    from sparse_transfer.tracking.views import save_final_runs_view
+
+    try:
+        return save_final_runs_view(state.tracking_uri, state.experiment, state.sweep_id)
+    except Exception as err:  # the sweep is done: a link is not worth a traceback
+        typer.echo(f"mlflow:  no link to the final runs ({err})", err=True)
+        return None
+
+
+def _dashboard_snapshot(state, spec) -> Path | None:
+    """A snapshot of the sweep's search studies for optuna-dashboard (never the ledger)."""
     from sparse_transfer.sweep.ledger import LEDGER_FILE
+    from sparse_transfer.sweep.snapshot import SNAPSHOT_FILE, write_dashboard_snapshot
 
     ledger = state.sweep_dir / LEDGER_FILE
-    return ledger if ledger.is_file() else state.sweep_dir / "optuna.db"
+    if not ledger.is_file():
+        return None
+    return write_dashboard_snapshot(ledger, state.sweep_dir / SNAPSHOT_FILE, spec.search.metric)
 
 
 TABLE_HELP = (
@@ -262,9 +312,9 @@ TABLE_HELP = (
 )
 
 
-@app.command()
+@app.command(short_help="Write a report from MLflow or from result tables.")
 def report(
-    out: Annotated[Path, typer.Option(help="Directory for the report files.")],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Directory for the report files.")],
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment to read.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     sweep_id: Annotated[
@@ -337,20 +387,26 @@ def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bo
     return results, extras
 
 
-@app.command()
+@app.command(short_help="Does tuning change which method wins?")
 def compare(
     fixed: Annotated[
-        str, typer.Argument(help="The fixed-hyperparameter sweep: its directory, or its id.")
+        str,
+        typer.Argument(
+            metavar="FIXED", help="The fixed-hyperparameter sweep: its directory, or its id."
+        ),
     ],
-    tuned: Annotated[str, typer.Argument(help="The tuned sweep: its directory, or its id.")],
-    out: Annotated[Path, typer.Option(help="Directory for compare.csv/.png/.html.")] = Path(
-        "compare"
-    ),
+    tuned: Annotated[
+        str, typer.Argument(metavar="TUNED", help="The tuned sweep: its directory, or its id.")
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Directory for compare.csv/.png/.html.")
+    ] = Path("compare"),
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI of sweeps given by id.")
     ] = None,
 ) -> None:
-    """Does tuning change which method wins? Fixed vs. tuned, per architecture and mode."""
+    """Does tuning change which method wins? The rankings of a fixed-hyperparameter sweep and
+    a tuned one, per architecture and mode."""
     from sparse_transfer.analysis.compare import tau_title, write_compare
 
     try:
@@ -394,7 +450,7 @@ def _sweep_results(sweep: str, tracking_uri: str | None):
     return load_final_runs(uri, experiment, sweep_id=sweep_id), source
 
 
-@app.command()
+@app.command(short_help="Measure full-finetuning speed with and without masks.")
 def bench(
     arch: Annotated[str, typer.Option(help="Architecture to train.")] = "resnet50",
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
@@ -413,7 +469,7 @@ def bench(
         typer.echo(line)
 
 
-@zoo_app.command("build")
+@zoo_app.command("build", short_help="Build upstream models as parallel Ray tasks.")
 def zoo_build(
     spec: Annotated[
         Path, typer.Argument(metavar="SPEC", help="Zoo spec YAML (see sweeps/zoo_demo.yaml).")
@@ -456,7 +512,7 @@ def zoo_build(
     typer.echo(f"zoo: {store.display('zoo', zoo.name)}")
 
 
-@zoo_app.command("list")
+@zoo_app.command("list", short_help="List the zoo entries in a storage.")
 def zoo_list(
     storage: Annotated[
         str, typer.Option(help="Storage holding zoo/: a directory or s3://bucket/prefix.")
@@ -479,8 +535,8 @@ def zoo_list(
         [
             e["name"],
             e["method"],
-            f"{e['target_sparsity']:.2f}",
-            f"{e['sparsity']:.4f}",
+            console.percent(e["target_sparsity"]),
+            console.percent(e["sparsity"], digits=2),
             f"{e['upstream_val_top1']:.1f}%",
             e["sha256"][:12],
         ]

@@ -79,9 +79,6 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset
 
 MLFLOW_PORT = 5000
 DASHBOARD_PORT = 8080
-# MLflow 3 opens an experiment on its GenAI overview; the runs tab is `/runs`, and the search
-# box is filled from `searchFilter`. Only the final runs carry the reported accuracies.
-FINAL_RUNS_FILTER = "tags.phase = 'final'"
 
 
 def _tool(name: str, module: str) -> list[str]:
@@ -104,8 +101,9 @@ def mlflow_ui_command(tracking_uri: str, port: int = MLFLOW_PORT) -> list[str]:
     ]
 
 
-def mlflow_runs_url(base: str, experiment_id: str, search: str = FINAL_RUNS_FILTER) -> str:
-    query = urllib.parse.urlencode({"searchFilter": search}, quote_via=urllib.parse.quote)
+def mlflow_view_url(base: str, experiment_id: str, view_key: str) -> str:
+    """A saved view of an experiment's runs (see tracking.views)."""
+    query = urllib.parse.urlencode({"viewStateShareKey": view_key})
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
@@ -120,36 +118,40 @@ def shell(command: list[str]) -> str:
     return shlex.join(command)
 
 
-def sweep_hints(tracking_uri: str, experiment_id: str | None, optuna_store: Path) -> list[str]:
-    """The lines that tell a user how to look at a finished sweep's runs and studies."""
+def sweep_hints(tracking_uri: str, view: tuple[str, str] | None, optuna_store: Path | None):
+    """The lines that tell a user how to look at a finished sweep's runs and studies.
+    `view`: (experiment id, key) of the saved view of its final runs."""
     lines = []
     if tracking_uri.startswith(("http://", "https://")):  # a server: it is already up
-        if experiment_id is not None:
-            lines.append(f"mlflow:  {mlflow_runs_url(tracking_uri, experiment_id)}")
+        if view is not None:
+            lines.append(f"mlflow:  {mlflow_view_url(tracking_uri, *view)}")
     else:
         lines.append(f"mlflow:  {shell(mlflow_ui_command(tracking_uri))}")
-        if experiment_id is not None:
+        if view is not None:
             base = f"http://127.0.0.1:{MLFLOW_PORT}"
-            lines.append(f"         then open {mlflow_runs_url(base, experiment_id)}")
-    if optuna_store.is_file():
+            lines.append(f"         then open {mlflow_view_url(base, *view)}")
+    if optuna_store is not None and optuna_store.is_file():
         lines.append(f"optuna:  {shell(dashboard_command(optuna_store))}")
         lines.append(f"         then open http://127.0.0.1:{DASHBOARD_PORT}")
     return lines
 
 
 def summary_table(summary) -> str:
-    """`summary.csv` for the terminal; with its interval columns (`ci_low_pts`, `ci_high_pts`,
-    `within_noise`) when the report wrote them, so a delta inside the noise reads as such."""
+    """`summary.csv` for the terminal (the sweep's and `report`'s); with its arch column when
+    it names one, and its interval columns (`ci_low_pts`, `ci_high_pts`, `within_noise`) when
+    the report wrote them, so a delta inside the noise reads as such. A dense row's "within
+    noise" is empty, as in summary.csv and the HTML report: it is the reference."""
     has_ci = {"ci_low_pts", "ci_high_pts", "within_noise"} <= set(summary.columns)
-    headers = ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
+    has_arch = "arch" in summary.columns and any(not _missing(a) for a in summary["arch"])
+    headers = ["arch"] * has_arch + ["mode", "method", "sparsity", "datasets", "mean delta", "std"]
     if has_ci:
         headers += ["95% interval", "within noise"]
     rows = []
     for row in summary.to_dict("records"):
-        cells = [
+        cells = [_text(row.get("arch"))] * has_arch + [
             _text(row["mode"]),
             str(row["method"]),
-            f"{row['sparsity'] * 100:g}%",
+            percent(row["sparsity"]),
             str(row["n_datasets"]),
             _number(row["mean_delta_pts"], "+.2f"),
             _number(row["std_delta_pts"], ".2f"),
@@ -157,13 +159,22 @@ def summary_table(summary) -> str:
         if has_ci:
             low, high = row["ci_low_pts"], row["ci_high_pts"]
             interval = "-" if _missing(low) or _missing(high) else f"[{low:+.2f}, {high:+.2f}]"
-            cells += [interval, _yes_no(row["within_noise"])]
+            cells += [interval, yes_no(row["within_noise"])]
         rows.append(cells)
-    return table(headers, rows, right=set(range(2, len(headers) - has_ci)))
+    first_number = 2 + has_arch
+    return table(headers, rows, right=set(range(first_number, len(headers) - has_ci)))
+
+
+def percent(fraction: float, digits: int | None = None) -> str:
+    """A sparsity as every command and the report write it: `90%`, or `89.99%` with digits."""
+    value = float(fraction) * 100
+    return f"{value:.{digits}f}%" if digits is not None else f"{value:g}%"
 
 
 def _missing(value) -> bool:
-    return value is None or value != value or value == ""  # NaN is not equal to itself
+    if value is None or type(value).__name__ == "NAType":  # pandas' NA (no pandas import here)
+        return True
+    return value != value or value == ""  # NaN is not equal to itself
 
 
 def _text(value) -> str:
@@ -174,9 +185,10 @@ def _number(value, fmt: str) -> str:
     return "-" if _missing(value) else format(float(value), fmt)
 
 
-def _yes_no(value) -> str:
+def yes_no(value) -> str:
+    """within_noise as every surface shows it: yes, no, or empty where there is no interval."""
     if _missing(value):
-        return "-"
+        return ""
     if isinstance(value, str):
         value = value.strip().lower() in {"true", "1", "yes"}
     return "yes" if value else "no"

@@ -144,9 +144,10 @@ def _plot_absolute(ax: Axes, frame: pd.DataFrame, label: str) -> None:
 
 
 def _plot_delta(ax: Axes, frame: pd.DataFrame, label: str, paper: pd.DataFrame | None) -> None:
-    ax.axhline(0.0, color="black", linestyle="--", linewidth=1, label="dense")
+    dense_line = ax.axhline(0.0, color="black", linestyle="--", linewidth=1, label="dense")
     methods = _methods(frame)
     values = [0.0]
+    handles = [dense_line]
     for index, method in enumerate(methods):
         points = frame[frame["method"] == method].sort_values("sparsity")
         offset = _SPREAD_PTS * (index - (len(methods) - 1) / 2) / max(len(methods), 1)
@@ -158,29 +159,48 @@ def _plot_delta(ax: Axes, frame: pd.DataFrame, label: str, paper: pd.DataFrame |
             x, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=method
         )
         color = bars.lines[0].get_color()
-        noise = points["within_noise"].to_numpy(dtype=bool)
+        noise = points["within_noise"].fillna(False).to_numpy(dtype=bool)
         ax.scatter(x[noise], mean[noise], s=36, color="white", edgecolors=color, zorder=3)
+        handles.append(_legend_marker(method, color, hollow=bool(noise.size and noise.all())))
         values += [*low, *high]
         if paper is not None and not paper.empty:
             # Only at our sparsities: the overlay compares, it does not plot the paper.
             theirs = paper[
                 (paper["method"] == method) & paper["sparsity"].isin(points["sparsity"])
             ]
-            values += _plot_paper(ax, theirs, method, color)
+            found, line = _plot_paper(ax, theirs, method, color)
+            values += found
+            handles += [line] if line is not None else []
     _pad_y(ax, values)
     _sparsity_ticks(ax, frame)
     ax.set_title(f"{label}: mean delta vs. dense\n({BARS_LABEL})", fontsize="medium")
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("delta top-1 (pts)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    # Below the axes: inside, it would sit on the bars' caps wherever the data is.
+    ax.legend(
+        handles=handles,
+        fontsize="small",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=min(len(handles), 4),
+        frameon=False,
+    )
 
 
-def _plot_paper(ax: Axes, points: pd.DataFrame, method: str, color: str) -> list[float]:
+def _legend_marker(method: str, color: str, hollow: bool):
+    """A method's legend entry drawn as its points are: hollow when every one is."""
+    from matplotlib.lines import Line2D
+
+    face = "white" if hollow else color
+    return Line2D([], [], color=color, marker="o", markerfacecolor=face, label=method)
+
+
+def _plot_paper(ax: Axes, points: pd.DataFrame, method: str, color: str):
     points = points.sort_values("sparsity")
     if points.empty:
-        return []
-    ax.plot(
+        return [], None
+    (line,) = ax.plot(
         points["sparsity"] * 100,
         points["mean_delta_pts"],
         linestyle=":",
@@ -188,4 +208,4 @@ def _plot_paper(ax: Axes, points: pd.DataFrame, method: str, color: str) -> list
         color=color,
         label=f"{method} (paper)",
     )
-    return points["mean_delta_pts"].tolist()
+    return points["mean_delta_pts"].tolist(), line

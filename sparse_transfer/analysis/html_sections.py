@@ -9,12 +9,33 @@ from collections.abc import Callable
 import pandas as pd
 
 from sparse_transfer.analysis.provenance import CellProvenance, SweepProvenance
+from sparse_transfer.analysis.study import StudyContext
 
-__all__ = ["html_table", "hours", "provenance_section"]
+__all__ = ["HEADERS", "html_table", "hours", "provenance_section", "significant"]
+
+
+# The page's column headers: words, where the CSV and Parquet keep their column names.
+HEADERS = {
+    "arch": "architecture",
+    "n_datasets": "datasets",
+    "upstream_top1": "upstream top-1 (%)",
+    "mean_delta_pts": "mean Δ vs dense (pts)",
+    "std_delta_pts": "std over datasets (pts)",
+    "interval": "95% interval (pts)",
+    "within_noise": "within noise",
+    "n_seeds": "seeds",
+    "mean_top1": "mean test top-1 (%)",
+    "std_top1": "std over seeds (pts)",
+    "dense_top1": "dense test top-1 (%)",
+    "delta_pts": "Δ vs dense (pts)",
+    "paper_mean_delta_pts": "paper's mean Δ (pts)",
+    "difference_pts": "ours − paper's (pts)",
+    "top1_values": "top-1 values",
+}
 
 
 def html_table(frame: pd.DataFrame, formats: dict[str, Callable[[object], str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{html.escape(HEADERS.get(str(c), str(c)))}</th>" for c in frame.columns)
     body = []
     for row in frame.itertuples(index=False):
         cells = []
@@ -26,13 +47,25 @@ def html_table(frame: pd.DataFrame, formats: dict[str, Callable[[object], str]])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def significant(text: str, digits: int = 3) -> str:
+    """A hyperparameter's value to `digits` significant digits; integers and words as given."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return str(text)
+    if value.is_integer() and str(text).lstrip("-").isdigit():
+        return str(text)
+    return f"{value:.{digits}g}"
+
+
 def hours(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def provenance_section(record: SweepProvenance) -> list[str]:
+def provenance_section(record: SweepProvenance, context: StudyContext | None = None) -> list[str]:
     """The sweep's commit, cost, spec and links, and one row per cell."""
     esc = html.escape
+    context = context or StudyContext()
     trials = sum(c.search_trials for c in record.cells)
     stopped = sum(c.stopped_early for c in record.cells)
     return [
@@ -46,37 +79,55 @@ def provenance_section(record: SweepProvenance) -> list[str]:
         f"<li>links: {esc(record.ui_hint)}</li>" if record.ui_hint else "",
         "</ul>",
         "<h3>Cells: the chosen hyperparameters (of the final runs), search and cost</h3>",
-        _cells_table(record.cells),
+        "<p>Searched: the values the search chose, with the validation score that chose them "
+        "(the best completed search trial's). Fixed: the spec's values. Three significant "
+        "digits.</p>",
+        _cells_table(record.cells, context),
         "<h3>Spec (resolved, as saved with the sweep)</h3>",
         f"<pre>{esc(record.spec or 'not found')}</pre>",
     ]
 
 
-def _cells_table(cells: list[CellProvenance]) -> str:
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in (
-            "cell",
-            "hyperparameters",
-            "search trials",
-            "stopped by ASHA",
-            "GPU-hours",
-            "CPU-hours",
-            "final runs",
-        )
-    )
+_CELL_HEADERS = (
+    "cell",
+    "searched (chosen)",
+    "fixed",
+    "winning validation score",
+    "search trials",
+    "stopped by ASHA",
+    "GPU-hours",
+    "CPU-hours",
+    "final runs",
+)
+
+
+def _cells_table(cells: list[CellProvenance], context: StudyContext) -> str:
+    head = "".join(f"<th>{name}</th>" for name in _CELL_HEADERS)
     rows = []
     for cell in cells:
-        params = "; ".join(f"{k}={v}" for k, v in sorted(cell.hparams.items()))
+        # a cell the saved spec does not describe: every value counts as chosen
+        searched = context.searched.get(cell.cell, set(cell.hparams))
+        chosen = _params(cell.hparams, searched, True)
+        fixed = _params(cell.hparams, searched, False)
+        score = cell.best_search.get(context.objective or "val_top1")
+        shown = f"{context.objective or 'val_top1'} {score:.2f}" if score is not None else "-"
         runs = " ".join(_link(f"seed {run.seed}", run.url) for run in cell.finals)
+        text = [cell.cell, chosen or "none", fixed or "none", shown]
         rows.append(
-            f'<tr><td class="text">{html.escape(cell.cell)}</td>'
-            f'<td class="text">{html.escape(params)}</td>'
-            f"<td>{cell.search_trials}</td><td>{cell.stopped_early}</td>"
+            "<tr>"
+            + "".join(f'<td class="text">{html.escape(t)}</td>' for t in text)
+            + f"<td>{cell.search_trials}</td><td>{cell.stopped_early}</td>"
             f"<td>{hours(cell.gpu_hours)}</td><td>{hours(cell.cpu_hours)}</td>"
             f'<td class="text">{runs}</td></tr>'
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _params(hparams: dict[str, str], searched: set[str], chosen: bool) -> str:
+    """The searched (`chosen`) or the fixed hyperparameters, to 3 significant digits."""
+    return "; ".join(
+        f"{k}={significant(v)}" for k, v in sorted(hparams.items()) if (k in searched) == chosen
+    )
 
 
 def _link(text: str, url: str) -> str:

@@ -29,6 +29,9 @@ class CellProvenance:
     gpu_hours: float | None  # search and final runs together; None when none logged it
     cpu_hours: float | None
     finals: list[FinalRun] = field(default_factory=list)
+    # the best validation score of the search's completed trials, per metric logged: the
+    # score that chose `hparams` (empty for a cell with nothing searched)
+    best_search: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

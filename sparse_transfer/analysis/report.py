@@ -17,13 +17,15 @@ from sparse_transfer.analysis.html_sections import html_table as _html_table
 from sparse_transfer.analysis.html_sections import provenance_section
 from sparse_transfer.analysis.paper import overlay, overlay_note
 from sparse_transfer.analysis.provenance import SweepProvenance
-from sparse_transfer.analysis.results import to_canonical
+from sparse_transfer.analysis.results import is_dense, to_canonical
+from sparse_transfer.analysis.study import StudyContext, study_context
 from sparse_transfer.analysis.summary import (
     DUPLICATES_RULE,
     duplicates,
     per_dataset,
     summary_or_why,
 )
+from sparse_transfer.console import yes_no
 
 __all__ = ["ReportPaths", "format_summary", "write_report"]
 
@@ -34,6 +36,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td.text { text-align: left; }
 img { max-width: 100%; }
 .source { color: #666; }
+.caveat { background: #fff6d6; border-left: 4px solid #e0b000; padding: 0.4em 0.8em; }
 """
 
 
@@ -99,32 +102,10 @@ def write_report(
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """A fixed-width text table of ``summarize``'s output for the terminal."""
-    headers = ["arch", "mode", "method", "sparsity", "datasets", "mean delta", "std"]
-    rows = [
-        [
-            _text(row.arch),
-            _text(row.mode),
-            row.method,
-            f"{row.sparsity * 100:g}%",
-            str(row.n_datasets),
-            _signed(row.mean_delta_pts),
-            _plain(row.std_delta_pts),
-        ]
-        for row in summary.itertuples(index=False)
-    ]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    left_aligned = {0, 1, 2}
+    """``summarize``'s table for the terminal: the same table a finished sweep prints."""
+    from sparse_transfer.console import summary_table
 
-    def line(cells: list[str]) -> str:
-        padded = [
-            c.ljust(w) if i in left_aligned else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(padded).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+    return summary_table(summary)
 
 
 def _text(value: object) -> str:
@@ -145,7 +126,7 @@ def _plain(value: float) -> str:
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _html_page(
@@ -161,17 +142,19 @@ def _html_page(
 ) -> str:
     image = base64.b64encode(figure.read_bytes()).decode("ascii")
     esc = html.escape
+    context = study_context(provenance.spec) if provenance else StudyContext()
     source_line = f'<p class="source">Source: {esc(source)}</p>' if source else ""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
+        *lead(results, summary, context.description),
         source_line,
-        "<h2>Summary: delta vs. dense, over datasets (pts)</h2>",
+        "<h2>Summary: mean Δ vs dense over datasets (points of test top-1)</h2>",
         f"<p>{esc(_INTERVAL_NOTE)}</p>",
         *([f'<p class="warning">{esc(missing)}</p>'] if missing else []),
-        _html_table(_marked(summary), _SUMMARY_FORMATS),
+        _html_table(_summary_shown(summary, context), _SUMMARY_FORMATS),
         *_failures_section(failures),
         *_duplicates_section(results),
         *_overlay_section(summary, reference, results),
@@ -179,23 +162,94 @@ def _html_page(
         f'<img alt="accuracy vs sparsity" src="data:image/png;base64,{image}">',
         "<h2>Per dataset (over seeds)</h2>",
         _html_table(per_dataset(results), _DATASET_FORMATS),
-        *(provenance_section(provenance) if provenance else []),
+        *(provenance_section(provenance, context) if provenance else []),
         "</body></html>",
     ]
     return "\n".join(parts)
 
 
+_MODE_NAMES = {"full": "Full finetuning", "linear": "Linear finetuning"}
+
+
+def lead(results: pd.DataFrame, summary: pd.DataFrame, description: str = "") -> list[str]:
+    """The report's first paragraphs: what the numbers are, the study's own caveat, and per
+    (architecture, mode) its strongest sparse result and whether it is within noise."""
+    esc = html.escape
+    seeds = sorted(results["seed"].astype(str).unique(), key=lambda s: (len(s), s))
+    datasets = sorted(results["dataset"].astype(str).unique())
+    parts = [
+        "<p>Accuracies are top-1 on each dataset's <strong>test split</strong>, in percent: "
+        f"the mean over {len(seeds)} seed{'s' * (len(seeds) != 1)} ({esc(', '.join(seeds))}) "
+        "of each model on each dataset. A delta is that accuracy minus the dense model's on "
+        "the same dataset (same architecture and mode), in points; the summary averages it "
+        f"over {len(datasets)} dataset{'s' * (len(datasets) != 1)} "
+        f"({esc(', '.join(datasets))}).</p>"
+    ]
+    if description:
+        parts.append(
+            f'<p class="caveat"><strong>About this study:</strong> {esc(description)}</p>'
+        )
+    findings = [f"<li>{esc(sentence)}</li>" for sentence in strongest_results(summary)]
+    if findings:
+        parts += ["<ul>", *findings, "</ul>"]
+    return parts
+
+
+def strongest_results(summary: pd.DataFrame) -> list[str]:
+    """One sentence per (architecture, mode): its best sparse mean delta, and its noise."""
+    sentences = []
+    sparse = summary[~summary["method"].map(is_dense) & summary["mean_delta_pts"].notna()]
+    for (arch, mode), group in sparse.groupby(["arch", "mode"], sort=False, dropna=False):
+        best = group.loc[group["mean_delta_pts"].idxmax()]
+        where = _MODE_NAMES.get(str(mode), f"{_text(mode)} mode")
+        if isinstance(arch, str) and arch:
+            where += f" of {arch}"
+        delta = f"{best['mean_delta_pts']:+.2f} points against dense"
+        if _missing(best["ci_low_pts"]) or _missing(best["ci_high_pts"]):
+            verdict = "no interval (one dataset and one seed), so no verdict on noise"
+        else:
+            interval = f"95% interval [{best['ci_low_pts']:+.2f}, {best['ci_high_pts']:+.2f}]"
+            noise = (
+                "within noise, so not a finding"
+                if yes_no(best["within_noise"]) == "yes"
+                else "outside the noise"
+            )
+            verdict = f"{interval}: {noise}"
+        sentences.append(
+            f"{where}: the strongest sparse result is {best['method']} at "
+            f"{_percent_of(best['sparsity'])} sparsity, {delta} ({verdict})."
+        )
+    return sentences
+
+
+def _summary_shown(summary: pd.DataFrame, context: StudyContext) -> pd.DataFrame:
+    """The summary as the page shows it: the interval as one column, the noise verdict as a
+    word, and each upstream's own accuracy where the zoo recorded it."""
+    shown = summary.copy()
+    if context.upstream_top1:
+        keys = zip(shown["arch"], shown["method"], shown["sparsity"].astype(float), strict=True)
+        at = shown.columns.get_loc("sparsity") + 1
+        shown.insert(at, "upstream_top1", [context.upstream_top1.get(k) for k in keys])
+    interval = [
+        "-" if _missing(low) or _missing(high) else f"[{low:+.2f}, {high:+.2f}]"
+        for low, high in zip(shown["ci_low_pts"], shown["ci_high_pts"], strict=True)
+    ]
+    shown = shown.drop(columns=["ci_low_pts", "ci_high_pts"])
+    shown.insert(shown.columns.get_loc("within_noise"), "interval", interval)
+    shown["within_noise"] = shown["within_noise"].map(yes_no)
+    return shown
+
+
 _INTERVAL_NOTE = (
-    "ci_low_pts..ci_high_pts is a 95% interval of the mean delta from a paired bootstrap over "
-    "datasets and seeds (2000 seeded replicates). Rows marked 'within noise' have an interval "
-    "that contains 0: their sign is not a finding."
+    "The 95% interval of each mean delta comes from a paired bootstrap over datasets and "
+    "seeds (2000 seeded replicates). A row 'within noise' has an interval that contains 0: "
+    "its sign is not a finding. The dense rows are the reference: they have no interval."
 )
 _SUMMARY_FORMATS = {
     "sparsity": _percent_of,
+    "upstream_top1": lambda v: "-" if _missing(v) else f"{v:.1f}",
     "mean_delta_pts": _signed,
     "std_delta_pts": _plain,
-    "ci_low_pts": _signed,
-    "ci_high_pts": _signed,
 }
 _DATASET_FORMATS = {
     "sparsity": _percent_of,
@@ -204,11 +258,6 @@ _DATASET_FORMATS = {
     "dense_top1": _plain,
     "delta_pts": _signed,
 }
-
-
-def _marked(summary: pd.DataFrame) -> pd.DataFrame:
-    noise = summary["within_noise"].map(lambda v: "within noise" if v else "")
-    return summary.assign(within_noise=noise)
 
 
 def _failures_section(failures: pd.DataFrame | None) -> list[str]:

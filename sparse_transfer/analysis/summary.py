@@ -22,6 +22,7 @@ __all__ = [
     "duplicates",
     "per_dataset",
     "summarize",
+    "within_noise",
 ]
 
 SUMMARY_COLUMNS: list[str] = [
@@ -116,7 +117,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     3. ``ci_low_pts``/``ci_high_pts``: the 95% percentile interval of ``mean_delta_pts`` from
        a seeded two-stage paired bootstrap over datasets and seeds (``analysis.bootstrap``);
        NaN on the dense rows and where there is nothing to resample (one dataset, one seed).
-       ``within_noise`` is True where that interval contains 0.
+       ``within_noise`` is True where that interval contains 0, False where it does not, and
+       empty (``pd.NA``; an empty cell in summary.csv) where there is no interval: the dense
+       rows are the reference, not a finding either way.
 
     Datasets without a dense baseline are skipped, not counted. Rows are sorted by arch, mode,
     dense first, then method name, then sparsity. Raises ``NoDenseBaseline`` (a
@@ -137,8 +140,13 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary["n_datasets"] = summary["n_datasets"].astype(int)
     intervals = _intervals(one_row_per_seed(results), deltas)
     summary = summary.merge(intervals, on=_ROW, how="left")
-    summary["within_noise"] = (summary["ci_low_pts"] <= 0.0) & (summary["ci_high_pts"] >= 0.0)
+    summary["within_noise"] = within_noise(summary["ci_low_pts"], summary["ci_high_pts"])
     return _sorted(summary, ["arch", "mode"], ["sparsity"])[SUMMARY_COLUMNS]
+
+
+def within_noise(low: pd.Series, high: pd.Series) -> pd.Series:
+    holds_zero = ((low <= 0.0) & (high >= 0.0)).astype("boolean")
+    return holds_zero.mask(low.isna() | high.isna(), pd.NA)
 
 
 def summary_or_why(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:

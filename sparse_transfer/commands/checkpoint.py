@@ -10,14 +10,17 @@ import typer
 
 app = typer.Typer(
     help="Upstream checkpoints: inspect a file, list the paper's catalog.",
+    short_help="Upstream checkpoints: inspect a file, list the paper's catalog.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
 
-@app.command()
+@app.command(short_help="Print a checkpoint's format, architecture and sparsity.")
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Checkpoint file (.pth, .pt, .safetensors).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Checkpoint file (.pth, .pt, .safetensors).")
+    ],
     arch: Annotated[
         str | None, typer.Option(help="Architecture to check against; default: inferred.")
     ] = None,
@@ -45,25 +48,29 @@ def inspect(
     typer.echo(json.dumps(report, indent=2))
 
 
-FILL_IN_HINT = (
-    'An entry marked "fill in" has no public file: give its upstream a `checkpoint:` in the '
-    "spec (a path, s3:// or https://), or put the file at <checkpoint_root>/<name>.pth "
-    "(`--set checkpoint_root=DIR`)."
+NO_SOURCE_HINT = (
+    "An entry with no source is read from <checkpoint_root>/<file>, the file name above: "
+    "download it from the page under `published at` (the authors' folder share) into a "
+    "directory or s3:// prefix and set the spec's `checkpoint_root` to it "
+    "(`--set checkpoint_root=DIR`), or give its upstream a `checkpoint:` in the spec "
+    "(a path, s3:// or https://)."
 )
 
 
-@app.command("list")
+@app.command("list", short_help="List the paper's checkpoint catalog.")
 def list_entries() -> None:
-    """List the catalog: name, method, declared sparsity, format, source (or "fill in")."""
-    from sparse_transfer.console import table
+    """List the catalog: name, method, sparsity, format, file or source, and where published."""
+    from sparse_transfer.console import percent, table
     from sparse_transfer.models.catalog import CATALOG
 
-    rows, fill_in = [], False
+    rows, no_source = [], False
     for name in CATALOG.names():
         e = CATALOG.get(name)
-        fill_in |= e.needs_source
-        source = e.source or f"fill in: <checkpoint_root>/{name}.pth"
-        rows.append([name, e.method, f"{e.sparsity:.2f}", e.format, source])
-    typer.echo(table(["name", "method", "sparsity", "format", "source"], rows, right={2}))
-    if fill_in:
-        typer.echo(f"\n{FILL_IN_HINT}")
+        no_source |= e.needs_source
+        where = e.source or f"<checkpoint_root>/{name}.pth"
+        published = e.published_at or "not published"
+        rows.append([name, e.method, percent(e.sparsity), e.format, where, published])
+    headers = ["name", "method", "sparsity", "format", "file (or source)", "published at"]
+    typer.echo(table(headers, rows, right={2}))
+    if no_source:
+        typer.echo(f"\n{NO_SOURCE_HINT}")

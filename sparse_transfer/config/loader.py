@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sparse_transfer.config.spec import SweepSpec
 
@@ -98,7 +100,7 @@ def parse_spec(raw: Any, *, source: str, overrides: list[str] | None = None) -> 
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(_format(err, source)) from None
+        raise SpecError(_format(err, source, SweepSpec)) from None
 
 
 def apply_overrides(raw: dict, overrides: list[str], *, source: str) -> dict:
@@ -154,10 +156,12 @@ def _index(node: list, part: str, key: str, source: str) -> int:
     return int(part)
 
 
-def _format(err: ValidationError, source: str) -> str:
+def _format(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
     problems = []
     for problem in err.errors():
         key, message = _dotted(problem["loc"]), _message(problem)
+        if problem["type"] == "extra_forbidden" and model is not None:
+            message += _did_you_mean(str(problem["loc"][-1]), _keys_at(model, problem["loc"]))
         # Cross-field checks name their key first: "early_stopping.grace_period: ...".
         found = _KEYED.match(message)
         if found and key == "(top level)":
@@ -214,6 +218,40 @@ def _message(problem: dict) -> str:
     if problem["type"] == "union_tag_invalid":
         return message.replace("Input tag", "distribution")
     return message
+
+
+def _did_you_mean(unknown: str, valid: set[str]) -> str:
+    close = difflib.get_close_matches(unknown, sorted(valid), n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _keys_at(model: type[BaseModel], loc: tuple) -> set[str]:
+    """The keys allowed beside the unknown one at `loc`: the fields of every model the spec's
+    schema allows there (all members of a union)."""
+    level: list = [model]
+    for part in loc[:-1]:
+        models = [m for t in level for m in _models_in(t)]
+        if isinstance(part, int):
+            level = [a for m in level for a in _items_of(m)]
+        else:
+            fields = [m.model_fields[part].annotation for m in models if part in m.model_fields]
+            # else a dict's key, or a union's tag in `loc` (the same level)
+            level = fields or [a for t in level for a in _items_of(t)] or level
+    return {name for t in level for m in _models_in(t) for name in m.model_fields}
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _items_of(annotation) -> list:
+    """What a list (or a dict) of `annotation` holds."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, dict):
+        return [typing.get_args(annotation)[-1]]
+    return [i for arg in typing.get_args(annotation) for i in _items_of(arg)]
 
 
 def dump_spec(spec: SweepSpec) -> str:

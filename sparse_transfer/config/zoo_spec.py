@@ -125,4 +125,6 @@ def load_zoo_spec(path: str | Path, overrides: list[str] | None = None) -> ZooSp
     try:
         return ZooSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(_format(err, str(path)).replace("sweep spec", "zoo spec")) from None
+        raise SpecError(
+            _format(err, str(path), ZooSpec).replace("sweep spec", "zoo spec")
+        ) from None

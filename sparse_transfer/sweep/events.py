@@ -11,6 +11,7 @@ from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.ledger import Ledger
 from sparse_transfer.sweep.trainable import WEIGHTS_FILE, remove_state, state_parts
 from sparse_transfer.tracking import SweepRecorder
+from sparse_transfer.tracking.views import final_run_name
 
 __all__ = ["TrialEvents"]
 
@@ -87,7 +88,9 @@ class TrialEvents:
             self.parent_run_id,
             tags,
             config["hparams"],
-            run_name=f"{config['phase']}/{config['cell']}/{key}",
+            run_name=final_run_name(config)
+            if config["phase"] == "final"
+            else f"{config['phase']}/{config['cell']}/{key}",
         )
 
     def epoch(self, key: str, result: dict) -> None:

@@ -3,7 +3,6 @@ what the report says about how each cell got its numbers."""
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,7 +195,20 @@ def _cell(cell: str, runs: list[Any], url: Callable[[str], str]) -> CellProvenan
             FinalRun(r.data.tags.get("seed", ""), r.info.run_id, url(r.info.run_id))
             for r in finals
         ],
+        best_search=_best_search(search),
     )
+
+
+def _best_search(search: list[Any]) -> dict[str, float]:
+    """Per validation metric, the best final value among the search trials that completed."""
+    completed = [r for r in search if r.data.tags.get("ledger_state", "COMPLETE") == "COMPLETE"]
+    best: dict[str, float] = {}
+    for run in completed:
+        for name in (M.VAL_TOP1, M.VAL_MEAN_CLASS_ACC):
+            value = run.data.metrics.get(name)
+            if value is not None and value > best.get(name, float("-inf")):
+                best[name] = value
+    return best
 
 
 def _spec_text(client: Any, run_id: str) -> str:
@@ -217,9 +229,12 @@ def _ui_base(tracking_uri: str) -> str:
 def _ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"runs on the tracking server {tracking_uri}"
+    from sparse_transfer.console import mlflow_ui_command, shell
+
+    # the command a finished sweep prints, word for word
     return (
         f"the links open in the MLflow UI at {LOCAL_UI}; start it with "
-        f"{sys.executable} -m mlflow ui --backend-store-uri {tracking_uri}"
+        f"{shell(mlflow_ui_command(tracking_uri))}"
     )
 
 

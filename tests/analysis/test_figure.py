@@ -67,3 +67,55 @@ def test_the_dense_line_sits_inside_the_axes() -> None:
     level = dense.get_ydata()[0]
     assert bottom < level < top
     assert top - level >= 0.05 * (top - bottom)
+
+
+def _noisy() -> pd.DataFrame:
+    """gmp's deltas are inside the noise at every sparsity, magnitude's are clear losses."""
+    rows = []
+    for dataset, base in (("a", 90.0), ("b", 80.0), ("c", 70.0)):
+        for seed, jitter in (("0", -1.5), ("1", 0.0), ("2", 1.5)):
+            rows.append(("dense", 0.0, dataset, seed, base + jitter))
+            for sparsity in (0.7, 0.9):
+                rows.append(("gmp", sparsity, dataset, seed, base - jitter + 0.1))
+                rows.append(("magnitude", sparsity, dataset, seed, base + jitter - 8 * sparsity))
+    frame = pd.DataFrame(rows, columns=["method", "sparsity", "dataset", "seed", "top1"])
+    return frame.assign(arch="resnet50", mode="full")
+
+
+def _crowded() -> pd.DataFrame:
+    """Five methods whose bars fill every corner of the delta panel."""
+    rows = []
+    for dataset, base in (("a", 90.0), ("b", 80.0)):
+        for seed, jitter in (("0", -0.5), ("1", 0.5)):
+            rows.append(("dense", 0.0, dataset, seed, base + jitter))
+            for index, method in enumerate(["acdc", "gmp", "lth", "rigl", "str"]):
+                for step, sparsity in enumerate((0.5, 0.7, 0.8, 0.9, 0.95)):
+                    delta = 4.0 * ((index + step) % 5 - 2)
+                    rows.append((method, sparsity, dataset, seed, base + delta + 2 * jitter))
+    frame = pd.DataFrame(rows, columns=["method", "sparsity", "dataset", "seed", "top1"])
+    return frame.assign(arch="resnet50", mode="full")
+
+
+def test_the_legend_covers_no_error_bar_cap() -> None:
+    for results in (_digits(), _noisy(), _crowded()):
+        fig = _figure(results)
+        fig.canvas.draw()
+        delta = fig.axes[1]
+        legend = delta.get_legend().get_window_extent()
+        caps = [line for c in delta.containers for line in c.lines[1]]
+        assert caps
+        for cap in caps:
+            points = delta.transData.transform(list(zip(*cap.get_data(), strict=True)))
+            for x, y in points:
+                assert not (legend.x0 <= x <= legend.x1 and legend.y0 <= y <= legend.y1)
+
+
+def test_legend_markers_are_hollow_where_every_point_is() -> None:
+    results = _noisy()
+    summary = summarize(results).set_index("method")
+    assert summary.loc["gmp", "within_noise"].all()
+    assert not summary.loc["magnitude", "within_noise"].any()
+    fig = _figure(results)
+    handles = {h.get_label(): h for h in fig.axes[1].get_legend().legend_handles}
+    assert handles["gmp"].get_markerfacecolor() == "white"
+    assert handles["magnitude"].get_markerfacecolor() != "white"

@@ -5,6 +5,7 @@ packaged reference (sparse_transfer/reference/paper_hyperparameters.yaml)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -43,6 +44,15 @@ def test_header_says_what_it_reproduces_the_gpu_hours_and_the_command(path):
     spec = load_spec(path)
     assert spec.resources.precision == "fp32"  # as the authors trained
     assert "Precision: fp32" in header
+
+
+@pytest.mark.parametrize("path", PAPER_SPECS, ids=lambda p: p.name)
+def test_header_cites_the_raw_results_a_clone_ships(path):
+    header = path.read_text().split("\nname:")[0]
+    cited = re.findall(r"[\w/]+/raw_results/\w+\.csv", header)
+    assert cited, header
+    for citation in cited:
+        assert (REPO / citation).is_file(), citation
 
 
 def test_the_reference_holds_the_authors_configs():

@@ -438,3 +438,19 @@ def test_specs_refuse_credentials_and_unusable_storage(tmp_path, key, value, mes
     text = str(caught.value)
     assert key in text and message in text
     assert "secret" not in text.replace("secret_key", ""), "the error must not echo a secret"
+
+
+@pytest.mark.parametrize(
+    ("override", "nearest"),
+    [
+        ("search.trial_per_cell=3", "trials_per_cell"),
+        ("datsets=[cifar10]", "datasets"),
+        ("upstream.0.sparsty=0.5", "sparsity"),
+        ("tracking.experimnt=x", "experiment"),
+    ],
+)
+def test_an_unknown_key_suggests_the_nearest_valid_one(tmp_path, override, nearest):
+    path = write_spec(tmp_path, VALID)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, [override])
+    assert f"unknown key (not allowed here); did you mean `{nearest}`?" in str(caught.value)

@@ -383,5 +383,8 @@ def test_inspect_without_a_fitting_arch_reports_all_weight_matrices(tmp_path):
 def test_checkpoint_list_shows_the_catalog_with_fill_in_sources():
     result = CliRunner().invoke(app, ["checkpoint", "list"])
     assert result.exit_code == 0
-    assert re.search(r"resnet50\.acdc_95\s+AC/DC\s+0\.95\s+ist-converted\s+fill in", result.output)
+    assert re.search(
+        r"resnet50\.acdc_95\s+AC/DC\s+95%\s+ist-converted\s+<checkpoint_root>/resnet50\.acdc_95",
+        result.output,
+    )
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in result.output

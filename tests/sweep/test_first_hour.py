@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_helpers import page_text
 from sweep_helpers import CLI, child_runs, small_spec
 
 from sparse_transfer.config import dump_spec
@@ -99,7 +100,7 @@ def _hint(console: str, label: str) -> tuple[list[str], str]:
     return command, url
 
 
-def _get(url: str, timeout: float = 120) -> bytes:
+def _get(url: str, timeout: float = 300) -> bytes:  # a busy machine starts mlflow slowly
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -136,10 +137,12 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_printed_mlflow_command_serves_the_runs_page(tiny_sweep, tmp_path):
-    _, console, _, spec = tiny_sweep
+    _, console, sweep_dir, spec = tiny_sweep
     command, url = _hint(console, "mlflow")
     assert Path(command[0]).is_file() or command[:2] == [sys.executable, "-m"]
-    assert re.fullmatch(r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?searchFilter=.+", url)
+    assert re.fullmatch(
+        r"http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?viewStateShareKey=final-.+", url
+    )
     server, port = _serve(command, "5000", tmp_path)  # another directory: no cwd-relative path
     try:
         base = f"http://127.0.0.1:{port}"
@@ -151,6 +154,18 @@ def test_printed_mlflow_command_serves_the_runs_page(tiny_sweep, tmp_path):
         tags = {t["key"]: t["value"] for t in found.get("tags", [])}
         assert tags["mlflow.experimentKind"] == "custom_model_development"  # opens on runs
         assert "tags.phase = 'final'" in tags["mlflow.note.content"]
+        view = json.loads(tags[f"mlflow.sharedViewState.final-{state_id(sweep_dir)}"])
+        assert view["searchFilter"] == (
+            f"tags.phase = 'final' and tags.sweep_id = '{state_id(sweep_dir)}'"
+        )
+        # what the page shows, in a browser: a final run's test_top1
+        finals = [
+            r
+            for r in child_runs(state_uri(sweep_dir), "small", state_id(sweep_dir))
+            if r.data.tags.get("phase") == "final"
+        ]
+        text = page_text(url.replace(":5000/", f":{port}/"), wait_ms=30_000, width=2200)
+        assert f"{finals[0].data.metrics['test_top1']:g}" in text, text[-2000:]
     finally:
         _stop(server)
 
@@ -158,14 +173,17 @@ def test_printed_mlflow_command_serves_the_runs_page(tiny_sweep, tmp_path):
 def test_printed_optuna_dashboard_command_serves_the_sweeps_studies(tiny_sweep, tmp_path):
     _, console, sweep_dir, _ = tiny_sweep
     command, url = _hint(console, "optuna")
-    assert str((sweep_dir / "ledger.jsonl").resolve()) in command  # the sweep's own studies
+    # a snapshot of the sweep's search studies: never its ledger
+    assert str((sweep_dir / "optuna-dashboard.jsonl").resolve()) in command
+    assert not any("ledger" in part for part in command)
     assert url == "http://127.0.0.1:8080"
     server, port = _serve(command, "8080", tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         assert b"<html" in _get(f"{base}/dashboard").lower()
         studies = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
-        assert len(studies) >= 4  # a search study per cell (and final-run studies)
+        assert len(studies) == 4  # a search study per cell, no final-run studies
+        assert all(not s["study_name"].endswith("/final") for s in studies)
     finally:
         _stop(server)
 
@@ -199,6 +217,14 @@ def _browse(chromium: str, page: Path, *args: str) -> subprocess.CompletedProces
             text=True,
             timeout=180,
         )
+
+
+def state_id(sweep_dir: Path) -> str:
+    return json.loads((sweep_dir / "state.json").read_text())["sweep_id"]
+
+
+def state_uri(sweep_dir: Path) -> str:
+    return json.loads((sweep_dir / "state.json").read_text())["tracking_uri"]
 
 
 def _lr_texts(value: float) -> set[str]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from sparse_transfer import metrics as M
+from sparse_transfer.console import mlflow_ui_command, shell
 from sparse_transfer.tracking.runs_table import LOCAL_UI, _ui_base
 
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
@@ -138,7 +139,8 @@ def test_report_html_says_how_each_cell_got_its_numbers(store, tmp_path: Path) -
     assert "commit-sweep-new" in page
     assert html.escape(SPEC) in page
     assert f"{LOCAL_UI}/#/experiments/{experiment_id}/runs/{parent}" in page
-    assert "-m mlflow ui --backend-store-uri" in page
+    # the command a finished sweep prints, word for word
+    assert html.escape(shell(mlflow_ui_command(uri))) in page
 
 
 def test_hours_not_logged_read_na(tmp_path: Path) -> None:
