@@ -146,11 +146,14 @@ class FileSource:
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
+    def transform(self, train: bool) -> BatchTransform:
+        return BatchTransform(self.preprocessing, train)
+
     def _loader(self, split: str, train: bool, batch_size: int):
         key = (split, train, batch_size)
         if key not in self._loaders:  # opening lists (and checks) every file: once
             images = self.dataset.open(self.root, split)
-            transform = BatchTransform(self.preprocessing, train)
+            transform = self.transform(train)
             on_host = self.device.type == "cpu"
             plan = BatchPlan(len(images), batch_size, train)
             loader = torch.utils.data.DataLoader(
@@ -168,7 +171,7 @@ class FileSource:
     ) -> Iterator[Batch]:
         loader, plan = self._loader(split, train, batch_size)
         plan.generator = generator if train else None
-        transform = BatchTransform(self.preprocessing, train)
+        transform = self.transform(train)
         for payload, sources, labels, seed in loader:
             if sources is not None:  # the device stage, here: decode and transform
                 images = decode(payload, sources, self.name, self.device)
