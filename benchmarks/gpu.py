@@ -288,6 +288,23 @@ def eval_rate(arch: str, config: Config, batch: int, precision: str) -> float:
     return 20 * batch / (time.perf_counter() - started)
 
 
+def head_rate(arch: str, config: Config, batch: int = 64) -> float:
+    """Images/s of a linear head's SGD steps on cached features (the linear specs' training:
+    bound by per-step overhead, not arithmetic)."""
+    from torch import nn
+
+    model = ARCHS.get(arch).build(100)
+    width = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear))
+    head = nn.Linear(width.in_features, 100).to(config.device)
+    features = torch.randn(batch, width.in_features, device=config.device)
+    labels = torch.randint(0, 100, (batch,), device=config.device)
+    optimizer = make_optimizer(head.parameters(), HP, config.device)
+    (seconds,) = timed_steps(
+        [(head, optimizer, None, None)], features, labels, 200, 20, _sync(config)
+    )
+    return batch / seconds
+
+
 def _sync(config: Config):
     return torch.cuda.synchronize if config.cuda else (lambda: None)
 
@@ -316,17 +333,16 @@ def image_steps(spec_path: Path) -> list[dict]:
                     "gpu": spec.resources_for(dataset).gpu or 1.0,
                     "precision": spec.resources_for(dataset).precision,
                 }
-                if mode == "linear":  # features once per upstream and dataset; heads are tiny
-                    row.update(train=0, eval_new=trainval + test, eval_old=trainval + test)
-                else:
-                    train = seeds * epochs * trainval
-                    eval_new, eval_old = seeds * test, seeds * epochs * test
-                    if spec.searches:  # an upper bound: early stopping ends most trials early
-                        trials = spec.search.trials_per_cell
-                        train += trials * epochs * trainval * 4 // 5
-                        eval_new += trials * epochs * trainval // 5
-                        eval_old += trials * epochs * trainval // 5
-                    row.update(train=train, eval_new=eval_new, eval_old=eval_old)
+                train = seeds * epochs * trainval  # images through the model (or the head)
+                eval_new, eval_old = seeds * test, seeds * epochs * test
+                if spec.searches:  # an upper bound: early stopping ends most trials early
+                    trials = spec.search.trials_per_cell
+                    train += trials * epochs * trainval * 4 // 5
+                    eval_new += trials * epochs * trainval // 5
+                    eval_old += trials * epochs * trainval // 5
+                if mode == "linear":  # the backbone runs once per upstream and dataset
+                    eval_new = eval_old = trainval + test
+                row.update(train=train, eval_new=eval_new, eval_old=eval_old)
                 rows.append(row)
     return rows
 
@@ -370,7 +386,8 @@ def run_cpu(config: Config) -> None:
     )
     print(f"masked/dense: {dense / masked:.3f}")
     specs = sorted((ROOT / "sweeps").glob("paper_*.yaml"))
-    print("image-steps per paper spec (new path: test split once per final run)")
+    print("image-steps per paper spec (new path: test split once per final run; linear: the")
+    print("  backbone's forward once per upstream and dataset, heads trained on cached features)")
     for path in specs:
         rows = image_steps(path)
         train = sum(r["train"] for r in rows)
@@ -427,7 +444,10 @@ def run_gpu(config: Config) -> None:
         end_to_end(config, batch, roots)
     shared(config)
     verdicts(model_rates, loaders)
-    projections(model_rates, evals, loaders)
+    heads = {arch: head_rate(arch, config) for arch in ARCH_NAMES}
+    for arch, rate in heads.items():
+        print(f"  linear head steps on cached features ({arch}, batch 64): {rate:9.0f} img/s")
+    projections(model_rates, evals, loaders, heads)
 
 
 ARCH_NAMES = ("resnet50", "mobilenetv1")
@@ -508,7 +528,7 @@ def verdicts(model_rates, loaders) -> None:
         )
 
 
-def projections(model_rates, evals, loaders) -> None:
+def projections(model_rates, evals, loaders, heads) -> None:
     print("projected GPU-hours per paper spec, from the rows above (new path vs old path)")
     for path in sorted((ROOT / "sweeps").glob("paper_*.yaml")):
         rows = image_steps(path)
