@@ -37,7 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from sparse_transfer.config import load_spec, max_epochs  # noqa: E402
 from sparse_transfer.data.paper import PAPER_DATASETS, paper_transform  # noqa: E402
-from sparse_transfer.data.paper.batched import BatchTransform, decode, read_raw  # noqa: E402
+from sparse_transfer.data.paper.batched import (  # noqa: E402
+    BatchTransform,
+    crop_box,
+    decode,
+    read_raw,
+)
 from sparse_transfer.data.source import FileSource, RawBatches  # noqa: E402
 from sparse_transfer.models import ARCHS  # noqa: E402
 from sparse_transfer.models.catalog import Preprocessing  # noqa: E402
@@ -124,7 +129,17 @@ def host_costs(root: Path, config: Config) -> tuple[float, float]:
     old_s = time_per_image(lambda: [old[i] for i in range(n)], n, repeats)
     raw = RawBatches(split, None)  # what a worker does for a GPU trial: read the bytes
     plan = (list(range(n)), 0)
-    new_s = time_per_image(lambda: raw[plan], n, repeats)
+    raws, sources, _, _ = raw[plan]
+    shapes = [image.shape[-2:] for image in decode(raws, sources, "b", torch.device("cpu"))]
+
+    def new_host_stage():
+        raw[plan]
+        generator = torch.Generator().manual_seed(0)
+        for h, w in shapes:  # the random draws stay on the host too
+            crop_box(h, w, generator)
+            torch.rand(1, generator=generator)
+
+    new_s = time_per_image(new_host_stage, n, repeats)
     return old_s, new_s
 
 
@@ -207,9 +222,10 @@ def build(arch: str, config: Config, sparsity: float | None, compiled: bool = Fa
     model = on_device(spec.build(100), config.device)
     masks = None
     if sparsity:
-        masks = MaskedParameters(
+        masks = MaskedParameters(  # as full finetuning keeps them
             model,
             global_magnitude_masks(prunable_weights(model, exclude=(spec.classifier,)), sparsity),
+            grads=False,
         )
         masks.zero_weights()
     forward = torch.compile(model) if compiled else model

@@ -137,11 +137,19 @@ def masks_from_zeros(weights: dict[str, torch.Tensor]) -> Masks:
 class MaskedParameters:
     """Masks prepared once for a model: each in its parameter's dtype and on its device, so
     keeping pruned weights at zero is one in-place foreach multiply over all of them, with no
-    tensor allocated per step (a bool mask multiplied in converts to a new float tensor)."""
+    tensor allocated per step (a bool mask multiplied in converts to a new float tensor).
 
-    def __init__(self, model: nn.Module, masks: Masks) -> None:
+    `grads=False` when masks never regrow (transfer: a pruned weight stays pruned). Then
+    zeroing the weights after each step is enough: SGD's update (momentum, weight decay) is
+    elementwise, so the kept weights never see the pruned gradients, and the momentum that
+    builds up at pruned positions only ever meets a weight that is zeroed again
+    (tests/transfer/test_step_and_eval.py checks the kept weights are bit for bit the same).
+    Methods that regrow weights (RigL) keep `grads=True`: a regrown weight starts without
+    momentum."""
+
+    def __init__(self, model: nn.Module, masks: Masks, *, grads: bool = True) -> None:
         params = dict(model.named_parameters())
-        self.masks = masks
+        self.masks, self.grads = masks, grads
         self.params = [params[name] for name in masks]
         self.factors = [
             mask.to(param.device, param.dtype)
@@ -151,6 +159,8 @@ class MaskedParameters:
     @torch.no_grad()
     def zero_grads(self) -> None:
         """Zero the gradients of pruned weights, so momentum never builds up there."""
+        if not self.grads:
+            return
         pairs = [
             (p.grad, f)
             for p, f in zip(self.params, self.factors, strict=True)

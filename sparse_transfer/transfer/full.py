@@ -85,17 +85,17 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         return saved
 
     epochs = int(hp["epochs"])
-    prepared = MaskedParameters(model, masks)
+    prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
     for epoch in range(start + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         expected = upstream_sparsity
         if job.prune_to is not None:  # transfer, then prune: GMP towards the target
             expected = _scheduled(epoch, epochs, job, upstream_sparsity)
             masks = global_magnitude_masks(weights, expected)
-            prepared = MaskedParameters(model, masks)
+            prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
             prepared.zero_weights()
         elif prepared.masks is not masks:  # resumed with the saved masks
-            prepared = MaskedParameters(model, masks)
+            prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
         train = dataset.batches(
             train_split, train=True, batch_size=batch_size, generator=generator
         )

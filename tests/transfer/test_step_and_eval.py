@@ -27,9 +27,9 @@ def tiny_model() -> nn.Module:
     )
 
 
-def masked(model: nn.Module):
+def masked(model: nn.Module, grads: bool = True):
     masks = global_magnitude_masks(prunable_weights(model), 0.9)
-    return masks, MaskedParameters(model, masks)
+    return masks, MaskedParameters(model, masks, grads=grads)
 
 
 def test_masks_are_prepared_once_in_the_parameters_dtype():
@@ -52,6 +52,39 @@ def test_applying_prepared_masks_allocates_nothing():
     assert not names & {"aten::to", "aten::_to_copy", "aten::empty", "aten::empty_strided"}
     assert sum(1 for e in profile.events() if e.name == "aten::_foreach_mul_") == 2
     assert [p.data_ptr() for p in model.parameters()] == pointers
+
+
+def test_transfer_masks_apply_with_one_foreach_multiply_per_step():
+    model = tiny_model()
+    _, prepared = masked(model, grads=False)
+    optimizer = make_optimizer(model.parameters(), HP)
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    train_step(model, x, y, optimizer, masks=prepared)
+    with torch.profiler.profile() as profile:
+        train_step(model, x, y, optimizer, masks=prepared)
+    assert sum(1 for e in profile.events() if e.name == "aten::_foreach_mul_") == 1
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_zeroing_the_weights_alone_trains_the_kept_weights_bit_for_bit_alike(nesterov):
+    """Why one multiply is enough when masks never regrow: SGD is elementwise, so masking the
+    gradients too changes nothing the model keeps."""
+    states = []
+    for grads in (True, False):
+        model = tiny_model()
+        masks, prepared = masked(model, grads=grads)
+        prepared.zero_weights()
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=nesterov
+        )
+        generator = torch.Generator().manual_seed(2)
+        for _ in range(5):
+            x = torch.randn(16, 3, 8, 8, generator=generator)
+            y = torch.randint(0, 4, (16,), generator=generator)
+            train_step(model, x, y, optimizer, masks=prepared)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
 
 
 def test_pruned_weights_stay_zero_through_steps_with_momentum_and_decay():
