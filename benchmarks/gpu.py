@@ -183,11 +183,17 @@ def old_loader(root: Path | None, arrays, config: Config, batch: int):
         data = ImageSplit("cifar", "trainval", ["a"], [(a, 0) for a in arrays], transform)
     else:
         data = PAPER_DATASETS.get("image_folder").open(root, "trainval", transform)
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=batch, shuffle=True, num_workers=config.workers, pin_memory=config.cuda
-    )
-    for images, labels in loader:
-        yield images.to(config.device, non_blocking=True), labels
+    while True:  # a new DataLoader each epoch, as the old FileSource built one
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=batch,
+            shuffle=True,
+            drop_last=True,
+            num_workers=config.workers,
+            pin_memory=config.cuda,
+        )
+        for images, labels in loader:
+            yield images.to(config.device, non_blocking=True), labels
 
 
 def new_loader(root: Path | None, arrays, config: Config, batch: int):
