@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sparse_transfer.config.space import (
     HYPERPARAMETERS,
@@ -258,14 +268,22 @@ class Budget(Strict):
 
 
 class Resources(Strict):
-    # Per trial; more than any one node has would leave the trials pending forever.
+    # Per trial; more than any one node has would leave the trials pending forever. A
+    # fraction of a GPU packs several trials on one (see infra/README.md: CUDA MPS).
     cpu: float = Field(1.0, gt=0, le=1024, allow_inf_nan=False)
     gpu: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
-    # bf16: autocast to bfloat16 on a GPU (about twice the speed on Ampere and later; the CPU
-    # always trains in fp32); fp32: full precision everywhere, as the paper's authors trained.
-    precision: Literal["bf16", "fp32"] = "bf16"
-    # DataLoader worker processes per trial for file datasets; default: one per CPU but one
-    # (the trial's own process feeds the GPU).
+    # On a GPU: bf16 autocasts to bfloat16 (about twice the speed on Ampere and later);
+    # fp32 computes without autocast but lets convolutions and matmuls use TF32 (10-bit
+    # mantissas; torch's default for cuDNN convolutions); fp32-strict is IEEE fp32 throughout,
+    # as the paper's authors trained. A CPU always computes in IEEE fp32.
+    precision: Literal["bf16", "fp32", "fp32-strict"] = "bf16"
+    compile: bool = False  # torch.compile the model for training (minutes of compiling first)
+    # Final runs score the test split at their last epoch only (the report reads nothing
+    # else); n: also every n epochs, for a learning curve. Search trials score validation
+    # every epoch, since early stopping needs it.
+    eval_every: int | None = Field(None, ge=1, le=MAX_INT, strict=True)
+    # Loader worker processes per trial for file datasets (they read image bytes; decoding
+    # runs on the device); default: one per CPU but one.
     loader_workers: int | None = Field(None, ge=0, le=1024, strict=True)
     # A trial saves its state when this many seconds have passed since its last save (and at
     # the epochs where early stopping decides): a crash costs at most this much of its work.
@@ -276,6 +294,22 @@ class Resources(Strict):
         if self.loader_workers is not None:
             return self.loader_workers
         return max(0, int(self.cpu) - 1)
+
+
+ResourceValue = StrictBool | StrictInt | StrictFloat | StrictStr | None
+
+
+class DatasetOverride(Strict):
+    """One dataset's changes: to the search space of each mode's cells, and to the resources
+    of its trials (e.g. `gpu: 0.25` for a small dataset, so four trials share a GPU)."""
+
+    full: dict[str, SpaceValue] | None = None
+    linear: dict[str, SpaceValue] | None = None
+    prune: dict[str, SpaceValue] | None = None
+    resources: dict[str, ResourceValue] = {}
+
+    def spaces(self) -> dict[str, dict[str, SpaceValue]]:
+        return {m: getattr(self, m) for m in MODES if getattr(self, m) is not None}
 
 
 class Tracking(Strict):
@@ -301,8 +335,9 @@ class SweepSpec(Strict):
     seeds: list[Seed] = Field(min_length=1, max_length=1000)
     search_space: dict[Mode, dict[str, SpaceValue]]
     # Per-dataset changes to the search space, e.g. the paper's lr 0.1 for aircraft and cars:
-    # {aircraft: {full: {lr: 0.1}}}. Merged over `search_space` for that dataset's cells.
-    dataset_overrides: dict[str, dict[Mode, dict[str, SpaceValue]]] = {}
+    # {aircraft: {full: {lr: 0.1}}}, merged over `search_space` for that dataset's cells; and
+    # to `resources`: {flowers102: {resources: {gpu: 0.25}}}, merged over `resources`.
+    dataset_overrides: dict[str, DatasetOverride] = {}
     # Where file datasets live: `<data_root>/<dataset>` (a local path or s3:// prefix), unless
     # `data_roots` names a dataset's own root.
     data_root: Uri | None = None
@@ -370,10 +405,11 @@ class SweepSpec(Strict):
     def _check_datasets(self) -> None:
         # Overrides and roots may name datasets the spec does not run (a spec narrowed with
         # --set datasets=[...] keeps working), but every name must be a real dataset.
-        for dataset, by_mode in self.dataset_overrides.items():
+        for dataset, override in self.dataset_overrides.items():
             _check_dataset_key(dataset, "dataset_overrides")
-            for mode, space in by_mode.items():
+            for mode, space in override.spaces().items():
                 check_space(mode, space, where=f"dataset_overrides.{dataset}.{mode}")
+            self.resources_for(dataset)  # raises naming the field
         for dataset in self.data_roots:
             _check_dataset_key(dataset, "data_roots")
         for dataset in self.datasets:
@@ -425,8 +461,23 @@ class SweepSpec(Strict):
 
     def space(self, mode: str, dataset: str | None = None) -> dict[str, SpaceValue]:
         """The search space of a mode's cells (of one dataset's cells, with its overrides)."""
-        by_mode = self.dataset_overrides.get(dataset, {}) if dataset else {}
-        return {**self.search_space[mode], **by_mode.get(mode, {})}  # type: ignore[index]
+        override = self.dataset_overrides.get(dataset) if dataset else None
+        changes = override.spaces().get(mode, {}) if override else {}
+        return {**self.search_space[mode], **changes}  # type: ignore[index]
+
+    def resources_for(self, dataset: str) -> Resources:
+        """The resources of a dataset's trials: `resources` with its overrides."""
+        override = self.dataset_overrides.get(dataset)
+        if override is None or not override.resources:
+            return self.resources
+        try:
+            return Resources.model_validate({**self.resources.model_dump(), **override.resources})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(
+                f"dataset_overrides.{dataset}.resources.{where}: {first['msg']}"
+            ) from None
 
     def cell_spaces(self) -> dict[tuple[str, str], dict[str, SpaceValue]]:
         return {(m, d): self.space(m, d) for m in self.modes for d in self.datasets}
@@ -458,8 +509,8 @@ class SweepSpec(Strict):
         raw["tracking"]["experiment"] = f"{self.tracking.experiment or self.name}-dryrun"
         for mode, space in self.search_space.items():
             raw["search_space"][mode].update(tiny(space))
-        for dataset, by_mode in self.dataset_overrides.items():
-            for mode, space in by_mode.items():
+        for dataset, override in self.dataset_overrides.items():
+            for mode, space in override.spaces().items():
                 raw["dataset_overrides"][dataset][mode].update(
                     {k: v for k, v in tiny(self.space(mode, dataset)).items() if k in space}
                 )

@@ -1,7 +1,9 @@
 """Linear-probe feature cache: features of a frozen backbone, computed once, stored with pyarrow.
 
-Keyed by (upstream weights hash, dataset, split, preprocessing): every trial of a linear cell,
-and every later sweep over the same storage, reads the same file instead of recomputing.
+Keyed by (upstream weights hash, dataset, split, preprocessing, and the precision and device
+type the features were computed in: bf16 features from a GPU never pass for fp32 ones): every
+trial of a linear cell, and every later sweep over the same storage, reads the same file
+instead of recomputing.
 """
 
 from __future__ import annotations
@@ -21,10 +23,18 @@ import torch
 
 __all__ = ["cache_key", "cached_features"]
 
-_VERSION = 1  # bump when feature extraction changes meaning
+_VERSION = 2  # bump when feature extraction changes meaning (2: decoded on the device)
 
 
-def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict) -> str:
+def cache_key(
+    weights_sha256: str,
+    dataset: str,
+    split: str,
+    preprocessing: dict,
+    *,
+    precision: str,
+    device_type: str,
+) -> str:
     blob = json.dumps(
         {
             "v": _VERSION,
@@ -32,6 +42,8 @@ def cache_key(weights_sha256: str, dataset: str, split: str, preprocessing: dict
             "dataset": dataset,
             "split": split,
             "preprocessing": preprocessing,
+            "precision": precision,
+            "device": device_type,
         },
         sort_keys=True,
     )

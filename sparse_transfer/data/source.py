@@ -4,9 +4,9 @@ Two kinds behind one interface, so full and linear finetuning never ask which on
 
 - the packaged quickstart datasets: whole tensors in memory (moved to the device once),
   augmented by a one-pixel random shift;
-- file datasets (the paper's 12, image folders): decoded by DataLoader workers with the paper's
-  transforms (`paper_transform`, from the upstream checkpoint's preprocessing), pinned memory
-  and channels_last batches when the device is a GPU. As in the paper's code, full finetuning
+- file datasets (the paper's 12, image folders): loader workers read raw bytes; the batch is
+  decoded and given the paper's transforms (from the upstream checkpoint's preprocessing) on
+  the device (`FileSource`), channels_last on a GPU. As in the paper's code, full finetuning
   normalizes with the dataset's own mean/std (`PaperDataset.stats`), linear finetuning with
   the upstream model's (ImageNet's): see `transfer_preprocessing`.
 
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from sparse_transfer.data.paper import PAPER_DATASETS, PaperDataset, paper_transform
+from sparse_transfer.data.paper import PAPER_DATASETS, ImageSplit, PaperDataset
+from sparse_transfer.data.paper.batched import BatchTransform, decode, read_raw
 from sparse_transfer.data.registry import DATASETS, Dataset
 from sparse_transfer.models.catalog import Preprocessing
 
@@ -123,12 +125,16 @@ class TensorSource:
 
 @dataclass
 class FileSource:
+    """Image files read as whole batches: loader workers (started once per split, kept for
+    every epoch) only read each image's bytes; decoding and the paper's transforms run on the
+    device (`sparse_transfer.data.paper.batched`). On a CPU the workers run that stage too."""
+
     dataset: PaperDataset
     root: str
     preprocessing: Preprocessing
     device: torch.device
     workers: int = 0
-    _splits: dict[tuple[str, bool], torch.utils.data.Dataset] = field(
+    _loaders: dict[tuple[str, bool, int], tuple[torch.utils.data.DataLoader, BatchPlan]] = field(
         default_factory=dict, repr=False
     )
 
@@ -140,33 +146,83 @@ class FileSource:
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
-    def _split(self, split: str, train: bool) -> torch.utils.data.Dataset:
-        if (split, train) not in self._splits:  # opening lists (and checks) every file: once
-            transform = paper_transform(self.preprocessing, train=train)
-            self._splits[split, train] = self.dataset.open(self.root, split, transform)
-        return self._splits[split, train]
+    def transform(self, train: bool) -> BatchTransform:
+        return BatchTransform(self.preprocessing, train)
+
+    def _loader(self, split: str, train: bool, batch_size: int):
+        key = (split, train, batch_size)
+        if key not in self._loaders:  # opening lists (and checks) every file: once
+            images = self.dataset.open(self.root, split)
+            transform = self.transform(train)
+            on_host = self.device.type == "cpu"
+            plan = BatchPlan(len(images), batch_size, train)
+            loader = torch.utils.data.DataLoader(
+                RawBatches(images, transform if on_host else None),
+                batch_size=None,  # items are whole batches
+                sampler=plan,
+                num_workers=self.workers,
+                persistent_workers=self.workers > 0,
+            )
+            self._loaders[key] = (loader, plan)
+        return self._loaders[key]
 
     def batches(
         self, split: str, *, train: bool, batch_size: int, generator: torch.Generator | None
     ) -> Iterator[Batch]:
-        cuda = self.device.type == "cuda"
-        data = self._split(split, train)
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=batch_size,
-            shuffle=train,
-            # a last training batch of one image would break BatchNorm; shuffled, nothing is lost
-            drop_last=train and len(data) > batch_size,
-            generator=generator if train else None,
-            num_workers=self.workers,
-            pin_memory=cuda,
-            persistent_workers=False,
-        )
-        for images, labels in loader:
-            images = images.to(self.device, non_blocking=True)
-            if cuda:  # convolutions run fastest on NHWC tensors with cuDNN
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels.to(self.device, non_blocking=True)
+        loader, plan = self._loader(split, train, batch_size)
+        plan.generator = generator if train else None
+        transform = self.transform(train)
+        for payload, sources, labels, seed in loader:
+            if sources is not None:  # the device stage, here: decode and transform
+                images = decode(payload, sources, self.name, self.device)
+                payload = transform(images, _batch_generator(seed))
+            yield payload.to(self.device), labels.to(self.device, non_blocking=True)
+
+
+class BatchPlan(torch.utils.data.Sampler):
+    """Each pass: (indices, seed) per batch, every draw made up front from the trial's
+    generator, so the batches are the same however far the workers prefetch. A training
+    pass keeps its last partial batch (as the paper's code) unless it holds one image, which
+    BatchNorm cannot train on."""
+
+    def __init__(self, size: int, batch_size: int, train: bool) -> None:
+        self.size, self.batch_size, self.train = size, batch_size, train
+        self.generator: torch.Generator | None = None
+
+    def __iter__(self):
+        indices = list(index_batches(self.size, self.batch_size, self.generator))
+        if self.train and len(indices) > 1 and len(indices[-1]) == 1:
+            indices.pop()
+        seeds = [0] * len(indices)
+        if self.train:
+            seeds = torch.randint(0, 2**62, (len(indices),), generator=self.generator).tolist()
+        return iter(zip((i.tolist() for i in indices), seeds, strict=True))
+
+
+class RawBatches(torch.utils.data.Dataset):
+    """A split whose items are whole batches: (indices, seed) -> (raw images, their sources,
+    labels, seed); with `transform` (on a CPU) the decoded, transformed batch instead."""
+
+    def __init__(self, images: ImageSplit, transform: BatchTransform | None) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, plan: tuple[list[int], int]):
+        indices, seed = plan
+        samples = [self.images.samples[i] for i in indices]
+        sources = [source if isinstance(source, Path) else None for source, _ in samples]
+        labels = torch.tensor([label for _, label in samples])
+        raws = [read_raw(source, self.images.dataset) for source, _ in samples]
+        if self.transform is None:
+            return raws, sources, labels, seed
+        decoded = decode(raws, sources, self.images.dataset, torch.device("cpu"))
+        return self.transform(decoded, _batch_generator(seed)), None, labels, seed
+
+
+def _batch_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def normalize(images: torch.Tensor, preprocessing: Mapping) -> torch.Tensor:

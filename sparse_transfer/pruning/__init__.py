@@ -10,6 +10,7 @@ from sparse_transfer.pruning import rigl as _rigl  # noqa: F401
 from sparse_transfer.pruning import soft_threshold as _soft_threshold  # noqa: F401
 from sparse_transfer.pruning import woodfisher as _woodfisher  # noqa: F401
 from sparse_transfer.pruning.masks import (
+    MaskedParameters,
     Masks,
     SparsityDriftError,
     apply_masks,
@@ -25,6 +26,7 @@ from sparse_transfer.pruning.policy import PolicyOverride, PruningPolicy, resolv
 
 __all__ = [
     "METHODS",
+    "MaskedParameters",
     "Masks",
     "PruneContext",
     "PolicyOverride",

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "MaskedParameters",
     "Masks",
     "SparsityDriftError",
     "apply_masks",
@@ -133,11 +134,51 @@ def masks_from_zeros(weights: dict[str, torch.Tensor]) -> Masks:
     return {name: w.detach() != 0 for name, w in weights.items()}
 
 
-@torch.no_grad()
+class MaskedParameters:
+    """Masks prepared once for a model: each in its parameter's dtype and on its device, so
+    keeping pruned weights at zero is one in-place foreach multiply over all of them, with no
+    tensor allocated per step (a bool mask multiplied in converts to a new float tensor).
+
+    `grads=False` when masks never regrow (transfer: a pruned weight stays pruned). Then
+    zeroing the weights after each step is enough: SGD's update (momentum, weight decay) is
+    elementwise, so the kept weights never see the pruned gradients, and the momentum that
+    builds up at pruned positions only ever meets a weight that is zeroed again
+    (tests/transfer/test_step_and_eval.py checks the kept weights are bit for bit the same).
+    Methods that regrow weights (RigL) keep `grads=True`: a regrown weight starts without
+    momentum."""
+
+    def __init__(self, model: nn.Module, masks: Masks, *, grads: bool = True) -> None:
+        params = dict(model.named_parameters())
+        self.masks, self.grads = masks, grads
+        self.params = [params[name] for name in masks]
+        self.factors = [
+            mask.to(param.device, param.dtype)
+            for param, mask in zip(self.params, masks.values(), strict=True)
+        ]
+
+    @torch.no_grad()
+    def zero_grads(self) -> None:
+        """Zero the gradients of pruned weights, so momentum never builds up there."""
+        if not self.grads:
+            return
+        pairs = [
+            (p.grad, f)
+            for p, f in zip(self.params, self.factors, strict=True)
+            if p.grad is not None
+        ]
+        if pairs:
+            grads, factors = zip(*pairs, strict=True)
+            torch._foreach_mul_(list(grads), list(factors))  # checked on torch 2.14, 2026-12
+
+    @torch.no_grad()
+    def zero_weights(self) -> None:
+        """Zero the pruned weights again: weight decay and momentum still move them."""
+        if self.params:
+            torch._foreach_mul_(self.params, self.factors)
+
+
 def apply_masks(model: nn.Module, masks: Masks) -> None:
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+    MaskedParameters(model, masks).zero_weights()
 
 
 def sparsity_report(weights: dict[str, torch.Tensor]) -> tuple[float, dict[str, float]]:

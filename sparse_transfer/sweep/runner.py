@@ -20,11 +20,18 @@ from ray import tune
 
 from sparse_transfer.analysis import ReportPaths, paper_reference, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
+from sparse_transfer.config.spec import Resources
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
-from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning, Settings
+from sparse_transfer.sweep.search import (
+    BY_DATASET,
+    CellSearch,
+    FailFastStop,
+    LedgerPruning,
+    Settings,
+)
 from sparse_transfer.sweep.trainable import remove_state, transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
@@ -308,9 +315,26 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
 
 
 def _trainable(spec: SweepSpec):
-    return tune.with_resources(
-        transfer_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    )
+    def resources(config: dict) -> tune.PlacementGroupFactory:
+        trial = config.get("trial", {})  # each trial's settings, with its dataset's resources
+        cpus = float(trial.get("cpus", spec.resources.cpu))
+        return tune.PlacementGroupFactory([{"CPU": cpus, "GPU": float(trial.get("gpu", 0))}])
+
+    return tune.with_resources(transfer_trainable, resources)
+
+
+def resource_settings(resources: Resources) -> dict:
+    """What a trial's settings carry of its resources."""
+    return {
+        "threads": max(1, int(resources.cpu)),
+        "cpus": resources.cpu,
+        "gpu": resources.gpu,
+        "precision": resources.precision,
+        "compile": resources.compile,
+        "eval_every": resources.eval_every,
+        "loader_workers": resources.workers,
+        "checkpoint_interval_s": resources.checkpoint_interval_s,
+    }
 
 
 def _search_settings(spec: SweepSpec, cells: list[Cell]) -> Settings:
@@ -393,12 +417,13 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
     return {
         "storage": state.storage,
         "sweep_id": state.sweep_id,
-        "threads": max(1, int(spec.resources.cpu)),
-        "cpus": spec.resources.cpu,
-        "gpu": spec.resources.gpu,
-        "precision": spec.resources.precision,
-        "loader_workers": spec.resources.workers,
-        "checkpoint_interval_s": spec.resources.checkpoint_interval_s,
+        **resource_settings(spec.resources),
+        # the datasets whose `dataset_overrides` change their trials' resources
+        BY_DATASET: {
+            d: resource_settings(spec.resources_for(d))
+            for d in spec.datasets
+            if spec.resources_for(d) != spec.resources
+        },
         **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),
         **(
             {

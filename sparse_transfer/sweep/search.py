@@ -63,12 +63,13 @@ from sparse_transfer.config.spec import (
     SpaceValue,
     Uniform,
 )
-from sparse_transfer.sweep.cells import Cell
+from sparse_transfer.sweep.cells import Cell, final_run_cost, take_longest
 from sparse_transfer.sweep.ledger import Ledger
 
 __all__ = ["CellSearch", "FailFastStop", "LedgerPruning", "TrialKey", "to_distributions"]
 
 SEARCH, FINAL = "search", "final"
+BY_DATASET = "by_dataset"  # base config key: dataset -> the settings its trials override
 FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
 # A trial whose worker dies this many times in a row without getting an epoch further is told
 # FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
@@ -172,6 +173,7 @@ class CellSearch(Searcher):
         self.died_at: dict[TrialKey, int] = {}  # ... when its worker last died
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
         self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
+        self.final_costs: dict[int, int] = {}  # cell -> its final runs' image-steps
         # (search trials told or running, cell index) of cells that may take another search
         # trial, least-served first: an entry whose count is stale is skipped when met, so
         # picking a cell stays O(log cells) however large the grid.
@@ -283,7 +285,7 @@ class CellSearch(Searcher):
         if self.orphans:
             return self.orphans.popleft()
         if self.waiting_finals:
-            index = self.waiting_finals.popleft()
+            index = take_longest(self.waiting_finals, self._final_cost)
             return TrialKey(index, FINAL, self.plans[index].final.ask().number)
         while self.open_cells:
             served, index = self.open_cells[0]
@@ -300,6 +302,14 @@ class CellSearch(Searcher):
         plan.running += 1
         self._reopen(index)
         return TrialKey(index, SEARCH, trial.number)
+
+    def _final_cost(self, index: int) -> int:
+        if index not in self.final_costs:
+            plan = self.plans[index]
+            hparams = next(t.user_attrs["hparams"] for t in self.ledger.trials(plan.final))
+            epochs = int({**HYPERPARAMETERS, **hparams}["epochs"])
+            self.final_costs[index] = final_run_cost(plan.cell.dataset, epochs)
+        return self.final_costs[index]
 
     def _is_open(self, plan: CellPlan) -> bool:
         return (
@@ -334,6 +344,7 @@ class CellSearch(Searcher):
         hparams = {**HYPERPARAMETERS, **hparams}
         config = {
             **self.base_config,
+            **self.base_config.get(BY_DATASET, {}).get(plan.cell.dataset, {}),
             **plan.cell.to_dict(),
             "cell": plan.cell.id,
             "phase": key.phase,

@@ -9,8 +9,8 @@ import torch
 from sparse_transfer import metrics as M
 from sparse_transfer.models import ARCHS, load_upstream, replace_classifier
 from sparse_transfer.pruning import (
+    MaskedParameters,
     SparsityDriftError,
-    apply_masks,
     check_sparsity,
     global_magnitude_masks,
     prunable_weights,
@@ -19,6 +19,7 @@ from sparse_transfer.pruning.gmp import cubic_sparsity
 from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
 from sparse_transfer.transfer.loop import (
     autocast_dtype,
+    configure_device,
     evaluate_batches,
     make_optimizer,
     make_schedule,
@@ -44,7 +45,10 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     replace_classifier(model, arch, dataset.num_classes, upstream.metadata.get("head", "linear"))
     backbone = (arch.classifier,)
     on_device(model, device)
+    configure_device(device, job.precision)
     precision = autocast_dtype(device, job.precision)
+    # compiled for the steps; the plain module keeps the state dict's names
+    forward = torch.compile(model) if job.compile else model
     masks = {
         k: v.to(device)
         for k, v in upstream.masks.items()
@@ -57,7 +61,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
     train_split, eval_split = job.splits
     batch_size = int(job.hparams["batch_size"])
     hp = job.hparams
-    optimizer = make_optimizer(model.parameters(), hp)
+    optimizer = make_optimizer(model.parameters(), hp, device)
     schedule = make_schedule(optimizer, hp)
     start = 0
     if resume is not None:
@@ -82,27 +86,38 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
         return saved
 
     epochs = int(hp["epochs"])
+    prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
     for epoch in range(start + 1, epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         expected = upstream_sparsity
         if job.prune_to is not None:  # transfer, then prune: GMP towards the target
             expected = _scheduled(epoch, epochs, job, upstream_sparsity)
             masks = global_magnitude_masks(weights, expected)
-            apply_masks(model, masks)
+            prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
+            prepared.zero_weights()
+        elif prepared.masks is not masks:  # resumed with the saved masks
+            prepared = MaskedParameters(model, masks, grads=False)  # masks never regrow here
         train = dataset.batches(
             train_split, train=True, batch_size=batch_size, generator=generator
         )
         loss = train_batches(
-            model,
+            forward,
             job.limit(train),
             optimizer,
             label_smoothing=float(hp["label_smoothing"]),
-            masks=masks,
+            masks=prepared,
             autocast_dtype=precision,
         )
         schedule.step()
-        held_out = dataset.batches(eval_split, train=False, batch_size=batch_size, generator=None)
-        scores = evaluate_batches(model, job.limit(held_out), dataset.num_classes, precision)
+        scores = {}
+        if job.scores_at(epoch):
+            held_out = dataset.batches(
+                eval_split, train=False, batch_size=batch_size, generator=None
+            )
+            evaluated = evaluate_batches(
+                forward, job.limit(held_out), dataset.num_classes, precision
+            )
+            scores = {f"{job.eval_prefix}_{k}": v for k, v in evaluated.items()}
         sparsity = check_sparsity(weights, masks)
         if masks is not upstream_masks:  # what the upstream model pruned stays pruned
             check_sparsity(weights, upstream_masks)
@@ -114,8 +129,7 @@ def finetune_full(job: TransferJob, resume: dict | None = None) -> Iterator[Epoc
             M.EPOCH: epoch,
             M.TRAIN_LOSS: loss,
             M.LR: lr,
-            f"{job.eval_prefix}_top1": scores["top1"],
-            f"{job.eval_prefix}_mean_class_acc": scores["mean_class_acc"],
+            **scores,
             M.FINAL_SPARSITY: sparsity,
             M.UPSTREAM_SPARSITY: upstream_sparsity,
         }

@@ -31,7 +31,9 @@ class TransferJob:
     data_root: str | None = None  # file datasets: a local root or s3:// prefix
     loader_workers: int = 0  # DataLoader worker processes (file datasets)
     max_batches: int | None = None  # a dry run: at most this many batches per pass
-    precision: str = "bf16"  # resources.precision: bf16 autocast on a GPU, or fp32
+    precision: str = "bf16"  # resources.precision: bf16, fp32 (TF32 on GPUs) or fp32-strict
+    compile: bool = False  # resources.compile: torch.compile the model for training
+    eval_every: int | None = None  # final runs: score the test split every n epochs too
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})
@@ -43,6 +45,15 @@ class TransferJob:
     @property
     def eval_prefix(self) -> str:
         return "val" if self.phase == "search" else "test"
+
+    def scores_at(self, epoch: int) -> bool:
+        """Whether an epoch scores its held-out split: every epoch of a search trial (early
+        stopping reads them); a final run's last epoch only, unless `eval_every` asks for a
+        curve, since the report reads only the last."""
+        epochs = int(self.hparams["epochs"])
+        if self.phase == "search" or epoch == epochs:
+            return True
+        return self.eval_every is not None and epoch % self.eval_every == 0
 
     def source(self, preprocessing: Mapping) -> BatchSource:
         return open_source(

@@ -14,6 +14,8 @@ from sparse_transfer.pruning import prunable_weights, sparsity_report
 from sparse_transfer.transfer.job import EpochOutcome, TransferJob, seeded_generator
 from sparse_transfer.transfer.loop import (
     autocast_dtype,
+    configure_device,
+    effective_precision,
     evaluate,
     make_optimizer,
     make_schedule,
@@ -32,6 +34,7 @@ def extract_features(
     arch = ARCHS.get(upstream.arch)
     device = torch.device(job.device)
     model = on_device(upstream.build_model().eval(), device)
+    configure_device(device, job.precision)
     _set_classifier(model, arch.classifier, nn.Identity())
     source = job.source(upstream.metadata["preprocessing"])
     precision = autocast_dtype(device, job.precision)
@@ -69,7 +72,15 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
         # batches, must never pass for these.
         extra = {"data_root": job.data_root, "max_batches": job.max_batches}
         variant = {**preprocessing, **{k: v for k, v in extra.items() if v}}
-        key = cache_key(upstream.sha256, job.dataset, split, variant)
+        device = torch.device(job.device)
+        key = cache_key(
+            upstream.sha256,
+            job.dataset,
+            split,
+            variant,
+            precision=effective_precision(device, job.precision),
+            device_type=device.type,
+        )
         x, y, hit = cached_features(
             job.feature_cache_dir,
             key,
@@ -123,13 +134,15 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
             label_smoothing=float(hp["label_smoothing"]),
         )
         schedule.step()
-        scores = evaluate(head, eval_x, eval_y, num_classes)
+        scores = {}
+        if job.scores_at(epoch):
+            evaluated = evaluate(head, eval_x, eval_y, num_classes)
+            scores = {f"{job.eval_prefix}_{k}": v for k, v in evaluated.items()}
         metrics = {
             M.EPOCH: epoch,
             M.TRAIN_LOSS: loss,
             M.LR: lr,
-            f"{job.eval_prefix}_top1": scores["top1"],
-            f"{job.eval_prefix}_mean_class_acc": scores["mean_class_acc"],
+            **scores,
             M.FINAL_SPARSITY: backbone_sparsity,
             M.UPSTREAM_SPARSITY: backbone_sparsity,
             M.FEATURE_CACHE_HIT: float(all(hits)),

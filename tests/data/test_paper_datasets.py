@@ -194,7 +194,7 @@ def test_the_transform_normalizes_by_transfer_mode(name, mode, tmp_path):
     job = TransferJob(tmp_path / "unused.pt", name, mode, "final", {}, 0, data_root=tmp_path)
     source = job.source({"interpolation": "bilinear"})  # a published model's: ImageNet stats
     for train in (True, False):
-        normalize = source._split("test", train).transform.transforms[-1]
+        normalize = source.transform(train).preprocessing
         if mode == "linear":
             assert (tuple(normalize.mean), tuple(normalize.std)) == (IMAGENET_MEAN, IMAGENET_STD)
         else:

@@ -145,7 +145,7 @@ def test_aws_each_spot_gpu_type_has_an_on_demand_twin_ranked_below_it():
     on_demand = {n: t for n, t in types.items() if not is_spot(t)}
     assert spot and on_demand
     shapes = {t["node_config"]["InstanceType"] for t in types.values()}
-    assert shapes >= {"g5.xlarge", "g5.12xlarge"}
+    assert shapes >= {"g5.2xlarge", "g5.12xlarge"}
     for name, t in spot.items():
         twins = [
             o
@@ -219,21 +219,49 @@ def plan_launches(raw: dict, demand: dict, count: int, **availability) -> dict[s
 
 def test_aws_autoscaler_launches_spot_first():
     raw = load(INFRA / "aws-gpu.yaml")
-    assert plan_launches(raw, {"CPU": 4, "GPU": 1}, 1) == {"gpu1-spot": 1}
-    assert plan_launches(raw, {"CPU": 4, "GPU": 1}, 4) == {"gpu4-spot": 1}
+    assert plan_launches(raw, {"CPU": 8, "GPU": 1}, 1) == {"gpu1-spot": 1}
+    assert plan_launches(raw, {"CPU": 8, "GPU": 1}, 4) == {"gpu4-spot": 1}
 
 
 def test_aws_autoscaler_falls_back_to_on_demand_when_spot_is_unavailable():
     raw = load(INFRA / "aws-gpu.yaml")
     demoted = {"recoverable_resource_availabilities": {"gpu1-spot": 0.0, "gpu4-spot": 0.0}}
-    assert plan_launches(raw, {"CPU": 4, "GPU": 1}, 1, **demoted) == {"gpu1-ondemand": 1}
-    assert plan_launches(raw, {"CPU": 4, "GPU": 1}, 4, **demoted) == {"gpu4-ondemand": 1}
+    assert plan_launches(raw, {"CPU": 8, "GPU": 1}, 1, **demoted) == {"gpu1-ondemand": 1}
+    assert plan_launches(raw, {"CPU": 8, "GPU": 1}, 4, **demoted) == {"gpu4-ondemand": 1}
 
 
 def test_aws_fractional_gpus_share_a_node_only_when_the_cpus_fit_too():
     raw = load(INFRA / "aws-gpu.yaml")  # the rule infra/README.md states
-    assert plan_launches(raw, {"CPU": 2, "GPU": 0.5}, 2) == {"gpu1-spot": 1}
-    assert plan_launches(raw, {"CPU": 4, "GPU": 0.5}, 2) == {"gpu1-spot": 2}
+    assert plan_launches(raw, {"CPU": 4, "GPU": 0.5}, 2) == {"gpu1-spot": 1}
+    assert plan_launches(raw, {"CPU": 8, "GPU": 0.5}, 2) == {"gpu1-spot": 2}
+
+
+def test_aws_gpu_nodes_fit_every_paper_specs_trials_and_fill_their_gpus():
+    """Each paper spec's trial (and each dataset's own resources) fits a GPU node type, and
+    on each type the CPUs are enough for a trial on every GPU (none idles for want of CPUs)."""
+    from sparse_transfer.config import load_spec
+
+    types = aws_gpu_types()
+    for path in sorted((INFRA.parent / "sweeps").glob("paper_*.yaml")):
+        spec = load_spec(path)
+        for dataset in spec.datasets:
+            r = spec.resources_for(dataset)
+            for name, t in types.items():
+                cpus, gpus = t["resources"]["CPU"], t["resources"]["GPU"]
+                trials = int(gpus / r.gpu) if r.gpu else 1
+                assert trials * r.cpu <= cpus, (path.name, dataset, name)
+            launched = plan_launches(load(INFRA / "aws-gpu.yaml"), {"CPU": r.cpu, "GPU": r.gpu}, 1)
+            assert launched, (path.name, dataset, "no node type fits")
+
+
+def test_aws_gpu_workers_run_cuda_mps_shared_with_their_containers():
+    raw = load(INFRA / "aws-gpu.yaml")
+    for name, t in aws_gpu_types().items():
+        assert "nvidia-cuda-mps-control -d" in " ".join(t["initialization_commands"]), name
+    options = raw["docker"]["worker_run_options"]
+    assert "--ipc=host" in options
+    assert "--volume=/tmp/nvidia-mps:/tmp/nvidia-mps" in options
+    assert "--env=CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps" in options
 
 
 # -- KubeRay ----------------------------------------------------------------------------------

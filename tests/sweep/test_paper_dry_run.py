@@ -100,7 +100,7 @@ def dry_run(
         f"checkpoint_root={paper_world['checkpoints']}",
         f"upstream={upstreams}",
         "datasets=[aircraft, cifar10]",
-        "resources={cpu: 1, gpu: 0, loader_workers: 1, precision: fp32}",
+        "resources={cpu: 1, gpu: 0, loader_workers: 1, precision: fp32-strict}",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return f"sqlite:///{tmp_path / 'mlflow.db'}", done
@@ -128,7 +128,7 @@ def test_paper_full_spec_dry_run_goes_through_every_layer(paper_world, tmp_path)
         assert tags["arch"] == "mobilenetv1" and tags["mode"] == "full"
         # the paper's hyperparameters, the lr override for aircraft, cut down for a dry run
         assert float(params["lr"]) == (0.01 if dataset == "aircraft" else 0.001)
-        assert tags["precision"] == "fp32"
+        assert tags["precision"] == "fp32-strict"
         assert params["lr_schedule"] == "authors_step" and int(params["epochs"]) == 1
         assert int(params["batch_size"]) == 8
         # the converted masks held through finetuning: the backbone is exactly as sparse

@@ -138,7 +138,14 @@ def test_linear_computes_then_reuses_cached_features(gmp_90, zoo_dir, tmp_path):
     upstream = load_upstream(gmp_90)
     keys = set()
     for split in ("train", "val"):
-        key = cache_key(upstream.sha256, "digits_5to9", split, upstream.metadata["preprocessing"])
+        key = cache_key(
+            upstream.sha256,
+            "digits_5to9",
+            split,
+            upstream.metadata["preprocessing"],
+            precision="fp32-strict",  # what a CPU computes, whatever the spec's precision
+            device_type="cpu",
+        )
         keys.add(f"{key}.parquet")
         x, y, hit = cached_features(cache, key, lambda: pytest.fail("cache missed"))
         fresh_x, fresh_y = extract_features(upstream, linear_job(gmp_90, cache), split)
@@ -153,8 +160,9 @@ def test_linear_computes_then_reuses_cached_features(gmp_90, zoo_dir, tmp_path):
     dense_sha = load_upstream(zoo_dir / "quickstart/dense.pt").sha256
     assert dense_sha != upstream.sha256
     preprocessing = upstream.metadata["preprocessing"]
-    assert cache_key(dense_sha, "digits_5to9", "val", preprocessing) != cache_key(
-        upstream.sha256, "digits_5to9", "val", preprocessing
+    where = {"precision": "bf16", "device_type": "cuda"}
+    assert cache_key(dense_sha, "digits_5to9", "val", preprocessing, **where) != cache_key(
+        upstream.sha256, "digits_5to9", "val", preprocessing, **where
     )
 
 

@@ -9,9 +9,9 @@ a `DatasetLayoutError` naming the dataset, the expected layout and what is missi
 
 A root may also be an `s3://` prefix: it is synced once per node into the cache
 (`sparse_transfer.data.remote`). Sweeps read these datasets through
-`sparse_transfer.data.source.FileSource` (DataLoader workers, the paper's transforms from the
-upstream checkpoint's preprocessing). `num_classes` is the full dataset's;
-`len(split.classes)` is what a partial copy on disk holds.
+`sparse_transfer.data.source.FileSource` (workers read bytes; `batched` decodes and applies
+the paper's transforms, from the upstream checkpoint's preprocessing, on the device).
+`num_classes` is the full dataset's; `len(split.classes)` is what a partial copy on disk holds.
 
 torchvision is imported where a dataset is read, not with this package: every Ray worker
 imports it, and a worker that starts after a lost node should not wait for torchvision's

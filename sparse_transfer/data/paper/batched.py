@@ -1,0 +1,153 @@
+"""The paper's transforms on whole batches, on the training device.
+
+The host only reads each image's bytes (`read_raw`); decoding (nvJPEG through
+`torchvision.io.decode_jpeg` on a GPU, libjpeg-turbo on a CPU), cropping, resizing, flipping
+and normalizing run as one batch on the device (`BatchTransform`). The same code runs on a
+CPU, where the loader workers run it instead of the trial's process.
+
+The distributions are torchvision's, drawn from a generator the caller seeds: for each image
+in order, `RandomResizedCrop.get_params` (scale (0.08, 1), ratio (3/4, 4/3), ten tries, then
+the centre fallback) and then `RandomHorizontalFlip`'s draw, exactly as torchvision's own
+tensor transforms draw them, so one seed gives the same crops through either path. Resizing is
+torchvision's tensor resize with antialiasing; the test transform (Resize + CenterCrop) is
+torchvision's own on the decoded image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sparse_transfer.data.paper.registry import DatasetLayoutError, ImageSource
+from sparse_transfer.models.catalog import Preprocessing
+
+__all__ = ["BatchTransform", "crop_box", "decode", "read_raw"]
+
+JPEG_MAGIC = b"\xff\xd8"
+SCALE = (0.08, 1.0)
+RATIO = (3 / 4, 4 / 3)
+
+
+def read_raw(source: ImageSource, dataset: str) -> torch.Tensor:
+    """What the host does per image: a JPEG's bytes (1-d uint8), else the decoded image
+    (3-d uint8 CHW): arrays held inline (CIFAR) and the rare PNG/GIF/CMYK file."""
+    if isinstance(source, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as err:
+        raise DatasetLayoutError(f"dataset {dataset!r}: cannot read {source}: {err}") from None
+    if data[:2] == JPEG_MAGIC:
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return _decode_with_pil(source, dataset)
+
+
+def _decode_with_pil(source: Path, dataset: str) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(source) as raw:  # some datasets hold grayscale, CMYK or PNG files
+            pixels = np.asarray(raw.convert("RGB"))
+    except (OSError, SyntaxError) as err:  # PIL's errors for truncated or bad files
+        raise DatasetLayoutError(
+            f"dataset {dataset!r}: {source} is not a readable image: {err}"
+        ) from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+def decode(
+    raws: list[torch.Tensor], sources: list[ImageSource], dataset: str, device: torch.device
+) -> list[torch.Tensor]:
+    """Every image as uint8 CHW RGB on `device`; JPEGs decoded in one batched call."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    jpegs = [i for i, r in enumerate(raws) if r.dim() == 1]
+    out = [r.to(device, non_blocking=True) if r.dim() == 3 else r for r in raws]
+    if not jpegs:
+        return out
+    try:
+        decoded = decode_jpeg([raws[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # one bad file (or a CMYK one nvJPEG refuses): one at a time
+        decoded = [_decode_one(raws[i], sources[i], dataset, device) for i in jpegs]
+    for i, image in zip(jpegs, decoded, strict=True):
+        out[i] = image
+    return out
+
+
+def _decode_one(raw: torch.Tensor, source: ImageSource, dataset: str, device: torch.device):
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return _decode_with_pil(source, dataset).to(device)
+
+
+def crop_box(
+    height: int, width: int, generator: torch.Generator | None
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w): torchvision's `RandomResizedCrop.get_params`, drawing the same
+    numbers in the same order from `generator`."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(RATIO))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(*SCALE, generator=generator).item()
+        aspect = math.exp(
+            torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item()
+        )
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+            left = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+            return int(top), int(left), h, w
+    in_ratio = width / height
+    if in_ratio < min(RATIO):
+        w, h = width, int(round(width / min(RATIO)))
+    elif in_ratio > max(RATIO):
+        h, w = height, int(round(height * max(RATIO)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class BatchTransform:
+    """The paper's train or test transform of a decoded batch, then normalization: a float
+    NCHW batch (channels_last on a GPU, where cuDNN runs fastest)."""
+
+    preprocessing: Preprocessing
+    train: bool
+
+    def __call__(
+        self, images: list[torch.Tensor], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        pre = self.preprocessing
+        mode = InterpolationMode(pre.interpolation)
+        size = [pre.input_size, pre.input_size]
+        out = []
+        for image in images:
+            if self.train:
+                top, left, h, w = crop_box(image.shape[-2], image.shape[-1], generator)
+                image = F.resized_crop(image, top, left, h, w, size, mode, antialias=True)
+                if torch.rand(1, generator=generator) < 0.5:
+                    image = image.flip(-1)
+            else:
+                image = F.resize(image, pre.resize_size, mode, antialias=True)
+                image = F.center_crop(image, size)
+            out.append(image)
+        batch = torch.stack(out)
+        device = batch.device
+        mean = torch.tensor(pre.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(pre.std, device=device).view(1, -1, 1, 1)
+        batch = (batch.float() / 255 - mean) / std  # as ToTensor + Normalize
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch

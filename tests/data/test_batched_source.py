@@ -1,0 +1,165 @@
+"""The device-side data path: torchvision's distributions and test transform exactly, the last
+partial batch kept, resumed trials seeing the same batches, loaders started once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.io import ImageReadMode, decode_image
+
+from sparse_transfer.data.paper import PAPER_DATASETS
+from sparse_transfer.data.paper.batched import BatchTransform, crop_box, decode, read_raw
+from sparse_transfer.data.source import FileSource
+from sparse_transfer.models.catalog import Preprocessing
+
+SIZES = [(300, 200), (120, 260), (64, 64), (40, 500), (500, 40), (333, 251), (90, 91)]
+
+
+def write_folder(root: Path, count: int, sizes=SIZES) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        h, w = sizes[index % len(sizes)]
+        # smooth content (as photos are), so JPEG keeps it and resizing has work to do
+        y, x = np.mgrid[0:h, 0:w]
+        base = (np.sin(x / 7 + index) + np.cos(y / 5)) * 60 + 128
+        pixels = np.stack([base, base[::-1], base.T[:h, :w] if h == w else base * 0.5], -1)
+        pixels = (pixels + rng.normal(0, 8, pixels.shape)).clip(0, 255).astype(np.uint8)
+        for split in ("train", "test"):
+            path = root / split / f"c{index % 2}" / f"{index:03d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path, quality=92)
+        paths.append(root / "test" / f"c{index % 2}" / f"{index:03d}.jpg")
+    return paths
+
+
+def decoded(paths: list[Path]) -> list[torch.Tensor]:
+    return [decode_image(str(p), mode=ImageReadMode.RGB) for p in paths]
+
+
+@pytest.mark.parametrize("height,width", [(300, 200), (40, 500), (500, 40), (7, 7), (224, 224)])
+def test_crop_boxes_are_torchvisions_draws(height, width):
+    image = torch.zeros(3, height, width)
+    for seed in range(40):
+        torch.manual_seed(seed)
+        expected = T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3])
+        assert crop_box(height, width, torch.Generator().manual_seed(seed)) == expected
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_train_batch_equals_torchvisions_transforms_image_by_image(tmp_path, interpolation):
+    images = decoded(write_folder(tmp_path, 7))
+    pre = Preprocessing(interpolation=interpolation, input_size=96)
+    mode = T.InterpolationMode(interpolation)
+    reference = T.Compose(
+        [
+            T.RandomResizedCrop(96, interpolation=mode, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ConvertImageDtype(torch.float),
+            T.Normalize(pre.mean, pre.std),
+        ]
+    )
+    torch.manual_seed(5)
+    expected = torch.stack([reference(image) for image in images])
+    batch = BatchTransform(pre, train=True)(images, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(batch, expected, atol=1e-6, rtol=0)
+
+
+def test_test_transform_is_exact(tmp_path):
+    images = decoded(write_folder(tmp_path, 7))
+    pre = Preprocessing()
+    reference = T.Compose(
+        [
+            T.Resize(256, antialias=True),
+            T.CenterCrop(224),
+            T.ConvertImageDtype(torch.float),
+            T.Normalize(pre.mean, pre.std),
+        ]
+    )
+    batch = BatchTransform(pre, train=False)(images, None)
+    torch.testing.assert_close(batch, torch.stack([reference(i) for i in images]), atol=0, rtol=0)
+
+
+def test_raw_reading_keeps_jpeg_bytes_and_decodes_the_rest(tmp_path):
+    jpeg = write_folder(tmp_path, 1)[0]
+    png = tmp_path / "x.png"
+    Image.new("L", (5, 4), 77).save(png)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (6, 3), (0, 50, 100, 0)).save(cmyk)
+    array = np.full((32, 32, 3), 9, np.uint8)
+    raws = [read_raw(s, "d") for s in (jpeg, png, cmyk, array)]
+    assert raws[0].dim() == 1 and raws[1].shape == (3, 4, 5) and raws[3].shape == (3, 32, 32)
+    images = decode(raws, [jpeg, png, cmyk, None], "d", torch.device("cpu"))
+    assert [i.shape[0] for i in images] == [3, 3, 3, 3]
+    assert images[2].shape == (3, 3, 6)
+
+
+def source(root: Path, workers: int = 0, size: int = 32) -> FileSource:
+    return FileSource(
+        PAPER_DATASETS.get("image_folder"),
+        str(root),
+        Preprocessing(input_size=size, resize_size=size + 4),
+        torch.device("cpu"),
+        workers,
+    )
+
+
+def test_last_partial_batch_is_kept_unless_it_is_one_image(tmp_path):
+    write_folder(tmp_path, 10)
+    files = source(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    sizes = [len(y) for _, y in files.batches("trainval", train=True, batch_size=4, generator=g)]
+    assert sizes == [4, 4, 2]  # the project used to drop the last 2 (drop_last=True)
+    sizes = [len(y) for _, y in files.batches("trainval", train=True, batch_size=3, generator=g)]
+    assert sizes == [3, 3, 3]  # a last batch of one image would break BatchNorm's training
+    sizes = [len(y) for _, y in files.batches("test", train=False, batch_size=3, generator=None)]
+    assert sizes == [3, 3, 3, 1]
+
+
+def test_resumed_generator_sees_the_same_batches_with_workers(tmp_path):
+    write_folder(tmp_path, 10)
+    g = torch.Generator().manual_seed(3)
+
+    def epoch(files, generator):
+        return [
+            (x.clone(), y.clone())
+            for x, y in files.batches("trainval", train=True, batch_size=4, generator=generator)
+        ]
+
+    first = source(tmp_path, workers=2)
+    epoch(first, g)
+    saved = g.get_state()
+    second_epoch = epoch(first, g)
+    resumed = torch.Generator()
+    resumed.set_state(saved)
+    again = epoch(source(tmp_path, workers=0), resumed)
+    assert len(again) == len(second_epoch) == 3
+    for (x, y), (x2, y2) in zip(second_epoch, again, strict=True):
+        torch.testing.assert_close(x, x2, atol=0, rtol=0)
+        assert torch.equal(y, y2)
+    loader = first._loaders["trainval", True, 4][0]
+    assert loader.persistent_workers  # one start per split, not one per epoch
+
+
+def test_test_split_matches_the_pil_path_closely(tmp_path):
+    """The old path decoded and resized with PIL; the new one is torchvision's tensor path.
+    They differ by rounding only (the README states the measured difference)."""
+    from sparse_transfer.data.paper import paper_transform
+
+    write_folder(tmp_path, 7)
+    pre = Preprocessing(input_size=32, resize_size=36)
+    old = PAPER_DATASETS.get("image_folder").open(
+        tmp_path, "test", paper_transform(pre, train=False)
+    )
+    expected = torch.stack([old[i][0] for i in range(len(old))])
+    got = torch.cat(
+        [x for x, _ in source(tmp_path).batches("test", train=False, batch_size=4, generator=None)]
+    )
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    difference = ((got - expected) * std * 255).abs()
+    assert float(difference.mean()) < 1.5
