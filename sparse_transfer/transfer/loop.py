@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sparse_transfer.data.source import index_batches as batches
 from sparse_transfer.data.source import normalize, random_shift
-from sparse_transfer.pruning.masks import Masks, apply_masks
+
+if TYPE_CHECKING:  # the pruning methods import this module: no import of theirs at load time
+    from sparse_transfer.pruning.masks import Masks
 
 __all__ = [
     "autocast_dtype",
@@ -76,6 +79,8 @@ def train_step(
     optimizer.step()
     if masks:
         # ... and re-apply the mask, since weight decay and momentum still move them.
+        from sparse_transfer.pruning.masks import apply_masks
+
         apply_masks(model, masks)
     return loss.detach()
 
