@@ -154,7 +154,7 @@ def unstarted(spec, tmp_path: Path, sweep_id: str):
 
 def go(state, spec, lines: list | None = None):
     log = (lambda line: lines.append(line)) if lines is not None else print
-    return runner._continue(state, spec, address=None, log=log, restore=False)
+    return runner._continue(state, spec, address=None, log=log)
 
 
 def ledger_failures(sweep_dir: Path) -> int:

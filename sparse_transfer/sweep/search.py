@@ -74,6 +74,10 @@ FAILURE = "failure"  # result key of a trial that failed for its own reasons (se
 # FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
 # back, killed processes) start the count again: they are never the trial's fault.
 INFRASTRUCTURE_RETRIES = 8
+# A cell whose trials' workers died this many times in all fails by name: every attempt
+# killed at the same point (out of memory at some epoch) would otherwise go on forever, one
+# new trial after another. Deaths are counted in the ledger, so a restart does not reset them.
+CELL_DEATHS = 3 * INFRASTRUCTURE_RETRIES
 # A sweep stops when this many trials failed before any trial finished: that is a bug or bad
 # data, and every other trial would fail the same way after spending its share of the budget.
 FAIL_FAST_AFTER = 3
@@ -122,6 +126,7 @@ class CellPlan:
     finals_planned: bool = False
     finals_open: int = 0  # final runs not yet told
     failed: str = ""  # why the cell has no final runs ("" while it is fine)
+    deaths: int = 0  # workers lost by its trials, as the ledger counts them
 
     @property
     def search_over(self) -> bool:
@@ -167,9 +172,7 @@ class CellSearch(Searcher):
         self.live: dict[str, TrialKey] = {}  # Tune trial id -> trial
         self.storage_ids: dict[TrialKey, int] = {}
         self.pruned: set[TrialKey] = set()
-        self.retries: dict[TrialKey, int] = {}  # deaths in a row without progress
         self.reached: dict[TrialKey, int] = {}  # the last epoch a trial reported
-        self.died_at: dict[TrialKey, int] = {}  # ... when its worker last died
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
         self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
         # (search trials told or running, cell index) of cells that may take another search
@@ -227,6 +230,7 @@ class CellSearch(Searcher):
     def _load_search(self, index: int, plan: CellPlan) -> None:
         for trial in self.ledger.trials(plan.search):
             key = TrialKey(index, SEARCH, trial.number)
+            plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 plan.done += 1
                 self.successes += 1
@@ -250,6 +254,7 @@ class CellSearch(Searcher):
         trials = self.ledger.trials(plan.final)
         plan.finals_planned = bool(trials) and len(trials) >= len(self.settings.seeds)
         for trial in trials:
+            plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state == TrialState.WAITING:
                 self.waiting_finals.append(index)
                 plan.finals_open += 1
@@ -392,16 +397,7 @@ class CellSearch(Searcher):
         self.hours["live"].pop(key, None)
         result = result or {}
         if error:  # the worker died (a lost node, a killed process): not the trial's fault
-            reached = self.reached.get(key, 0)
-            progressed = reached > self.died_at.get(key, 0)
-            self.died_at[key] = reached
-            self.retries[key] = 1 if progressed else self.retries.get(key, 0) + 1
-            if self.retries[key] <= INFRASTRUCTURE_RETRIES:
-                self.events.retried(str(key), self.retries[key])
-                self.orphans.append(key)
-            else:
-                why = f"its worker died {self.retries[key]} times in a row at epoch {reached}"
-                self._tell(key, {FAILURE: "infrastructure", "error": why})
+            self._died(key)
             return
         if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
             self.halted = self.halted or str(result.get("error", "no space left on device"))
@@ -413,6 +409,31 @@ class CellSearch(Searcher):
             self._tell(key, _outcome(result))
         elif not self.stopping:
             self.orphans.append(key)  # stopped for no reason of its own: run it again
+
+    def _died(self, key: TrialKey) -> None:
+        """A worker death, counted in the ledger (per trial, and so per cell): retried from
+        the trial's saved state while it gets further, or within its limits."""
+        plan = self.plans[key.cell]
+        storage, storage_id = self.ledger.storage, self._storage_id(key)
+        attrs = self._frozen(key).user_attrs
+        reached = self.reached.get(key, 0)
+        in_a_row = 1 if reached > attrs.get("died_at", 0) else attrs.get("deaths_in_a_row", 0) + 1
+        with self.ledger.backend.atomic():
+            storage.set_trial_user_attr(storage_id, "deaths", attrs.get("deaths", 0) + 1)
+            storage.set_trial_user_attr(storage_id, "deaths_in_a_row", in_a_row)
+            storage.set_trial_user_attr(storage_id, "died_at", reached)
+        plan.deaths += 1
+        if plan.deaths > CELL_DEATHS:
+            why = f"its trials' workers died {plan.deaths} times (limit {CELL_DEATHS})"
+            if not plan.failed:
+                self._fail_cell(plan, why)
+            self._tell(key, {FAILURE: "infrastructure", "error": why})
+        elif in_a_row <= INFRASTRUCTURE_RETRIES:
+            self.events.retried(str(key), in_a_row)
+            self.orphans.append(key)
+        else:
+            why = f"its worker died {in_a_row} times in a row at epoch {reached}"
+            self._tell(key, {FAILURE: "infrastructure", "error": why})
 
     # -- telling --------------------------------------------------------------------------
 

@@ -161,6 +161,10 @@ class Outbox:
     def pending(self) -> int:
         return self._read("select count(*) from ops where state = 'pending'")[0][0]
 
+    def refused(self) -> list[tuple[str, str, str]]:
+        """(run key, kind, MLflow's answer) of each operation refused for good."""
+        return self._read("select run_key, kind, error from ops where state = 'failed'")
+
     def keep_file(self, path: Path) -> str:
         """A private copy of `path` (a hard link where possible), kept until it is sent."""
         target = self.files / uuid.uuid4().hex / path.name

@@ -127,6 +127,10 @@ class SweepRecorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
+    def reach(self) -> str:
+        """The experiment's id, once the server answers (for at most _START_PATIENCE_S)."""
+        return self._patiently(lambda: self.experiment_id)
+
     def parent_run(self, tags: Mapping[str, str]) -> str:
         """The sweep's parent run, created once and re-opened on resume. Needs the server only
         when this outbox does not know the run yet (the sweep's first start on this disk)."""
@@ -255,10 +259,6 @@ class SweepRecorder:
             max_results=50000,
         )
         return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
-
-    def prefetch(self) -> None:
-        """Kept for the sweep core, which calls it at start: the outbox's sender already learns
-        the sweep's runs in one paged query before its first opening (see outbox._Sender)."""
 
     def flush_all(self, timeout: float = 10.0) -> bool:
         """Give the queue a moment to reach MLflow (at the end of a Tune run); never longer

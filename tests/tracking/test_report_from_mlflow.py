@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from sparse_transfer import metrics as M
-from sparse_transfer.tracking.runs_table import LOCAL_UI, _ui_base
+from sparse_transfer.tracking.runs_table import LOCAL_UI, ui_base
 
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 EXPERIMENT = "two-sweeps"
@@ -164,5 +164,5 @@ def test_hours_not_logged_read_na(tmp_path: Path) -> None:
 
 
 def test_links_of_a_tracking_server_use_its_address() -> None:
-    assert _ui_base("http://mlflow.internal:5000/") == "http://mlflow.internal:5000"
-    assert _ui_base("sqlite:////tmp/mlflow.db") == LOCAL_UI
+    assert ui_base("http://mlflow.internal:5000/") == "http://mlflow.internal:5000"
+    assert ui_base("sqlite:////tmp/mlflow.db") == LOCAL_UI
