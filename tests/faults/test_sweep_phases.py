@@ -57,7 +57,7 @@ def test_mlflow_down_for_good_mid_sweep_the_sweep_still_reports_and_sync_sends_l
         saved = json.loads((state.sweep_dir / "state.json").read_text())
         assert saved["phase"] == runner.REPORTED
         table = pd.read_parquet(state.sweep_dir / "report" / "results.parquet")
-        assert sorted(zip(table["cell"], table["seed"])) == sorted(
+        assert sorted(zip(table["cell"], table["seed"], strict=True)) == sorted(
             (cell.id, str(seed)) for cell in cells for seed in (0, 1)
         )
         assert (state.sweep_dir / "report" / "report.html").is_file()
