@@ -286,7 +286,8 @@ def _is_prefix(store: Storage, parts: tuple, path: Path, pieces: list) -> bool:
 
 
 class _NamedJournalStorage(JournalStorage):
-    """Optuna's journal storage finds a study by its name by scanning every study, and a sweep
+    """(A subclass of Optuna's journal storage: checked against Optuna 5.1.0 on 2026-12-03.)
+    Optuna's journal storage finds a study by its name by scanning every study, and a sweep
     opens two studies per cell: opening them all cost O(cells^2), 6 s of the driver's CPU at
     2,500 cells. A ledger's studies are never deleted or renamed, so their ids are kept by
     name (read once from the studies replayed at start, then as they are created)."""
@@ -294,6 +295,7 @@ class _NamedJournalStorage(JournalStorage):
     def __init__(self, backend: BaseJournalBackend) -> None:
         super().__init__(backend)
         # FrozenStudy has no public id; Optuna's own storages read `_study_id` the same way.
+        # Private: checked against Optuna 5.1.0 on 2026-12-03.
         self._ids = {study.study_name: study._study_id for study in self.get_all_studies()}
 
     def create_new_study(self, directions, study_name: str | None = None) -> int:

@@ -15,22 +15,29 @@ planned in the same ledger and start at once: no phase barrier. Early stopping i
 `SuccessiveHalvingPruner` of each cell's study, deciding from the intermediate values and
 rungs stored in the ledger, so a restore keeps every rung recorded before the crash.
 
-Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optuna 5.0:
+Private or version-fragile parts of Ray, Optuna and MLflow the sweep relies on, each checked
+against Ray 2.60.0, Optuna 5.1.0 and MLflow 3.17.2 on 2026-12-03 (pinned in pyproject.toml;
+tests/test_internals.py fails when one is gone):
 - Tune calls the scheduler's `on_trial_result` for every result, and the search algorithm's
   `on_trial_complete` with the last result when a trial ends (documented Searcher/Scheduler
   contracts; no order between callbacks is assumed).
 - `ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE` (runner.py): Tune copies the driver's
   AWS_* credentials into every trial's runtime env, which Ray logs in plain text; there is no
   public switch, so the runner removes the AWS_* names from that module-level set.
+- Ray's logger names `ray.tune.analysis.experiment_analysis` (runner.py) and
+  `ray._private.authentication.authentication_token_setup` (console.py), and the phrases
+  console.py filters out of Ray's and MLflow's log lines.
 - Optuna: `FrozenStudy._study_id`, read once per start in ledger.py to find studies by name
-  in O(1) (Optuna's journal storage scans every study for each name; a study has no public
-  id). Otherwise studies and trials are read and written through `optuna.Study` (its public
-  `sampler` attribute is set after a study is opened, seeded by what the study holds) and the
-  public `BaseStorage` methods (`get_study_id_from_name`,
-  `get_trial_id_from_study_id_trial_number`, `get_trial`, `set_trial_intermediate_value`,
-  `set_trial_user_attr`); the ledger's file is a
-  public `BaseJournalBackend`. Optuna's own `SuccessiveHalvingPruner` writes its rungs through
-  the study's storage, which is what makes them survive a restore.
+  in O(1) (a study has no public id), and ledger.py's `JournalStorage` subclass, which
+  overrides `create_new_study`, `delete_study` and `get_study_id_from_name` and relies on
+  the journal storage answering them from its replayed state. Otherwise studies and trials
+  are read and written through `optuna.Study` and the public `BaseStorage` methods; the
+  ledger's file is a public `BaseJournalBackend`, and the suite runs Optuna's own storage
+  contract tests against it. Optuna's `SuccessiveHalvingPruner` writes its rungs through the
+  study's storage, which is what makes them survive a restore.
+- MLflow's SQL store keeps one metric row per (key, timestamp, step, value), so a batch the
+  outbox sends twice adds nothing (tracking/outbox.py); the experiment tag
+  `mlflow.experimentKind` opens MLflow 3's UI on the runs table.
 """
 
 from __future__ import annotations
@@ -310,7 +317,7 @@ class CellSearch(Searcher):
         return (
             bool(plan.searched)
             and not plan.search_over
-            and (plan.done + plan.running < self._budget(plan))
+            and (plan.done + plan.running < self.settings.trials_per_cell)
         )
 
     def _reopen(self, index: int) -> None:
@@ -318,9 +325,6 @@ class CellSearch(Searcher):
         plan = self.plans[index]
         if self._is_open(plan):
             heapq.heappush(self.open_cells, (plan.done + plan.running, index))
-
-    def _budget(self, plan: CellPlan) -> int:
-        return self.settings.trials_per_cell
 
     @property
     def finished(self) -> bool:
@@ -505,7 +509,7 @@ class CellSearch(Searcher):
         if plan.searched:
             if plan.running > 0:
                 return
-            if plan.done < self._budget(plan) and not self.budget_spent:
+            if plan.done < self.settings.trials_per_cell and not self.budget_spent:
                 return
             complete = self.ledger.trials(plan.search, states=(TrialState.COMPLETE,))
             if not complete:

@@ -69,20 +69,6 @@ class SweepRecorder:
         self._experiment_id: str | None = None
         self._opened: set[str] = set()  # trials whose opening this process already queued
 
-    # Pickled with Tune's experiment state: keep only the plain settings.
-    def __getstate__(self) -> dict:
-        return {
-            "tracking_uri": self.tracking_uri,
-            "experiment": self.experiment,
-            "sweep_id": self.sweep_id,
-            "outbox": str(self.outbox_path),
-        }
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(
-            state["tracking_uri"], state["experiment"], state["sweep_id"], state.get("outbox")
-        )
-
     @property
     def box(self) -> Outbox:
         if self._box is None:

@@ -55,10 +55,12 @@ def test_a_second_resume_of_a_live_sweep_exits_at_once_naming_the_holder(tmp_pat
 def test_the_lease_is_free_again_after_its_driver_ends(tmp_path):
     sweep_dir = _sweep_dir(tmp_path)
     store = Storage(str(tmp_path / "runs"))
-    with hold_lease(store, PARTS, sweep_dir, "here"):
-        with pytest.raises(SweepBusy, match="being driven by pid"):
-            with hold_lease(store, PARTS, sweep_dir, "here"):
-                pass
+    with (
+        hold_lease(store, PARTS, sweep_dir, "here"),
+        pytest.raises(SweepBusy, match="being driven by pid"),
+        hold_lease(store, PARTS, sweep_dir, "here"),
+    ):
+        pass
     with hold_lease(store, PARTS, sweep_dir, "here"):
         pass
 
@@ -74,9 +76,11 @@ def test_s3_lease_of_another_machine_is_refused_until_taken_over(s3, tmp_path):
     store = Storage(s3.uri("lease"))
     _remote_holder(store, {"host": "other-machine", "pid": 7, "since": "noon"})
     here = tmp_path / "sweep"
-    with pytest.raises(SweepBusy, match="pid 7 on other-machine.*--take-over"):
-        with hold_lease(store, PARTS, here, "s3://x"):
-            pass
+    with (
+        pytest.raises(SweepBusy, match="pid 7 on other-machine.*--take-over"),
+        hold_lease(store, PARTS, here, "s3://x"),
+    ):
+        pass
     with hold_lease(store, PARTS, here, "s3://x", take_over=True):
         held = json.loads(store.local(*PARTS, LEASE_FILE).read_text())
         assert held["host"] != "other-machine"
