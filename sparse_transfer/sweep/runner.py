@@ -191,10 +191,11 @@ def _lease(state: SweepState, take_over: bool = False):
 
 def _continue(state: SweepState, spec: SweepSpec, *, address, log) -> SweepState:
     """Each phase after the one the state names: the search (RUNNING), the report (DONE)."""
+    rebuild = _recorder(state).outbox_is_new()  # before the parent run is written to it
     _ensure_parent(state, spec)
     if state.phase == RUNNING:
         _start_ray(address)
-        _search(state, spec, log=log)
+        _search(state, spec, log=log, rebuild=rebuild)
     if state.phase == DONE:
         _report(state, spec, log=log)
     send_records(state, log=log)
@@ -216,14 +217,14 @@ def _ensure_parent(state: SweepState, spec: SweepSpec) -> None:
     state.save()
 
 
-def _search(state: SweepState, spec: SweepSpec, *, log) -> None:
+def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -> None:
     sweep_dir = state.sweep_dir
     cells = load_cells(sweep_dir / CELLS_FILE)
     parts = (SWEEPS, state.sweep_id)
     fetch_ledger(state.store, parts, sweep_dir / LEDGER_FILE)
     ledger = Ledger(sweep_dir, state.store, parts, state.sweep_id)
     try:
-        search = _run_tune(state, spec, cells, ledger, log=log)
+        search = _run_tune(state, spec, cells, ledger, log=log, rebuild=rebuild)
     finally:
         ledger.close()
     if search.halted:
@@ -308,7 +309,9 @@ def _recorder(state: SweepState) -> SweepRecorder:
     return SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id, outbox)
 
 
-def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log):
+def _run_tune(
+    state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log, rebuild: bool
+):
     """One Tune run over whatever the ledger says is left; a new one at every start."""
     recorder = _recorder(state)
     metric = spec.search.metric
@@ -334,7 +337,7 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
     if not spec.searches:
         log("search: every hyperparameter is fixed; going straight to the final runs")
     search.start()
-    search.close_records(recorder.open_trial_keys())
+    search.close_records(recorder.open_trial_keys(), rebuild=rebuild)
     events.count_told("search", sum(p.done for p in search.plans))
     events.count_told("final", search.finals_told())
     if search.finished:

@@ -576,14 +576,22 @@ class CellSearch(Searcher):
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         pass
 
-    def close_records(self, open_keys: set[str]) -> None:
-        """Close the MLflow runs that a crash left open after their trial was told."""
+    def close_records(self, open_keys: set[str], *, rebuild: bool = False) -> None:
+        """Close the MLflow runs that a crash left open after their trial was told. With
+        `rebuild` (this node's outbox is new: the one that queued the records may be lost on
+        another machine's disk), every told trial's record is queued again from the ledger:
+        its run (found again by its tags, or made), its scores per epoch as the ledger holds
+        them, its outcome and state. A run MLflow already holds finished is left as it is."""
         for index, plan in enumerate(self.plans):
             for phase, study in ((SEARCH, plan.search), (FINAL, plan.final)):
                 for trial in self.ledger.trials(study, states=TOLD) if study else []:
                     key = TrialKey(index, phase, trial.number)
-                    if str(key) in open_keys:
+                    if rebuild or str(key) in open_keys:
                         self._config(key)
+                        for step, value in sorted(trial.intermediate_values.items()):
+                            self.events.epoch(
+                                str(key), {M.EPOCH: step, self.settings.metric: value}
+                            )
                         outcome = trial.user_attrs.get("outcome", {})
                         self.events.told(str(key), phase, trial.state.name, outcome, quiet=True)
 

@@ -113,6 +113,11 @@ class SweepRecorder:
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
+    def outbox_is_new(self) -> bool:
+        """Whether this outbox has not recorded the sweep's parent run yet: made on this node
+        now, so the records an earlier driver queued (elsewhere) are not in it."""
+        return not self.box.meta(_PARENT)
+
     def reach(self) -> str:
         """The experiment's id, once the server answers (for at most _START_PATIENCE_S)."""
         return self._patiently(lambda: self.experiment_id)

@@ -6,6 +6,9 @@ back. A real sweep core (local Ray Tune, ledger) around the stand-in transfer lo
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import threading
 import time
 
@@ -118,3 +121,55 @@ def test_a_sweep_saved_before_its_parent_run_resumes_with_one_parent(
     assert json.loads((state.sweep_dir / "state.json").read_text())["parent_run_id"] == (
         parent.info.run_id
     )
+
+
+def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledger(
+    ray_runtime, tmp_path, monkeypatch
+):
+    """The MLflow server is down while trials are told, so their records wait in the driver's
+    outbox; the driver stops and its disk (the outbox) is lost. A resume on a new disk queues
+    every told trial's record again from the ledger: each trial ends with one finished run."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        slow = {
+            cell: "slow:0.5" for cell in ("dense/digits_5to9/linear", "gmp_90/digits_5to9/linear")
+        }
+        spec, cells, state, _ = make_sweep(
+            tmp_path,
+            monkeypatch,
+            slow,  # the Ctrl-C lands while Tune runs
+            tracking={"uri": server.uri, "experiment": "small"},
+            search={"trials_per_cell": 3, "max_concurrent_trials": 1},
+        )
+        monkeypatch.setattr(runner, "_RECORDS_WAIT_S", 3.0)
+
+        def outage_then_stop() -> None:
+            while _told(state.sweep_dir) < 1:
+                time.sleep(0.05)
+            server.stop()
+            while _told(state.sweep_dir) < 3:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=outage_then_stop, daemon=True).start()
+        with pytest.raises(runner.SweepInterrupted):
+            go(state, spec)
+        outbox = state.sweep_dir / "mlflow-outbox.sqlite"
+        for path in state.sweep_dir.glob("mlflow-outbox.sqlite*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        assert not outbox.exists()
+        server.start()
+        runner.resume_sweep(state.sweep_dir, log=print)
+        client = MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name("small").experiment_id
+        runs = client.search_runs([experiment], f"tags.sweep_id = '{state.sweep_id}'")
+        search = [r for r in runs if r.data.tags.get("phase") == "search"]
+        assert len(search) == 6 and {r.info.status for r in search} == {"FINISHED"}
+        for run in search:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
+            assert sorted(steps) == [1, 2, 3, 4], (run.data.tags["trial_id"], steps)
+        finals = [r for r in runs if r.data.tags.get("phase") == "final"]
+        assert len(finals) == 4 and {r.info.status for r in finals} == {"FINISHED"}
+    finally:
+        server.stop()
