@@ -258,6 +258,14 @@ def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -
     # Every trial is told: whatever a late background upload left under trial_state/
     # (a trial stopped while its last save was on the way) goes too.
     remove_state(state.store, (SWEEPS, state.sweep_id, "trial_state"))
+    _remove_tune_runs(state)
+
+
+def _remove_tune_runs(state: SweepState) -> None:
+    """Tune's folder of the previous start: never restored (the ledger resumes), so never
+    kept; one folder at most is on disk, the running one."""
+    if state.tune_runs:
+        remove_state(state.store, (SWEEPS, state.sweep_id, f"tune-{state.tune_runs:03d}"))
 
 
 def _report(state: SweepState, spec: SweepSpec, *, log) -> None:
@@ -342,6 +350,7 @@ def _run_tune(
     events.count_told("final", search.finals_told())
     if search.finished:
         return search
+    _remove_tune_runs(state)
     state.tune_runs += 1
     state.save()
     name = f"tune-{state.tune_runs:03d}"

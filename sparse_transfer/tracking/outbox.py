@@ -2,7 +2,7 @@
 
 Every write (a run opened, metrics, tags, an artifact, a status) is appended to an SQLite file
 (WAL mode) and the caller goes on at once. A drainer thread sends the operations in order and
-marks each done, retrying with backoff for as long as the tracking server is unreachable:
+deletes each once sent, retrying with backoff for as long as the tracking server is unreachable:
 training never waits for MLflow and never fails because of it. A driver killed with pending
 operations loses none: the next process that opens the same file sends them.
 
@@ -256,9 +256,8 @@ class Outbox:
         conn.execute("begin immediate")
         if run_key is not None:
             conn.execute("update runs set run_id = ? where run_key = ?", (run_id, run_key))
-        conn.executemany(
-            "update ops set state = 'done', payload = x'' where seq = ?", [(s,) for s in seqs]
-        )
+        # Sent operations are deleted: the file holds what waits (and what was refused) only.
+        conn.executemany("delete from ops where seq = ?", [(s,) for s in seqs])
         conn.execute("commit")
 
     def _refuse(self, batch, err: BaseException) -> None:

@@ -174,7 +174,7 @@ def test_sweep_keeps_training_through_an_mlflow_outage_and_loses_nothing(outage)
     outbox = outage["root"] / "runs" / "sweeps" / parent_sweep_id / OUTBOX_FILE
     with sqlite3.connect(outbox) as conn:
         states = dict(conn.execute("select state, count(*) from ops group by state").fetchall())
-    assert set(states) == {"done"}, states
+    assert states == {}, states  # each operation deleted once sent; none refused
 
 
 def _sweep_id(root: Path) -> str:

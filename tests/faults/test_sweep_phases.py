@@ -173,3 +173,11 @@ def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledg
         assert len(finals) == 4 and {r.info.status for r in finals} == {"FINISHED"}
     finally:
         server.stop()
+
+
+def test_tune_folders_of_earlier_starts_are_removed(ray_runtime, tmp_path, monkeypatch):
+    spec, cells, state, _ = make_sweep(tmp_path, monkeypatch, {})
+    (state.sweep_dir / "tune-001").mkdir()  # as an earlier start left it
+    state.tune_runs = 1
+    go(state, spec)
+    assert not list(state.sweep_dir.glob("tune-*")), list(state.sweep_dir.glob("tune-*"))
