@@ -84,7 +84,8 @@ def bare_search(
     from sparse_transfer.storage import Storage
     from sparse_transfer.sweep.events import TrialEvents
     from sparse_transfer.sweep.ledger import Ledger
-    from sparse_transfer.sweep.search import CellSearch, Settings
+    from sparse_transfer.sweep.plans import Settings
+    from sparse_transfer.sweep.search import CellSearch
 
     defaults = {
         "trials_per_cell": 1,

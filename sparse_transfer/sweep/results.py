@@ -18,7 +18,7 @@ from sparse_transfer.analysis.provenance import total_hours
 from sparse_transfer.config.spec import HYPERPARAMETERS
 from sparse_transfer.sweep.cells import Cell
 from sparse_transfer.sweep.ledger import Ledger
-from sparse_transfer.sweep.search import FINAL, TrialKey
+from sparse_transfer.sweep.plans import FINAL, TrialKey
 
 __all__ = ["FAILURE_COLUMNS", "SweepResults", "read_results", "run_links"]
 

@@ -24,8 +24,10 @@ from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
 from sparse_transfer.sweep.lease import hold_lease
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
+from sparse_transfer.sweep.plans import Settings
 from sparse_transfer.sweep.results import read_results, run_links, sweep_provenance
-from sparse_transfer.sweep.search import CellSearch, FailFastStop, LedgerPruning, Settings
+from sparse_transfer.sweep.scheduling import FailFastStop, LedgerPruning
+from sparse_transfer.sweep.search import CellSearch
 from sparse_transfer.sweep.trainable import remove_state, transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri

@@ -1,5 +1,6 @@
 """What runs next, decided from the ledger alone: one Tune `Searcher` over every cell's search
-and final runs, and the thin scheduler that stops trials by Optuna's per-cell pruner.
+and final runs (the plan's data is in plans.py; Tune's thin scheduler and stopper, which
+defer to it, in scheduling.py).
 
 Resume rule: a trial RUNNING in the ledger is in flight, and is handed to Tune again (it
 continues from its saved state); a trial the ledger holds as told is never run again. Tune's
@@ -9,7 +10,8 @@ Per cell: `trials_per_cell` search trials that end COMPLETE or PRUNED (cells ser
 round-robin, so a strong cell never takes a weak one's trials); a trial that fails for its
 own reasons is told FAIL and replaced, up to `max_failures_per_cell`, past which the cell
 fails by name. A trial whose node was lost (Tune reports an error: the worker died) is not
-told: it is handed out again from its last saved state, so the budget is unchanged. Once a
+told: it is handed out again from its last saved state, so the budget is unchanged (deaths
+are counted in the ledger, per trial and per cell, and capped: see CELL_DEATHS). Once a
 cell's search is told in full, its final runs (the best configuration x each seed) are
 planned in the same ledger and start at once: no phase barrier. Early stopping is Optuna's
 `SuccessiveHalvingPruner` of each cell's study, deciding from the intermediate values and
@@ -46,36 +48,26 @@ import heapq
 import warnings
 import zlib
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
-from ray.tune.stopper import Stopper
 
 from sparse_transfer import metrics as M
-from sparse_transfer.config.spec import (
-    HYPERPARAMETERS,
-    Choice,
-    IntRange,
-    LogUniform,
-    SpaceValue,
-    Uniform,
-)
+from sparse_transfer.config.spec import HYPERPARAMETERS, SpaceValue
 from sparse_transfer.sweep.cells import Cell
 from sparse_transfer.sweep.ledger import Ledger
+from sparse_transfer.sweep.plans import (
+    FINAL,
+    SEARCH,
+    CellPlan,
+    Settings,
+    TrialKey,
+    to_distributions,
+)
 
-__all__ = ["CellSearch", "FailFastStop", "LedgerPruning", "TrialKey", "to_distributions"]
+__all__ = ["CELL_DEATHS", "FAIL_FAST_AFTER", "INFRASTRUCTURE_RETRIES", "CellSearch"]
 
-SEARCH, FINAL = "search", "final"
 FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
 # A trial whose worker dies this many times in a row without getting an epoch further is told
 # FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
@@ -89,72 +81,6 @@ CELL_DEATHS = 3 * INFRASTRUCTURE_RETRIES
 # data, and every other trial would fail the same way after spending its share of the budget.
 FAIL_FAST_AFTER = 3
 TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
-    """(searched distributions, fixed values) of a spec's search space."""
-    searched, fixed = {}, {}
-    for name, value in space.items():
-        if isinstance(value, LogUniform):
-            searched[name] = FloatDistribution(value.low, value.high, log=True)
-        elif isinstance(value, Uniform):
-            searched[name] = FloatDistribution(value.low, value.high)
-        elif isinstance(value, IntRange):
-            searched[name] = IntDistribution(value.low, value.high, step=value.step)
-        elif isinstance(value, Choice):
-            searched[name] = CategoricalDistribution(value.choices)
-        else:
-            fixed[name] = value
-    return searched, fixed
-
-
-@dataclass(frozen=True)
-class TrialKey:
-    """A trial's identity across every Tune run of the sweep: cell, phase, Optuna number."""
-
-    cell: int
-    phase: str
-    number: int
-
-    def __str__(self) -> str:
-        return f"c{self.cell:04d}-{self.phase}-{self.number:05d}"
-
-
-@dataclass
-class CellPlan:
-    cell: Cell
-    searched: dict[str, BaseDistribution]
-    fixed: dict
-    search: optuna.Study | None = None
-    final: optuna.Study | None = None
-    done: int = 0  # search trials told COMPLETE or PRUNED
-    running: int = 0  # search trials asked and not told
-    failures: int = 0  # search trials told FAIL for their own reasons
-    finals_planned: bool = False
-    finals_open: int = 0  # final runs not yet told
-    failed: str = ""  # why the cell has no final runs ("" while it is fine)
-    deaths: int = 0  # workers lost by its trials, as the ledger counts them
-
-    @property
-    def search_over(self) -> bool:
-        return self.failed != "" or self.finals_planned
-
-
-@dataclass
-class Settings:
-    """What the searcher needs from the spec, as plain values."""
-
-    trials_per_cell: int
-    max_concurrent: int
-    max_failures_per_cell: int
-    sampler: str
-    seed: int
-    metric: str
-    seeds: list[int]
-    pruner: Callable[[], optuna.pruners.BasePruner] | None
-    enqueue: dict[str, list[dict]] = field(default_factory=dict)  # cell id -> first trials
-    gpu_hours_budget: float | None = None
-    save_epochs: list[int] = field(default_factory=list)
 
 
 class CellSearch(Searcher):
@@ -621,32 +547,3 @@ def _outcome(result: dict) -> dict:
         if name in result:
             keep[name] = str(result[name])[:2000]
     return keep
-
-
-class LedgerPruning(FIFOScheduler):
-    """Tune's scheduler: each result goes to the search, whose per-cell pruner may stop it."""
-
-    def __init__(self, search: CellSearch) -> None:
-        super().__init__()
-        self.search = search
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return True
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        stop = self.search.record(trial.trial_id, result)
-        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
-
-    def debug_string(self) -> str:
-        return "Successive halving per cell, from the ledger"
-
-
-class FailFastStop(Stopper):
-    def __init__(self, search: CellSearch) -> None:
-        self.search = search
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.search.stopping
