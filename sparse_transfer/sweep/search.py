@@ -118,6 +118,7 @@ class CellSearch(Searcher):
         self.own_failures = self.successes = 0
         self.stopping = False
         self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
+        self._done_upto = 0  # cells before this one have their final runs told (`finished`)
 
     def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
         return {}
@@ -256,7 +257,14 @@ class CellSearch(Searcher):
     def finished(self) -> bool:
         if self.live or self.orphans or self.waiting_finals:  # O(1) while anything runs
             return False
-        return all(p.search_over and p.finals_open == 0 for p in self.plans)
+        # A cell once done stays done: the scan goes on from the first cell not done yet, so
+        # asking again and again costs O(cells) over the whole sweep, not per question.
+        while self._done_upto < len(self.plans):
+            plan = self.plans[self._done_upto]
+            if not (plan.search_over and plan.finals_open == 0):
+                return False
+            self._done_upto += 1
+        return True
 
     def _config(self, key: TrialKey) -> dict:
         plan = self.plans[key.cell]
