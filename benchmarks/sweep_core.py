@@ -13,6 +13,10 @@
 - driver: the driver's CPU seconds per trial for our bookkeeping alone (searcher, ledger,
   pruner, MLflow record into SQLite) at growing sweep sizes, with Tune's calls simulated: flat
   means nothing grows with the number of trials already run.
+- scale: the driver's CPU per trial and resident memory at 1,000 and 100,000 simulated
+  trials, each size in a fresh process (goal: both within 1.5x).
+- segments: the objects a resume on another machine downloads, one per upload before the
+  ledger's compaction and after it.
 - bytes: bytes written to storage per trial-epoch of a ResNet-50 full-finetuning trial, and the
   checkpoint time as a share of epoch time, old policy (every epoch, masks included, hashed,
   uploaded on the training thread) against the new one (an interval and the rung epochs, no
@@ -236,6 +240,143 @@ def driver(sizes: list[int], record_mlflow: bool) -> None:
             )
 
 
+# -- scale: memory and CPU per trial at 1,000 against 100,000 trials -------------------------
+
+
+def _scale_one(size: int) -> None:
+    """One size in a fresh process: the driver's CPU per trial (searcher, ledger, pruner) and
+    its resident memory at the end, printed as one JSON line."""
+    import json
+    import resource
+
+    import optuna
+    from ledger_helpers import bare_search
+
+    from sparse_transfer.config.space import LogUniform
+    from sparse_transfer.sweep.cells import Cell
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    per_cell = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        cells = [
+            Cell(f"u{i}", "digits_5to9", "linear", "quickstart_cnn", "dense", 0.0, "x")
+            for i in range(size // per_cell)
+        ]
+        space = {"lr": LogUniform(distribution="loguniform", low=0.001, high=0.2), "epochs": 4}
+        search = bare_search(
+            Path(tmp),
+            cells,
+            space,
+            record=False,
+            start=False,
+            trials_per_cell=per_cell,
+            max_concurrent=8,
+            max_failures_per_cell=3,
+            pruner=None,
+        )
+        base_rss = _rss_mb()
+        started = time.process_time()
+        search.start()
+        done, ids = 0, 0
+        while not search.finished:
+            live = []
+            while (config := search.suggest(f"t{ids}")) not in (None, "FINISHED"):
+                live.append((f"t{ids}", config["trial"]))
+                ids += 1
+            for trial_id, config in live:
+                result = {}
+                for epoch in range(1, 5):
+                    result = {"epoch": epoch, "val_top1": 100 * config["hparams"]["lr"] * epoch}
+                    search.record(trial_id, result)
+                search.on_trial_complete(trial_id, result)
+                done += 1
+        cpu = time.process_time() - started
+        rss = _rss_mb()
+        search.ledger.close()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "trials": done,
+                "cpu_ms": 1000 * cpu / done,
+                "rss_mb": rss,
+                "grown_mb": rss - base_rss,
+                "peak_mb": peak,
+            }
+        ),
+        flush=True,
+    )
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def scale(sizes: list[int]) -> None:
+    import json
+    import subprocess
+
+    found = {}
+    for size in sizes:
+        out = (
+            subprocess.run(
+                [sys.executable, __file__, "_scale_one", "--sizes", str(size)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        found[size] = json.loads(out)
+        f = found[size]
+        print(
+            f"scale: {f['trials']} trials: {f['cpu_ms']:.2f} ms CPU per trial, resident "
+            f"{f['rss_mb']:.0f} MB ({f['grown_mb']:.0f} MB grown while driving)",
+            flush=True,
+        )
+    small, large = found[min(sizes)], found[max(sizes)]
+    print(
+        f"scale: {large['trials']} against {small['trials']} trials: CPU per trial x"
+        f"{large['cpu_ms'] / small['cpu_ms']:.2f}, resident memory x"
+        f"{large['rss_mb'] / small['rss_mb']:.2f} (goal: both within 1.5)",
+        flush=True,
+    )
+
+
+def segments(uploads: int) -> None:
+    """Objects a cross-machine resume downloads: one per upload before, after compaction."""
+    import pytest
+    from s3_helpers import s3_server
+
+    from sparse_transfer.storage import Storage
+    from sparse_transfer.sweep.ledger import LedgerBackend, fetch_ledger
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        server = s3_server(patch, Path(tmp))
+        s3 = next(server)
+        try:
+            parts = ("sweeps", "s")
+            store = Storage(s3.uri("bench"))
+            backend = LedgerBackend(store.local(*parts, "ledger.jsonl"), store, parts)
+            for n in range(uploads):
+                backend.append_logs([{"op_code": 0, "n": n}])
+                backend.sync()
+            before = len(store.list_objects(*parts, "ledger"))
+            backend.close()
+            after = len(store.list_objects(*parts, "ledger"))
+            fresh = Storage(s3.uri("bench"))
+            fetch_ledger(fresh, parts, Path(tmp) / "fresh" / "ledger.jsonl")
+            print(
+                f"segments: {uploads} uploads: {before} objects for a resume to download "
+                f"before the ledger closed, {after} after its compaction",
+                flush=True,
+            )
+        finally:
+            next(server, None)
+
+
 # -- bytes and checkpoint share -----------------------------------------------------------
 
 
@@ -291,14 +432,26 @@ def bytes_and_share(images: int, epochs: int, interval_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("section", nargs="*", default=["overhead", "driver", "bytes"])
+    parser.add_argument(
+        "section", nargs="*", default=["overhead", "driver", "bytes", "scale", "segments"]
+    )
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--no-mlflow", action="store_true", help="driver: leave MLflow out")
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--uploads", type=int, default=200, help="segments: uploads")
     args = parser.parse_args()
+    if "_scale_one" in args.section:
+        _scale_one(args.sizes[0])
+        return
+    if "scale" in args.section:
+        scale(
+            args.sizes if len(args.sizes) > 1 and "driver" not in args.section else [1000, 100000]
+        )
+    if "segments" in args.section:
+        segments(args.uploads)
     if "driver" in args.section:
         driver(args.sizes, not args.no_mlflow)
     if "bytes" in args.section:

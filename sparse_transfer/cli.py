@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
@@ -226,6 +227,15 @@ def _run(spec, address: str | None) -> None:
     _print_outcome(state)
 
 
+TakeOver = Annotated[
+    bool,
+    typer.Option(
+        "--take-over",
+        help="The sweep's last driver is dead (its machine gone): take its lease.",
+    ),
+]
+
+
 @app.command(short_help="Finish an interrupted study.")
 def resume(
     sweep_dir: Annotated[
@@ -236,25 +246,73 @@ def resume(
         ),
     ],
     address: Address = None,
+    take_over: TakeOver = False,
     verbose: Verbose = False,
 ) -> None:
-    """Finish an interrupted study without re-running finished trials or duplicating runs."""
+    """Finish whatever an interrupted study lacks (trials, report, MLflow records), without
+    re-running finished trials or duplicating runs."""
     console.configure(verbose)
+    from sparse_transfer.sweep import resume_sweep
+
+    with _sweep_errors():
+        state = resume_sweep(sweep_dir, address=address, take_over=take_over)
+    _print_outcome(state)
+
+
+@app.command(short_help="Send the MLflow records a sweep's outbox still holds.")
+def sync(
+    sweep_dir: Annotated[
+        str,
+        typer.Argument(
+            metavar="SWEEP",
+            help="The sweep whose records to send: its directory, or s3://.../sweeps/<id>.",
+        ),
+    ],
+    take_over: TakeOver = False,
+) -> None:
+    """Send the MLflow records a sweep's outbox still holds (after the server was down)."""
+    from sparse_transfer.sweep.runner import sync_sweep
+
+    with _sweep_errors():
+        left = sync_sweep(sweep_dir, log=typer.echo, take_over=take_over)
+    if left:
+        _fail(f"{left} records still wait: the tracking server did not take them", code=1)
+    typer.echo("mlflow: every record of the sweep is sent")
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _sweep_errors():
     from sparse_transfer.paths import UnsafeInputError
     from sparse_transfer.storage import StorageError
-    from sparse_transfer.sweep import resume_sweep
+    from sparse_transfer.sweep.lease import SweepBusy
+    from sparse_transfer.sweep.ledger import LedgerConflict
     from sparse_transfer.sweep.runner import SweepFailedError, SweepHalted, SweepInterrupted
     from sparse_transfer.tracking import TrackingUnavailable
 
     try:
-        state = resume_sweep(sweep_dir, address=address)
+        yield
     except (FileNotFoundError, StorageError, UnsafeInputError, TrackingUnavailable) as err:
         _fail(f"error: {err}")
+    except (SweepBusy, LedgerConflict) as err:
+        _fail(f"error: {err}", code=3)
     except (SweepFailedError, SweepHalted) as err:
         _fail(f"error: {err}", code=1)
     except SweepInterrupted as err:
         _interrupted(str(err))
-    _print_outcome(state)
 
 
 def _print_outcome(state) -> None:
@@ -264,6 +322,8 @@ def _print_outcome(state) -> None:
 
     spec = load_spec(state.sweep_dir / "spec.resolved.yaml")
     report = state.sweep_dir / "report"
+    for name in ("summary.csv", "report.html"):  # a resume on another machine: from S3
+        state.store.download("sweeps", state.sweep_id, "report", name)
     summary = pd.read_csv(
         report / "summary.csv", keep_default_na=False, na_values=[""], dtype={"mode": str}
     )
@@ -286,8 +346,11 @@ def _final_runs_view(state) -> tuple[str, str] | None:
     (the runs are there; only the link is not printed)."""
     from sparse_transfer.tracking.views import save_final_runs_view
 
+    # A server that is down has already cost the sweep its bounded wait: one quick try here.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     try:
-        return save_final_runs_view(state.tracking_uri, state.experiment, state.sweep_id)
+        with _environment(quick):
+            return save_final_runs_view(state.tracking_uri, state.experiment, state.sweep_id)
     except Exception as err:  # the sweep is done: a link is not worth a traceback
         typer.echo(f"mlflow:  no link to the final runs ({err})", err=True)
         return None

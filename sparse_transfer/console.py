@@ -16,6 +16,8 @@ from pathlib import Path
 
 # Loggers whose routine lines say nothing a user acts on: the token-authentication notice of
 # every local Ray start, and MLflow's "Creating initial MLflow database tables" (Alembic).
+# Logger names and phrases, not APIs: checked against Ray 2.60.0 and MLflow 3.17.2 on
+# 2026-12-03.
 _QUIET = {
     "ray._private.authentication.authentication_token_setup": logging.ERROR,
     "alembic": logging.WARNING,

@@ -123,24 +123,63 @@ class Storage:
             )
         return self._client
 
-    def upload(self, *parts: str) -> None:
+    def upload(self, *parts: str, if_absent: bool = False) -> bool:
         """Copy a complete local file to S3 as one whole object (a PUT is atomic: a reader sees
         the old object or the new one, never half), with its SHA-256, which S3 verifies on
-        receipt and downloads verify again. Retried on top of botocore's own retries."""
+        receipt and downloads verify again. Retried on top of botocore's own retries.
+
+        `if_absent`: a conditional write (`If-None-Match: *`) that never replaces an object;
+        False when the key holds other bytes (another writer's), True when it holds these
+        (written, or written by an attempt whose answer was lost)."""
         if not self.is_remote:
-            return
+            return True
         path = self.local(*parts)
         body = path.read_bytes()
         digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self._retrying(
+                f"upload of {self.display(*parts)}",
+                lambda: self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key(*parts),
+                    Body=body,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=digest,
+                    **extra,
+                ),
+            )
+        except Exception as err:
+            if not (if_absent and _precondition_failed(err)):
+                raise
+            return self.etags(*parts[:-1]).get(parts[-1]) == hashlib.md5(body).hexdigest()
+        return True
+
+    def etags(self, *parts: str) -> dict[str, str]:
+        """Name (relative to `parts`) -> MD5 hex of each S3 object under `parts` put whole
+        (the ETag S3 gives a single PUT), without downloading any."""
+        prefix = f"{self.key(*parts)}/" if self.key(*parts) else ""
+
+        def listing() -> dict[str, str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return {
+                item["Key"][len(prefix) :]: item["ETag"].strip('"')
+                for page in pages
+                for item in page.get("Contents", [])
+            }
+
+        return self._retrying(f"listing of {self.display(*parts)}", listing)
+
+    def delete(self, *parts: str) -> None:
+        """Delete one object (or local file); deleting what is gone is harmless."""
+        if not self.is_remote:
+            self.local(*parts).unlink(missing_ok=True)
+            return
         self._retrying(
-            f"upload of {self.display(*parts)}",
-            lambda: self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.key(*parts),
-                Body=body,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=digest,
-            ),
+            f"removal of {self.display(*parts)}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key(*parts)),
         )
 
     def download(self, *parts: str) -> bool:
@@ -285,6 +324,15 @@ def _verify(response: dict, size: int, sha256, md5, where: str) -> None:
     etag = response.get("ETag", "").strip('"')
     if len(etag) == 32 and "-" not in etag and md5.hexdigest() != etag:
         raise _Corrupt(f"{where}: MD5 does not match the object's ETag")
+
+
+def _precondition_failed(err: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(err, ClientError) and (
+        err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+        or err.response.get("Error", {}).get("Code") == "PreconditionFailed"
+    )
 
 
 def _transient(err: BaseException) -> bool:

@@ -84,7 +84,8 @@ def bare_search(
     from sparse_transfer.storage import Storage
     from sparse_transfer.sweep.events import TrialEvents
     from sparse_transfer.sweep.ledger import Ledger
-    from sparse_transfer.sweep.search import CellSearch, Settings
+    from sparse_transfer.sweep.plans import Settings
+    from sparse_transfer.sweep.search import CellSearch
 
     defaults = {
         "trials_per_cell": 1,
@@ -154,7 +155,7 @@ def unstarted(spec, tmp_path: Path, sweep_id: str):
 
 def go(state, spec, lines: list | None = None):
     log = (lambda line: lines.append(line)) if lines is not None else print
-    return runner._continue(state, spec, address=None, log=log, restore=False)
+    return runner._continue(state, spec, address=None, log=log)
 
 
 def ledger_failures(sweep_dir: Path) -> int:

@@ -26,7 +26,11 @@ _EPOCH_METRICS = (
     M.GPU_HOURS,
     M.CPU_HOURS,
 )
+# A trial's run is closed from the ledger's outcome, also after a crash lost its last epochs'
+# records: the outcome's test scores are recorded then.
 _FINAL_METRICS = (
+    M.TEST_TOP1,
+    M.TEST_MEAN_CLASS_ACC,
     M.FINAL_SPARSITY,
     M.UPSTREAM_SPARSITY,
     M.FEATURE_CACHE_HIT,

@@ -7,18 +7,23 @@ or FAIL) and `<sweep>/<cell>/final` (one trial per seed of the cell's chosen con
 its value the test score). A trial still RUNNING in the ledger is in flight: after a crash it
 is handed to Tune again and continues from its saved state. Nothing else decides what runs.
 
-The journal is an append-only file in the sweep directory, written by the driver alone (so no
-lock and no fsync per operation: a killed process loses nothing the kernel has). With S3
-storage a background thread uploads what was appended since the last upload as one segment
-object, so the bytes a sweep writes grow linearly in its trials; a resume on another machine
-concatenates the segments. Work that must wait until the ledger is durable in S3 (deleting a
-told trial's saved state) is queued with `after_durable`.
+The journal is an append-only file in the sweep directory, written by one driver alone (the
+sweep's lease, lease.py, keeps it so), with no fsync per operation: a killed process loses
+nothing the kernel has. With S3 storage a background thread uploads what was appended since
+the last upload as one segment object (a conditional write: a key another driver wrote is
+never replaced), and closing the ledger compacts many segments into one object; a resume on
+another machine concatenates the latest compacted object and the segments after it. Work that
+must wait until the ledger is durable in S3 (deleting a told trial's saved state) is queued
+with `after_durable`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,15 +35,24 @@ from optuna.storages.journal import BaseJournalBackend
 
 from sparse_transfer.storage import Storage
 
-__all__ = ["LEDGER_FILE", "Ledger", "LedgerBackend", "fetch_ledger"]
+__all__ = ["LEDGER_FILE", "Ledger", "LedgerBackend", "LedgerConflict", "fetch_ledger"]
 
 LEDGER_FILE = "ledger.jsonl"
-SEGMENTS = "ledger"  # S3: <sweep>/ledger/<byte offset>.jsonl, one object per upload
+SEGMENTS = "ledger"  # S3: <sweep>/ledger/<byte offset>.jsonl per upload, c<end>.jsonl compacted
 _UPLOAD_EVERY_S = 2.0
+_COMPACT_AFTER = 64  # segments beyond the last compacted object that make a new one
+
+
+class LedgerConflict(RuntimeError):
+    """Another driver wrote this sweep's ledger in S3: this one must stop writing."""
 
 
 class LedgerBackend(BaseJournalBackend):
-    """An append-only JSON-lines file with one writer, mirrored to S3 in segments."""
+    """An append-only JSON-lines file with one writer, mirrored to S3 in segments.
+
+    Optuna's journal storage replays every log once when it opens, then asks only for the
+    logs after the last one it read: the file is streamed for the replay, and only logs
+    appended since and not yet read are held in memory."""
 
     def __init__(self, path: Path, store: Storage | None = None, parts: tuple = ()) -> None:
         self.path = Path(path)
@@ -46,18 +60,13 @@ class LedgerBackend(BaseJournalBackend):
         self.path.touch()
         self.store = store if store is not None and store.is_remote else None
         self.parts = parts  # the sweep directory's parts in the storage
-        self._logs: list[dict[str, Any]] = []
-        with open(self.path, "rb") as handle:
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a torn last line is dropped
-        if len(complete) < len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(len(complete))
-        self._logs = [json.loads(line) for line in complete.splitlines() if line]
-        self._size = len(complete)
+        self._size, self._on_disk = _trim_torn_line(self.path)
+        self._tail: list[dict[str, Any]] = []  # appended, not yet read: logs _on_disk...
+        self._tail_start = self._on_disk
         self._file = open(self.path, "ab")  # noqa: SIM115 (open for the sweep's life)
         self._uploaded = self._size if self.store is None else _uploaded_size(store, parts)
         self._lock = threading.RLock()  # see `atomic`
+        self._sync_lock = threading.Lock()  # one upload at a time: segments never overlap
         self._waiting: list[tuple[int, Callable[[], None]]] = []
         self._wake = threading.Event()
         self._closed = False
@@ -66,8 +75,25 @@ class LedgerBackend(BaseJournalBackend):
             self._thread = threading.Thread(target=self._upload_loop, daemon=True)
             self._thread.start()
 
+    def __getstate__(self) -> dict:  # Optuna's contract: a storage pickles and reopens
+        return {"path": self.path, "store": self.store, "parts": self.parts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["store"], state["parts"])
+
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
-        return self._logs[log_number_from:]
+        with self._lock:
+            if log_number_from >= self._tail_start:
+                logs = self._tail[log_number_from - self._tail_start :]
+                # read: the storage never asks for them again
+                del self._tail[: log_number_from - self._tail_start]
+                self._tail_start = log_number_from
+                return list(logs)
+            self._file.flush()
+            tail = list(self._tail)
+            until = self._tail_start
+        # streamed: the replay at open never holds every parsed line at once
+        return itertools.chain(_read_lines(self.path, log_number_from, until), tail)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
@@ -76,7 +102,7 @@ class LedgerBackend(BaseJournalBackend):
             self._file.write(data)
             self._file.flush()
             self._size += len(data)
-            self._logs.extend(logs)
+            self._tail.extend(logs)
         self._wake.set()
 
     @contextmanager
@@ -95,25 +121,51 @@ class LedgerBackend(BaseJournalBackend):
         self._wake.set()
 
     def sync(self) -> None:
-        """Upload what is not yet in S3 and run the actions waiting for it."""
+        """Upload what is not yet in S3 and run the actions waiting for it. A segment's key
+        is written only if absent: a second driver's segment is never overwritten."""
         if self.store is None:
             return
-        with self._lock:
-            size, start = self._size, self._uploaded
-            ready = [a for s, a in self._waiting if s <= size]
-            self._waiting = [(s, a) for s, a in self._waiting if s > size]
-        if size > start:
-            with open(self.path, "rb") as handle:
-                handle.seek(start)
-                chunk = handle.read(size - start)
-            segment = self.path.parent / SEGMENTS / f"{start:016d}.jsonl"
-            segment.parent.mkdir(parents=True, exist_ok=True)
-            segment.write_bytes(chunk)
-            self.store.upload(*self.parts, SEGMENTS, segment.name)
-            segment.unlink()
-            self._uploaded = size
-        for action in ready:
-            action()
+        with self._sync_lock:
+            with self._lock:
+                size, start = self._size, self._uploaded
+                ready = [a for s, a in self._waiting if s <= size]
+                self._waiting = [(s, a) for s, a in self._waiting if s > size]
+            if size > start:
+                self._put(f"{start:016d}.jsonl", start, size)
+                self._uploaded = size
+            for action in ready:
+                action()
+
+    def _put(self, name: str, start: int, end: int) -> None:
+        with open(self.path, "rb") as handle:
+            handle.seek(start)
+            chunk = handle.read(end - start)
+        segment = self.store.local(*self.parts, SEGMENTS, name)
+        segment.parent.mkdir(parents=True, exist_ok=True)
+        segment.write_bytes(chunk)
+        try:
+            if not self.store.upload(*self.parts, SEGMENTS, name, if_absent=True):
+                raise LedgerConflict(
+                    f"another driver wrote {self.store.display(*self.parts, SEGMENTS, name)}: "
+                    "two drivers ran this sweep at once; this one stops writing"
+                )
+        finally:
+            segment.unlink(missing_ok=True)
+
+    def compact(self) -> None:
+        """Replace the segments in S3 by one object of everything uploaded, so a resume on
+        another machine downloads a few objects, not one per upload. Only when there are
+        many: the whole ledger is uploaded again each time."""
+        if self.store is None:
+            return
+        self.sync()
+        with self._sync_lock:
+            base, pieces = _chain(self.store, self.parts)
+            if len(pieces) < _COMPACT_AFTER or self._uploaded == 0:
+                return
+            self._put(f"c{self._uploaded:016d}.jsonl", 0, self._uploaded)
+            for name in [*([base[1]] if base else []), *(n for _, n, _ in pieces)]:
+                self.store.delete(*self.parts, SEGMENTS, name)
 
     def _upload_loop(self) -> None:
         while not self._closed:
@@ -121,6 +173,9 @@ class LedgerBackend(BaseJournalBackend):
             self._wake.clear()
             try:
                 self.sync()
+            except LedgerConflict as err:
+                print(f"ledger: {err}", flush=True)
+                return
             except Exception as err:  # retried at the next wake-up; the local file is whole
                 print(f"ledger upload failed, will retry: {err}", flush=True)
             self._wake.wait(timeout=_UPLOAD_EVERY_S)  # batch appends into fewer segments
@@ -130,34 +185,81 @@ class LedgerBackend(BaseJournalBackend):
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        self.sync()
-        self._file.close()
+        try:
+            self.compact()  # syncs first; waits for an upload still on its way
+        finally:
+            self._file.close()
 
 
-def _segments(store: Storage, parts: tuple) -> list[tuple[int, str, int]]:
-    found = []
+def _trim_torn_line(path: Path) -> tuple[int, int]:
+    """(bytes, lines) of the file's complete lines; a torn last line is cut off."""
+    size = lines = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            size += len(line)
+            lines += line != b"\n"
+    if path.stat().st_size > size:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)
+    return size, lines
+
+
+def _read_lines(path: Path, start: int, until: int) -> Iterable[dict[str, Any]]:
+    """The logs numbered start..until-1 of the file."""
+    number = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if number >= until:
+                return
+            if line == b"\n":
+                continue
+            if number >= start:
+                yield json.loads(line)
+            number += 1
+
+
+def _chain(store: Storage, parts: tuple) -> tuple[tuple[int, str, int] | None, list]:
+    """(the latest compacted object as (end, name, size), or None; the segments after it,
+    as (start, name, size) in order)."""
+    compacted, segments = [], []
     for name, size in store.list_objects(*parts, SEGMENTS):
-        if name.endswith(".jsonl") and "/" not in name:
-            found.append((int(name.removesuffix(".jsonl")), name, size))
-    return sorted(found)
+        if "/" in name or not name.endswith(".jsonl"):
+            continue
+        if name.startswith("c"):
+            compacted.append((int(name[1:].removesuffix(".jsonl")), name, size))
+        else:
+            segments.append((int(name.removesuffix(".jsonl")), name, size))
+    base = max(compacted) if compacted else None
+    after = base[0] if base else 0
+    return base, sorted(s for s in segments if s[0] >= after)
 
 
 def _uploaded_size(store: Storage, parts: tuple) -> int:
-    segments = _segments(store, parts)
-    return segments[-1][0] + segments[-1][2] if segments else 0
+    base, segments = _chain(store, parts)
+    if segments:
+        return segments[-1][0] + segments[-1][2]
+    return base[0] if base else 0
 
 
 def fetch_ledger(store: Storage, parts: tuple, path: Path) -> None:
-    """Rebuild this node's ledger file from S3's segments, unless the local one is longer
-    (the same machine resuming: its file holds everything the segments hold, and more)."""
+    """Make this node's ledger file S3's. A local file longer than S3's is kept only when S3's
+    objects are its prefix (the same machine resuming: its file holds everything S3 holds,
+    and more); one that differs (another machine drove the sweep since) is set aside."""
     if not store.is_remote:
         return
-    segments = _segments(store, parts)
-    total = segments[-1][0] + segments[-1][2] if segments else 0
+    base, segments = _chain(store, parts)
+    pieces = ([(0, base[1], base[2])] if base else []) + segments
+    total = pieces[-1][0] + pieces[-1][2] if pieces else 0
     if path.is_file() and path.stat().st_size >= total:
-        return
+        if _is_prefix(store, parts, path, pieces):
+            return
+        aside = path.with_name(f"{path.name}.diverged-{int(time.time())}")
+        path.replace(aside)
+        print(f"ledger: {path} differs from the sweep's ledger in S3; set aside as {aside}")
     data = bytearray()
-    for offset, name, _ in segments:
+    for offset, name, _ in pieces:
         if offset != len(data):
             raise RuntimeError(
                 f"ledger segments in {store.display(*parts)} have a gap at {offset}"
@@ -172,8 +274,20 @@ def fetch_ledger(store: Storage, parts: tuple, path: Path) -> None:
     tmp.replace(path)
 
 
+def _is_prefix(store: Storage, parts: tuple, path: Path, pieces: list) -> bool:
+    """Whether S3's objects hold the local file's first bytes, by their MD5 ETags."""
+    etags = store.etags(*parts, SEGMENTS) if pieces else {}
+    with open(path, "rb") as handle:
+        for offset, name, size in pieces:
+            handle.seek(offset)
+            if hashlib.md5(handle.read(size)).hexdigest() != etags.get(name):
+                return False
+    return True
+
+
 class _NamedJournalStorage(JournalStorage):
-    """Optuna's journal storage finds a study by its name by scanning every study, and a sweep
+    """(A subclass of Optuna's journal storage: checked against Optuna 5.1.0 on 2026-12-03.)
+    Optuna's journal storage finds a study by its name by scanning every study, and a sweep
     opens two studies per cell: opening them all cost O(cells^2), 6 s of the driver's CPU at
     2,500 cells. A ledger's studies are never deleted or renamed, so their ids are kept by
     name (read once from the studies replayed at start, then as they are created)."""
@@ -181,6 +295,7 @@ class _NamedJournalStorage(JournalStorage):
     def __init__(self, backend: BaseJournalBackend) -> None:
         super().__init__(backend)
         # FrozenStudy has no public id; Optuna's own storages read `_study_id` the same way.
+        # Private: checked against Optuna 5.1.0 on 2026-12-03.
         self._ids = {study.study_name: study._study_id for study in self.get_all_studies()}
 
     def create_new_study(self, directions, study_name: str | None = None) -> int:
@@ -190,6 +305,13 @@ class _NamedJournalStorage(JournalStorage):
         if study_name is not None:
             self._ids[study_name] = study_id
         return study_id
+
+    def delete_study(self, study_id: int) -> None:
+        super().delete_study(study_id)
+        self._ids = {name: i for name, i in self._ids.items() if i != study_id}
+
+    def has_study(self, study_name: str) -> bool:
+        return study_name in self._ids
 
     def get_study_id_from_name(self, study_name: str) -> int:
         found = self._ids.get(study_name)

@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import ray
 from ray import tune
 
@@ -24,23 +23,16 @@ from sparse_transfer.config.spec import Resources
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
+from sparse_transfer.sweep.lease import hold_lease
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
-from sparse_transfer.sweep.search import (
-    BY_DATASET,
-    CellSearch,
-    FailFastStop,
-    LedgerPruning,
-    Settings,
-)
+from sparse_transfer.sweep.plans import BY_DATASET, Settings
+from sparse_transfer.sweep.results import read_results, run_links, sweep_provenance
+from sparse_transfer.sweep.scheduling import FailFastStop, LedgerPruning
+from sparse_transfer.sweep.search import CellSearch
 from sparse_transfer.sweep.trainable import remove_state, transfer_trainable
 from sparse_transfer.sweep.upstream import check_data_roots, resolve_upstreams
 from sparse_transfer.tracking import OUTBOX_FILE, SweepRecorder, default_tracking_uri
-from sparse_transfer.tracking.runs_table import (
-    NoResultsError,
-    load_failed_final_runs,
-    load_final_runs,
-    load_provenance,
-)
+from sparse_transfer.tracking.runs_table import NoResultsError, ui_base, ui_hint
 
 __all__ = [
     "SweepFailedError",
@@ -49,6 +41,7 @@ __all__ = [
     "SweepState",
     "resume_sweep",
     "run_sweep",
+    "sync_sweep",
     "write_sweep_report",
 ]
 
@@ -70,7 +63,11 @@ STATE_FILE = "state.json"
 CELLS_FILE = "cells.json"
 REPORT_DIR = "report"
 SWEEPS = "sweeps"
-RUNNING, DONE, FAILED = "running", "done", "failed"
+# RUNNING: searching; DONE: every cell has its final runs or failed, the report is not
+# written; REPORTED: the report is written and uploaded. A resume does the phases after it.
+RUNNING, DONE, REPORTED, FAILED = "running", "done", "reported", "failed"
+_RECORDS_WAIT_S = 60.0  # at the end, how long MLflow gets to take the queued records
+_SYNC_PATIENCE_S = 600.0  # `sync`: how long it waits for a server that does not answer
 DRY_RUN_BATCHES = 2  # a dry run's trials train and score this many batches per pass
 # Tune keeps one trial pending at a time for a custom search algorithm unless told otherwise:
 # the autoscaler would then see the demand of one trial, never of `max_concurrent_trials`.
@@ -85,10 +82,11 @@ class SweepState:
     tracking_uri: str
     experiment: str
     parent_run_id: str
-    phase: str  # RUNNING until every cell has its final runs or is failed, then DONE
+    phase: str  # RUNNING, DONE, REPORTED (or FAILED): see above
     commit: str
     tune_runs: int = 0  # Tune runs started so far: each start is a new one, named after it
     failed_cells: dict[str, str] = field(default_factory=dict)  # cell -> why
+    experiment_id: str = ""  # MLflow's, for the report's links
 
     @property
     def store(self) -> Storage:
@@ -143,94 +141,146 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, log=print) -> Swee
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_data_roots(spec)  # these may fail: nothing is made yet
     upstream_paths = resolve_upstreams(spec, store, log=log)
+    tracking_uri = default_tracking_uri(spec.tracking.uri)
+    experiment = spec.tracking.experiment or spec.name
+    # The server must answer before anything is made: a sweep never starts untracked.
+    experiment_id = SweepRecorder(tracking_uri, experiment, sweep_id).reach()
     sweep_dir = store.local(SWEEPS, sweep_id)
     sweep_dir.mkdir(parents=True, exist_ok=False)
     (sweep_dir / SPEC_FILE).write_text(dump_spec(spec))
     save_cells(sweep_dir / CELLS_FILE, plan_cells(spec, upstream_paths))
-
-    tracking_uri = default_tracking_uri(spec.tracking.uri)
-    experiment = spec.tracking.experiment or spec.name
-    recorder = SweepRecorder(tracking_uri, experiment, sweep_id, sweep_dir / OUTBOX_FILE)
-    commit = git_commit()
-    parent = recorder.parent_run(
-        {"spec": spec.name, "git_commit": commit, "storage": store.display()}
-    )
-    recorder.log_parent_artifact(parent, sweep_dir / SPEC_FILE)
-    state = SweepState(sweep_id, store.uri, tracking_uri, experiment, parent, RUNNING, commit)
+    state = SweepState(sweep_id, store.uri, tracking_uri, experiment, "", RUNNING, git_commit())
+    state.experiment_id = experiment_id
     state.upload(SPEC_FILE, CELLS_FILE)
-    state.save()
+    state.save()  # resumable from here on: its parent run is made (or found) by any start
     log(f"sweep {sweep_id}: {state.location}")
     log(f"mlflow: {tracking_uri} (experiment {experiment!r})")
-    return _continue(state, spec, address=address, log=log, restore=False)
+    with _lease(state):
+        return _continue(state, spec, address=address, log=log)
 
 
-def resume_sweep(location: str | Path, *, address: str | None = None, log=print) -> SweepState:
+def resume_sweep(
+    location: str | Path, *, address: str | None = None, log=print, take_over: bool = False
+) -> SweepState:
+    """Finish whatever the sweep lacks: its search and final runs, its report, its records."""
     state = SweepState.load(location)
-    spec = load_spec(state.sweep_dir / SPEC_FILE)
-    log(f"resuming sweep {state.sweep_id}")
-    if state.phase == DONE:
-        log("nothing to do: the sweep already finished")
-        _recorder(state).drain()  # but send what a killed driver left queued
-        return state
     if state.phase == FAILED:
         raise SweepFailedError(
             "this sweep stopped because its first trials all failed; fix the cause and start "
             "a new sweep"
         )
-    _recorder(state).parent_run({})
-    return _continue(state, spec, address=address, log=log, restore=True)
+    with _lease(state, take_over=take_over):
+        state = SweepState.load(location)  # as the last driver left it
+        if state.phase == REPORTED:
+            log("nothing to do: the sweep is finished and reported")
+            send_records(state, log=log)
+            return state
+        log(f"resuming sweep {state.sweep_id}")
+        return _continue(state, load_spec(state.sweep_dir / SPEC_FILE), address=address, log=log)
 
 
-def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool) -> SweepState:
-    _start_ray(address)
+def sync_sweep(location: str | Path, *, log=print, take_over: bool = False) -> int:
+    """Send the MLflow records the sweep's outbox holds; how many still wait."""
+    state = SweepState.load(location)
+    with _lease(state, take_over=take_over):
+        return send_records(state, log=log, wait_s=None)
+
+
+def _lease(state: SweepState, take_over: bool = False):
+    return hold_lease(
+        state.store, (SWEEPS, state.sweep_id), state.sweep_dir, state.location, take_over=take_over
+    )
+
+
+def _continue(state: SweepState, spec: SweepSpec, *, address, log) -> SweepState:
+    """Each phase after the one the state names: the search (RUNNING), the report (DONE)."""
+    rebuild = _recorder(state).outbox_is_new()  # before the parent run is written to it
+    _ensure_parent(state, spec)
+    if state.phase == RUNNING:
+        _start_ray(address)
+        _search(state, spec, log=log, rebuild=rebuild)
+    if state.phase == DONE:
+        _report(state, spec, log=log)
+    send_records(state, log=log)
+    for cell, why in state.failed_cells.items():
+        log(f"FAILED cell {cell}: {why}")
+    return state
+
+
+def _ensure_parent(state: SweepState, spec: SweepSpec) -> None:
+    """The sweep's parent run, found or made once; re-opened RUNNING until it is reported."""
+    recorder = _recorder(state)
+    if state.parent_run_id:
+        if state.phase != REPORTED:
+            recorder.parent_run({})
+        return
+    tags = {"spec": spec.name, "git_commit": state.commit, "storage": state.location}
+    state.parent_run_id = recorder.parent_run(tags)
+    recorder.log_parent_artifact(state.parent_run_id, state.sweep_dir / SPEC_FILE)
+    state.save()
+
+
+def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -> None:
     sweep_dir = state.sweep_dir
     cells = load_cells(sweep_dir / CELLS_FILE)
     parts = (SWEEPS, state.sweep_id)
-    if state.phase == RUNNING:
-        fetch_ledger(state.store, parts, sweep_dir / LEDGER_FILE)
-        ledger = Ledger(sweep_dir, state.store, parts, state.sweep_id)
-        try:
-            search = _run_tune(state, spec, cells, ledger, log=log)
-        finally:
-            ledger.close()
-        if search.halted:
-            raise SweepHalted(
-                f"halted: {search.halted}\nFree space there, then finish the sweep with "
-                f"`sparse-transfer resume {state.location}`"
-            )
-        if search.stopping:
-            # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
-            # to final runs from a partial search.
-            search.events.abandon(search.in_flight())
-            recorder = _recorder(state)
-            recorder.close_parent(state.parent_run_id, "FAILED")
-            recorder.drain(timeout=60)
-            state.phase = FAILED
-            state.save()
-            raise SweepFailedError(
-                f"stopped after {search.own_failures} trials failed and none finished (a bug "
-                f"or bad data, not bad luck). The first error:\n{search.first_error}\n"
-                f"Logs: the trials' error.txt under {state.location}. Fix the cause and start "
-                "the sweep again."
-            )
-        if not search.finished:
-            raise SweepInterrupted(
-                f"interrupted with {len(search.orphans) + len(search.live)} trials in flight; "
-                f"finish the sweep with `sparse-transfer resume {state.location}`"
-            )
-        state.failed_cells = search.failed_cells()
-        state.phase = DONE
-        state.save()
-        # Every trial is told: whatever a late background upload left under trial_state/
-        # (a trial stopped while its last save was on the way) goes too.
-        remove_state(state.store, (SWEEPS, state.sweep_id, "trial_state"))
-    recorder = _recorder(state)
-    recorder.drain()  # the report reads MLflow: wait for the server to have every record
+    fetch_ledger(state.store, parts, sweep_dir / LEDGER_FILE)
+    ledger = Ledger(sweep_dir, state.store, parts, state.sweep_id)
     try:
-        paths = write_sweep_report(state)
+        search = _run_tune(state, spec, cells, ledger, log=log, rebuild=rebuild)
+    finally:
+        ledger.close()
+    if search.halted:
+        raise SweepHalted(
+            f"halted: {search.halted}\nFree space there, then finish the sweep with "
+            f"`sparse-transfer resume {state.location}`"
+        )
+    if search.stopping:
+        # The sweep is given up, not paused: no run stays RUNNING, and no cell goes on
+        # to final runs from a partial search.
+        search.events.abandon(search.in_flight())
+        recorder = _recorder(state)
+        recorder.close_parent(state.parent_run_id, "FAILED")
+        recorder.drain(timeout=_RECORDS_WAIT_S)
+        state.phase = FAILED
+        state.save()
+        raise SweepFailedError(
+            f"stopped after {search.own_failures} trials failed and none finished (a bug "
+            f"or bad data, not bad luck). The first error:\n{search.first_error}\n"
+            f"Logs: the trials' error.txt under {state.location}. Fix the cause and start "
+            "the sweep again."
+        )
+    if not search.finished:
+        raise SweepInterrupted(
+            f"interrupted with {len(search.orphans) + len(search.live)} trials in flight; "
+            f"finish the sweep with `sparse-transfer resume {state.location}`"
+        )
+    state.failed_cells = search.failed_cells()
+    state.phase = DONE
+    state.save()
+    # Every trial is told: whatever a late background upload left under trial_state/
+    # (a trial stopped while its last save was on the way) goes too.
+    remove_state(state.store, (SWEEPS, state.sweep_id, "trial_state"))
+    _remove_tune_runs(state)
+
+
+def _remove_tune_runs(state: SweepState) -> None:
+    """Tune's folder of the previous start: never restored (the ledger resumes), so never
+    kept; one folder at most is on disk, the running one."""
+    if state.tune_runs:
+        remove_state(state.store, (SWEEPS, state.sweep_id, f"tune-{state.tune_runs:03d}"))
+
+
+def _report(state: SweepState, spec: SweepSpec, *, log) -> None:
+    """The report from the ledger, uploaded with the sweep; then the sweep is REPORTED."""
+    recorder = _recorder(state)
+    # MLflow gets a moment for the records queued last (the report links their runs); a
+    # server that is down holds nothing back: the numbers come from the ledger.
+    recorder.drain(timeout=_RECORDS_WAIT_S)
+    try:
+        paths = write_sweep_report(state, spec)
     except NoResultsError:
         recorder.close_parent(state.parent_run_id, "FAILED")
-        recorder.drain()
         failed = "".join(f"\n  {cell}: {why}" for cell, why in state.failed_cells.items())
         raise SweepFailedError(
             "no final run finished, so there is nothing to report; see each run's `failure` "
@@ -241,10 +291,28 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log, restore: bool
     recorder.log_parent_artifact(state.parent_run_id, paths.summary)
     recorder.log_parent_artifact(state.parent_run_id, paths.html)
     recorder.close_parent(state.parent_run_id, "FAILED" if state.failed_cells else "FINISHED")
-    for cell, why in state.failed_cells.items():
-        log(f"FAILED cell {cell}: {why}")
-    recorder.drain()
-    return state
+    state.phase = REPORTED
+    state.save()
+
+
+def send_records(state: SweepState, *, log, wait_s: float | None = _RECORDS_WAIT_S) -> int:
+    """Wait up to `wait_s` (None: while MLflow answers) for the outbox to reach MLflow; say
+    what it refused and what still waits. The number still waiting."""
+    recorder = _recorder(state)
+    if wait_s is None:
+        recorder.drain(timeout=_SYNC_PATIENCE_S, log=log)
+    else:
+        recorder.drain(timeout=wait_s, log=log)
+    for run_key, kind, error in recorder.box.refused():
+        log(f"mlflow refused {kind} for {run_key}: {error[:300]}")
+    left = recorder.box.pending()
+    if left:
+        log(
+            f"mlflow: {left} records wait in the outbox ({recorder.outbox_path}) for "
+            f"{state.tracking_uri}; once it answers, `sparse-transfer sync {state.location}` "
+            "sends them"
+        )
+    return left
 
 
 def _recorder(state: SweepState) -> SweepRecorder:
@@ -252,7 +320,9 @@ def _recorder(state: SweepState) -> SweepRecorder:
     return SweepRecorder(state.tracking_uri, state.experiment, state.sweep_id, outbox)
 
 
-def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log):
+def _run_tune(
+    state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger, *, log, rebuild: bool
+):
     """One Tune run over whatever the ledger says is left; a new one at every start."""
     recorder = _recorder(state)
     metric = spec.search.metric
@@ -275,15 +345,15 @@ def _run_tune(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Led
         _base_config(state, spec),
         events,
     )
-    recorder.prefetch()
     if not spec.searches:
         log("search: every hyperparameter is fixed; going straight to the final runs")
     search.start()
-    search.close_records(recorder.open_trial_keys())
+    search.close_records(recorder.open_trial_keys(), rebuild=rebuild)
     events.count_told("search", sum(p.done for p in search.plans))
     events.count_told("final", search.finals_told())
     if search.finished:
         return search
+    _remove_tune_runs(state)
     state.tune_runs += 1
     state.save()
     name = f"tune-{state.tune_runs:03d}"
@@ -367,25 +437,38 @@ def _search_settings(spec: SweepSpec, cells: list[Cell]) -> Settings:
     )
 
 
-def write_sweep_report(state: SweepState) -> ReportPaths:
-    """The sweep's report from its final runs in MLflow, in `<sweep_dir>/report`."""
-    results = load_final_runs(state.tracking_uri, state.experiment, sweep_id=state.sweep_id)
-    cells = pd.DataFrame(
-        [
-            {"cell": cell, "seed": "", "failure": "cell failed", "why": why}
-            for cell, why in state.failed_cells.items()
-        ],
-        columns=["cell", "seed", "failure", "why"],
-    )
-    runs = load_failed_final_runs(state.tracking_uri, state.experiment, state.sweep_id)
+def write_sweep_report(state: SweepState, spec: SweepSpec) -> ReportPaths:
+    """The sweep's report, in `<sweep_dir>/report`: its numbers from the ledger's final
+    studies, `cells.json` and the spec; MLflow only for the links."""
+    sweep_dir = state.sweep_dir
+    fetch_ledger(state.store, (SWEEPS, state.sweep_id), sweep_dir / LEDGER_FILE)
+    ledger = Ledger(sweep_dir, None, (), state.sweep_id)  # read only: nothing is appended
+    try:
+        base = ui_base(state.tracking_uri)
+        found = read_results(
+            ledger,
+            load_cells(sweep_dir / CELLS_FILE),
+            downstream_target=(
+                spec.downstream_pruning.target_sparsity if spec.downstream_pruning else None
+            ),
+            failed_cells=state.failed_cells,
+            link=run_links(sweep_dir / OUTBOX_FILE, base, state.experiment_id),
+        )
+    finally:
+        ledger.close()
+    if found.table.empty:
+        raise NoResultsError(f"no final run of sweep {state.sweep_id} finished")
+    spec_text = (sweep_dir / SPEC_FILE).read_text()
     return write_report(
-        results,
-        state.sweep_dir / REPORT_DIR,
+        found.table,
+        sweep_dir / REPORT_DIR,
         title=f"sparse-transfer: {state.sweep_id}",
-        source=f"MLflow {state.tracking_uri}, experiment {state.experiment!r}",
-        reference=paper_reference(results),
-        provenance=load_provenance(state.tracking_uri, state.experiment, state.sweep_id),
-        failures=pd.concat([cells, runs], ignore_index=True),
+        source=f"the ledger of sweep {state.sweep_id} ({state.location})",
+        reference=paper_reference(found.table),
+        provenance=sweep_provenance(
+            state, spec_text, found.cells, base, ui_hint(state.tracking_uri)
+        ),
+        failures=found.failures,
     )
 
 
@@ -397,9 +480,11 @@ def _start_ray(address: str | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tune's result grid looks for the per-trial JSON/CSV logs we turned off: MLflow has them.
+    # (A logger name, not an API: checked against Ray 2.60.0 on 2026-12-03.)
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune copies the driver's AWS_* credentials into each trial's runtime env, which Ray's
     # runtime env agent logs in plain text; trials inherit the node's environment anyway.
+    # A private module-level set: checked against Ray 2.60.0 on 2026-12-03.
     from ray.tune.execution import class_cache
 
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(

@@ -1,5 +1,6 @@
 """What runs next, decided from the ledger alone: one Tune `Searcher` over every cell's search
-and final runs, and the thin scheduler that stops trials by Optuna's per-cell pruner.
+and final runs (the plan's data is in plans.py; Tune's thin scheduler and stopper, which
+defer to it, in scheduling.py).
 
 Resume rule: a trial RUNNING in the ledger is in flight, and is handed to Tune again (it
 continues from its saved state); a trial the ledger holds as told is never run again. Tune's
@@ -9,28 +10,36 @@ Per cell: `trials_per_cell` search trials that end COMPLETE or PRUNED (cells ser
 round-robin, so a strong cell never takes a weak one's trials); a trial that fails for its
 own reasons is told FAIL and replaced, up to `max_failures_per_cell`, past which the cell
 fails by name. A trial whose node was lost (Tune reports an error: the worker died) is not
-told: it is handed out again from its last saved state, so the budget is unchanged. Once a
+told: it is handed out again from its last saved state, so the budget is unchanged (deaths
+are counted in the ledger, per trial and per cell, and capped: see CELL_DEATHS). Once a
 cell's search is told in full, its final runs (the best configuration x each seed) are
 planned in the same ledger and start at once: no phase barrier. Early stopping is Optuna's
 `SuccessiveHalvingPruner` of each cell's study, deciding from the intermediate values and
 rungs stored in the ledger, so a restore keeps every rung recorded before the crash.
 
-Ray and Optuna internals still relied on, each checked against Ray 2.60 and Optuna 5.0:
+Private or version-fragile parts of Ray, Optuna and MLflow the sweep relies on, each checked
+against Ray 2.60.0, Optuna 5.1.0 and MLflow 3.17.2 on 2026-12-03 (pinned in pyproject.toml;
+tests/test_internals.py fails when one is gone):
 - Tune calls the scheduler's `on_trial_result` for every result, and the search algorithm's
   `on_trial_complete` with the last result when a trial ends (documented Searcher/Scheduler
   contracts; no order between callbacks is assumed).
 - `ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE` (runner.py): Tune copies the driver's
   AWS_* credentials into every trial's runtime env, which Ray logs in plain text; there is no
   public switch, so the runner removes the AWS_* names from that module-level set.
+- Ray's logger names `ray.tune.analysis.experiment_analysis` (runner.py) and
+  `ray._private.authentication.authentication_token_setup` (console.py), and the phrases
+  console.py filters out of Ray's and MLflow's log lines.
 - Optuna: `FrozenStudy._study_id`, read once per start in ledger.py to find studies by name
-  in O(1) (Optuna's journal storage scans every study for each name; a study has no public
-  id). Otherwise studies and trials are read and written through `optuna.Study` (its public
-  `sampler` attribute is set after a study is opened, seeded by what the study holds) and the
-  public `BaseStorage` methods (`get_study_id_from_name`,
-  `get_trial_id_from_study_id_trial_number`, `get_trial`, `set_trial_intermediate_value`,
-  `set_trial_user_attr`); the ledger's file is a
-  public `BaseJournalBackend`. Optuna's own `SuccessiveHalvingPruner` writes its rungs through
-  the study's storage, which is what makes them survive a restore.
+  in O(1) (a study has no public id), and ledger.py's `JournalStorage` subclass, which
+  overrides `create_new_study`, `delete_study` and `get_study_id_from_name` and relies on
+  the journal storage answering them from its replayed state. Otherwise studies and trials
+  are read and written through `optuna.Study` and the public `BaseStorage` methods; the
+  ledger's file is a public `BaseJournalBackend`, and the suite runs Optuna's own storage
+  contract tests against it. Optuna's `SuccessiveHalvingPruner` writes its rungs through the
+  study's storage, which is what makes them survive a restore.
+- MLflow's SQL store keeps one metric row per (key, timestamp, step, value), so a batch the
+  outbox sends twice adds nothing (tracking/outbox.py); the experiment tag
+  `mlflow.experimentKind` opens MLflow 3's UI on the runs table.
 """
 
 from __future__ import annotations
@@ -39,111 +48,40 @@ import heapq
 import warnings
 import zlib
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
-from ray.tune.stopper import Stopper
 
 from sparse_transfer import metrics as M
-from sparse_transfer.config.spec import (
-    HYPERPARAMETERS,
-    Choice,
-    IntRange,
-    LogUniform,
-    SpaceValue,
-    Uniform,
-)
+from sparse_transfer.config.spec import HYPERPARAMETERS, SpaceValue
 from sparse_transfer.sweep.cells import Cell, final_run_cost, take_longest
 from sparse_transfer.sweep.ledger import Ledger
+from sparse_transfer.sweep.plans import (
+    BY_DATASET,
+    FINAL,
+    SEARCH,
+    CellPlan,
+    Settings,
+    TrialKey,
+    to_distributions,
+)
 
-__all__ = ["CellSearch", "FailFastStop", "LedgerPruning", "TrialKey", "to_distributions"]
+__all__ = ["CELL_DEATHS", "FAIL_FAST_AFTER", "INFRASTRUCTURE_RETRIES", "CellSearch"]
 
-SEARCH, FINAL = "search", "final"
-BY_DATASET = "by_dataset"  # base config key: dataset -> the settings its trials override
 FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
 # A trial whose worker dies this many times in a row without getting an epoch further is told
 # FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
 # back, killed processes) start the count again: they are never the trial's fault.
 INFRASTRUCTURE_RETRIES = 8
+# A cell whose trials' workers died this many times in all fails by name: every attempt
+# killed at the same point (out of memory at some epoch) would otherwise go on forever, one
+# new trial after another. Deaths are counted in the ledger, so a restart does not reset them.
+CELL_DEATHS = 3 * INFRASTRUCTURE_RETRIES
 # A sweep stops when this many trials failed before any trial finished: that is a bug or bad
 # data, and every other trial would fail the same way after spending its share of the budget.
 FAIL_FAST_AFTER = 3
 TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def to_distributions(space: dict[str, SpaceValue]) -> tuple[dict[str, BaseDistribution], dict]:
-    """(searched distributions, fixed values) of a spec's search space."""
-    searched, fixed = {}, {}
-    for name, value in space.items():
-        if isinstance(value, LogUniform):
-            searched[name] = FloatDistribution(value.low, value.high, log=True)
-        elif isinstance(value, Uniform):
-            searched[name] = FloatDistribution(value.low, value.high)
-        elif isinstance(value, IntRange):
-            searched[name] = IntDistribution(value.low, value.high, step=value.step)
-        elif isinstance(value, Choice):
-            searched[name] = CategoricalDistribution(value.choices)
-        else:
-            fixed[name] = value
-    return searched, fixed
-
-
-@dataclass(frozen=True)
-class TrialKey:
-    """A trial's identity across every Tune run of the sweep: cell, phase, Optuna number."""
-
-    cell: int
-    phase: str
-    number: int
-
-    def __str__(self) -> str:
-        return f"c{self.cell:04d}-{self.phase}-{self.number:05d}"
-
-
-@dataclass
-class CellPlan:
-    cell: Cell
-    searched: dict[str, BaseDistribution]
-    fixed: dict
-    search: optuna.Study | None = None
-    final: optuna.Study | None = None
-    done: int = 0  # search trials told COMPLETE or PRUNED
-    running: int = 0  # search trials asked and not told
-    failures: int = 0  # search trials told FAIL for their own reasons
-    finals_planned: bool = False
-    finals_open: int = 0  # final runs not yet told
-    failed: str = ""  # why the cell has no final runs ("" while it is fine)
-
-    @property
-    def search_over(self) -> bool:
-        return self.failed != "" or self.finals_planned
-
-
-@dataclass
-class Settings:
-    """What the searcher needs from the spec, as plain values."""
-
-    trials_per_cell: int
-    max_concurrent: int
-    max_failures_per_cell: int
-    sampler: str
-    seed: int
-    metric: str
-    seeds: list[int]
-    pruner: Callable[[], optuna.pruners.BasePruner] | None
-    enqueue: dict[str, list[dict]] = field(default_factory=dict)  # cell id -> first trials
-    gpu_hours_budget: float | None = None
-    save_epochs: list[int] = field(default_factory=list)
 
 
 class CellSearch(Searcher):
@@ -168,9 +106,7 @@ class CellSearch(Searcher):
         self.live: dict[str, TrialKey] = {}  # Tune trial id -> trial
         self.storage_ids: dict[TrialKey, int] = {}
         self.pruned: set[TrialKey] = set()
-        self.retries: dict[TrialKey, int] = {}  # deaths in a row without progress
         self.reached: dict[TrialKey, int] = {}  # the last epoch a trial reported
-        self.died_at: dict[TrialKey, int] = {}  # ... when its worker last died
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
         self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
         self.final_costs: dict[int, int] = {}  # cell -> its final runs' image-steps
@@ -184,6 +120,7 @@ class CellSearch(Searcher):
         self.own_failures = self.successes = 0
         self.stopping = False
         self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
+        self._done_upto = 0  # cells before this one have their final runs told (`finished`)
 
     def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
         return {}
@@ -229,6 +166,7 @@ class CellSearch(Searcher):
     def _load_search(self, index: int, plan: CellPlan) -> None:
         for trial in self.ledger.trials(plan.search):
             key = TrialKey(index, SEARCH, trial.number)
+            plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 plan.done += 1
                 self.successes += 1
@@ -252,6 +190,7 @@ class CellSearch(Searcher):
         trials = self.ledger.trials(plan.final)
         plan.finals_planned = bool(trials) and len(trials) >= len(self.settings.seeds)
         for trial in trials:
+            plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state == TrialState.WAITING:
                 self.waiting_finals.append(index)
                 plan.finals_open += 1
@@ -315,7 +254,7 @@ class CellSearch(Searcher):
         return (
             bool(plan.searched)
             and not plan.search_over
-            and (plan.done + plan.running < self._budget(plan))
+            and (plan.done + plan.running < self.settings.trials_per_cell)
         )
 
     def _reopen(self, index: int) -> None:
@@ -324,14 +263,18 @@ class CellSearch(Searcher):
         if self._is_open(plan):
             heapq.heappush(self.open_cells, (plan.done + plan.running, index))
 
-    def _budget(self, plan: CellPlan) -> int:
-        return self.settings.trials_per_cell
-
     @property
     def finished(self) -> bool:
         if self.live or self.orphans or self.waiting_finals:  # O(1) while anything runs
             return False
-        return all(p.search_over and p.finals_open == 0 for p in self.plans)
+        # A cell once done stays done: the scan goes on from the first cell not done yet, so
+        # asking again and again costs O(cells) over the whole sweep, not per question.
+        while self._done_upto < len(self.plans):
+            plan = self.plans[self._done_upto]
+            if not (plan.search_over and plan.finals_open == 0):
+                return False
+            self._done_upto += 1
+        return True
 
     def _config(self, key: TrialKey) -> dict:
         plan = self.plans[key.cell]
@@ -403,16 +346,7 @@ class CellSearch(Searcher):
         self.hours["live"].pop(key, None)
         result = result or {}
         if error:  # the worker died (a lost node, a killed process): not the trial's fault
-            reached = self.reached.get(key, 0)
-            progressed = reached > self.died_at.get(key, 0)
-            self.died_at[key] = reached
-            self.retries[key] = 1 if progressed else self.retries.get(key, 0) + 1
-            if self.retries[key] <= INFRASTRUCTURE_RETRIES:
-                self.events.retried(str(key), self.retries[key])
-                self.orphans.append(key)
-            else:
-                why = f"its worker died {self.retries[key]} times in a row at epoch {reached}"
-                self._tell(key, {FAILURE: "infrastructure", "error": why})
+            self._died(key)
             return
         if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
             self.halted = self.halted or str(result.get("error", "no space left on device"))
@@ -424,6 +358,31 @@ class CellSearch(Searcher):
             self._tell(key, _outcome(result))
         elif not self.stopping:
             self.orphans.append(key)  # stopped for no reason of its own: run it again
+
+    def _died(self, key: TrialKey) -> None:
+        """A worker death, counted in the ledger (per trial, and so per cell): retried from
+        the trial's saved state while it gets further, or within its limits."""
+        plan = self.plans[key.cell]
+        storage, storage_id = self.ledger.storage, self._storage_id(key)
+        attrs = self._frozen(key).user_attrs
+        reached = self.reached.get(key, 0)
+        in_a_row = 1 if reached > attrs.get("died_at", 0) else attrs.get("deaths_in_a_row", 0) + 1
+        with self.ledger.backend.atomic():
+            storage.set_trial_user_attr(storage_id, "deaths", attrs.get("deaths", 0) + 1)
+            storage.set_trial_user_attr(storage_id, "deaths_in_a_row", in_a_row)
+            storage.set_trial_user_attr(storage_id, "died_at", reached)
+        plan.deaths += 1
+        if plan.deaths > CELL_DEATHS:
+            why = f"its trials' workers died {plan.deaths} times (limit {CELL_DEATHS})"
+            if not plan.failed:
+                self._fail_cell(plan, why)
+            self._tell(key, {FAILURE: "infrastructure", "error": why})
+        elif in_a_row <= INFRASTRUCTURE_RETRIES:
+            self.events.retried(str(key), in_a_row)
+            self.orphans.append(key)
+        else:
+            why = f"its worker died {in_a_row} times in a row at epoch {reached}"
+            self._tell(key, {FAILURE: "infrastructure", "error": why})
 
     # -- telling --------------------------------------------------------------------------
 
@@ -495,7 +454,7 @@ class CellSearch(Searcher):
         if plan.searched:
             if plan.running > 0:
                 return
-            if plan.done < self._budget(plan) and not self.budget_spent:
+            if plan.done < self.settings.trials_per_cell and not self.budget_spent:
                 return
             complete = self.ledger.trials(plan.search, states=(TrialState.COMPLETE,))
             if not complete:
@@ -562,14 +521,22 @@ class CellSearch(Searcher):
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         pass
 
-    def close_records(self, open_keys: set[str]) -> None:
-        """Close the MLflow runs that a crash left open after their trial was told."""
+    def close_records(self, open_keys: set[str], *, rebuild: bool = False) -> None:
+        """Close the MLflow runs that a crash left open after their trial was told. With
+        `rebuild` (this node's outbox is new: the one that queued the records may be lost on
+        another machine's disk), every told trial's record is queued again from the ledger:
+        its run (found again by its tags, or made), its scores per epoch as the ledger holds
+        them, its outcome and state. A run MLflow already holds finished is left as it is."""
         for index, plan in enumerate(self.plans):
             for phase, study in ((SEARCH, plan.search), (FINAL, plan.final)):
                 for trial in self.ledger.trials(study, states=TOLD) if study else []:
                     key = TrialKey(index, phase, trial.number)
-                    if str(key) in open_keys:
+                    if rebuild or str(key) in open_keys:
                         self._config(key)
+                        for step, value in sorted(trial.intermediate_values.items()):
+                            self.events.epoch(
+                                str(key), {M.EPOCH: step, self.settings.metric: value}
+                            )
                         outcome = trial.user_attrs.get("outcome", {})
                         self.events.told(str(key), phase, trial.state.name, outcome, quiet=True)
 
@@ -599,32 +566,3 @@ def _outcome(result: dict) -> dict:
         if name in result:
             keep[name] = str(result[name])[:2000]
     return keep
-
-
-class LedgerPruning(FIFOScheduler):
-    """Tune's scheduler: each result goes to the search, whose per-cell pruner may stop it."""
-
-    def __init__(self, search: CellSearch) -> None:
-        super().__init__()
-        self.search = search
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return True
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        stop = self.search.record(trial.trial_id, result)
-        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
-
-    def debug_string(self) -> str:
-        return "Successive halving per cell, from the ledger"
-
-
-class FailFastStop(Stopper):
-    def __init__(self, search: CellSearch) -> None:
-        self.search = search
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.search.stopping

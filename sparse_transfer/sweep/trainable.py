@@ -84,9 +84,9 @@ def transfer_trainable(config: dict) -> None:
 
 def _lock_path(store: Storage, sweep_id: str, key: str) -> Path:
     """A trial folder's lock sits beside it, not in it: a clean-up that removes the folder
-    while holding the lock cannot pull it from under a trial about to take it. Lock files
-    stay (a few bytes each) until the sweep is done: removing one that another process has
-    open would let two processes hold "the" lock."""
+    while holding the lock cannot pull it from under a trial about to take it. The clean-up
+    removes the lock file too, under the lock; a taker that finds it gone after taking it
+    opens the new one (see `_held`)."""
     return store.local(*state_parts(sweep_id, f"{key}.lock"))
 
 
@@ -95,14 +95,22 @@ def _held(store: Storage, sweep_id: str, key: str, wait: bool = True):
     """The folder's lock, held while the body runs; None instead if `wait` is False and
     another process holds it."""
     path = _lock_path(store, sweep_id, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield None
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield None
+                return
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(lock.fileno()).st_ino:
+                continue  # removed (and maybe made again) while we waited: lock the file there
+            yield lock
             return
-        yield lock
 
 
 def _run(settings: dict, store: Storage, folder: tuple[str, ...]) -> None:
@@ -263,18 +271,19 @@ def _save(path: Path, state: dict) -> None:
 
 
 def _clean_node_cache(store: Storage, sweep_id: str, keep: str) -> None:
-    """Remove this node's copies of trial folders the driver removed from S3 (told trials)."""
+    """Remove this node's copies of trial folders the driver removed from S3 (told trials),
+    and their lock files, so the listing stays as long as the trials in flight here."""
     if not store.is_remote:
         return  # local storage: the driver's removal was the only copy
     root = store.local(*state_parts(sweep_id, ""))
-    for folder in root.iterdir() if root.is_dir() else []:
-        if folder.name == keep or not folder.is_dir():
-            continue
-        with _held(store, sweep_id, folder.name, wait=False) as lock:
+    names = {p.name.removesuffix(".lock") for p in root.iterdir()} if root.is_dir() else set()
+    for name in names - {keep}:
+        with _held(store, sweep_id, name, wait=False) as lock:
             # Held elsewhere: a trial runs on it now. Nothing in S3: its trial was told (a
             # trial's state is in S3 from its first save on, uploaded before it ends).
-            if lock and not store.list_objects(*state_parts(sweep_id, folder.name)):
-                shutil.rmtree(folder, ignore_errors=True)
+            if lock and not store.list_objects(*state_parts(sweep_id, name)):
+                shutil.rmtree(root / name, ignore_errors=True)
+                _lock_path(store, sweep_id, name).unlink(missing_ok=True)
 
 
 def _job(settings: dict, store: Storage) -> TransferJob:

@@ -69,20 +69,6 @@ class SweepRecorder:
         self._experiment_id: str | None = None
         self._opened: set[str] = set()  # trials whose opening this process already queued
 
-    # Pickled with Tune's experiment state: keep only the plain settings.
-    def __getstate__(self) -> dict:
-        return {
-            "tracking_uri": self.tracking_uri,
-            "experiment": self.experiment,
-            "sweep_id": self.sweep_id,
-            "outbox": str(self.outbox_path),
-        }
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(
-            state["tracking_uri"], state["experiment"], state["sweep_id"], state.get("outbox")
-        )
-
     @property
     def box(self) -> Outbox:
         if self._box is None:
@@ -126,6 +112,15 @@ class SweepRecorder:
                     ) from err
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+    def outbox_is_new(self) -> bool:
+        """Whether this outbox has not recorded the sweep's parent run yet: made on this node
+        now, so the records an earlier driver queued (elsewhere) are not in it."""
+        return not self.box.meta(_PARENT)
+
+    def reach(self) -> str:
+        """The experiment's id, once the server answers (for at most _START_PATIENCE_S)."""
+        return self._patiently(lambda: self.experiment_id)
 
     def parent_run(self, tags: Mapping[str, str]) -> str:
         """The sweep's parent run, created once and re-opened on resume. Needs the server only
@@ -255,10 +250,6 @@ class SweepRecorder:
             max_results=50000,
         )
         return {r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags}
-
-    def prefetch(self) -> None:
-        """Kept for the sweep core, which calls it at start: the outbox's sender already learns
-        the sweep's runs in one paged query before its first opening (see outbox._Sender)."""
 
     def flush_all(self, timeout: float = 10.0) -> bool:
         """Give the queue a moment to reach MLflow (at the end of a Tune run); never longer

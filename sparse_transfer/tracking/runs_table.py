@@ -26,9 +26,10 @@ __all__ = [
     "SweepChoice",
     "choose_sweep",
     "experiment_of_sweep",
-    "load_failed_final_runs",
     "load_final_runs",
     "load_provenance",
+    "ui_base",
+    "ui_hint",
 ]
 
 FINAL_PHASE = "final"
@@ -152,7 +153,7 @@ def load_provenance(tracking_uri: str, experiment: str, sweep_id: str) -> SweepP
         )
     )
     parent = next((r for r in runs if r.data.tags.get("role") == "sweep"), None)
-    base = _ui_base(tracking_uri)
+    base = ui_base(tracking_uri)
 
     def url(run_id: str) -> str:
         return f"{base}/#/experiments/{ids[0]}/runs/{run_id}"
@@ -169,7 +170,7 @@ def load_provenance(tracking_uri: str, experiment: str, sweep_id: str) -> SweepP
         commit=commit or next((r.data.tags.get("git_commit", "") for r in finals), ""),
         spec=_spec_text(client, parent.info.run_id) if parent else "",
         url=url(parent.info.run_id) if parent else "",
-        ui_hint=_ui_hint(tracking_uri),
+        ui_hint=ui_hint(tracking_uri),
         cells=cells,
     )
 
@@ -220,13 +221,13 @@ def _spec_text(client: Any, run_id: str) -> str:
         return Path(path).read_text(encoding="utf-8", errors="replace")
 
 
-def _ui_base(tracking_uri: str) -> str:
+def ui_base(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri.rstrip("/")
     return LOCAL_UI
 
 
-def _ui_hint(tracking_uri: str) -> str:
+def ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"runs on the tracking server {tracking_uri}"
     from sparse_transfer.console import mlflow_ui_command, shell
@@ -268,20 +269,3 @@ def _row(run: Any, experiment: str) -> dict[str, object]:
     row["top1"] = metrics[TEST_TOP1_METRIC]
     row["run_id"] = run.info.run_id
     return row
-
-
-def load_failed_final_runs(tracking_uri: str, experiment: str, sweep_id: str) -> pd.DataFrame:
-    """A sweep's final runs that ended FAILED: cell, seed, failure (e.g. diverged), why."""
-    client, ids = _experiment(tracking_uri, experiment)
-    query = f"tags.phase = '{FINAL_PHASE}' and attributes.status = 'FAILED'"
-    query += f" and tags.sweep_id = '{sweep_id}'"
-    rows = [
-        {
-            "cell": run.data.tags.get("cell", ""),
-            "seed": run.data.tags.get("seed", ""),
-            "failure": run.data.tags.get("failure", "error"),
-            "why": run.data.tags.get("error", ""),
-        }
-        for run in _pages(client.search_runs, experiment_ids=ids, filter_string=query)
-    ]
-    return pd.DataFrame(rows, columns=["cell", "seed", "failure", "why"])

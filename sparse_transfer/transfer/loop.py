@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sparse_transfer.data.source import index_batches as batches
 from sparse_transfer.data.source import normalize, random_shift
-from sparse_transfer.pruning.masks import MaskedParameters, Masks
+
+if TYPE_CHECKING:  # the pruning methods import this module: no import of theirs at load time
+    from sparse_transfer.pruning.masks import MaskedParameters, Masks
 
 __all__ = [
     "PRECISIONS",
@@ -72,6 +75,12 @@ def make_schedule(optimizer, hparams: Mapping) -> torch.optim.lr_scheduler.Lambd
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _prepared(model: nn.Module, masks: Masks) -> MaskedParameters | None:
+    from sparse_transfer.pruning.masks import MaskedParameters  # see the TYPE_CHECKING import
+
+    return MaskedParameters(model, masks) if masks else None
+
+
 def train_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -84,7 +93,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step; with `masks`, pruned weights stay exactly zero. Returns the loss."""
     if isinstance(masks, dict):
-        masks = MaskedParameters(model, masks) if masks else None
+        masks = _prepared(model, masks)
     with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
@@ -144,7 +153,7 @@ def train_batches(
 ) -> float:
     """One pass over `batches` (see `train_step`). Returns the mean loss."""
     if isinstance(masks, dict):  # prepared once for the pass, not once per step
-        masks = MaskedParameters(model, masks) if masks else None
+        masks = _prepared(model, masks)
     model.train()
     total, count = 0.0, 0
     for x, y in batches:

@@ -57,6 +57,8 @@ def test_a_queue_sent_twice_records_everything_once(tmp_path):
     replay = SweepRecorder(uri, EXPERIMENT, SWEEP, second)
     assert replay.drain(timeout=60)
     assert replay.box.failed == 0
+    with sqlite3.connect(second) as conn:  # sent operations do not pile up in the file
+        assert conn.execute("select count(*) from ops").fetchone()[0] == 0
 
     runs = client.search_runs([experiment], f"tags.sweep_id = '{SWEEP}' and tags.trial_id != ''")
     assert sorted(r.data.tags["trial_id"] for r in runs) == ["done", "running"]

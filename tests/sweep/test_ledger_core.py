@@ -141,7 +141,7 @@ def test_own_failures_are_replaced_up_to_the_cell_limit_then_the_cell_fails_by_n
     trials = ledger_trials(state.sweep_dir)[f"{state.sweep_id}/{bad}"]
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     # a divergent lr is the trial's own failure, not a bug: it never trips fail-fast
-    assert done.phase == runner.DONE
+    assert done.phase == runner.REPORTED
     page = (state.sweep_dir / "report" / "report.html").read_text()
     assert "Failed cells and final runs: 1" in page and bad in page
 

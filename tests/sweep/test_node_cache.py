@@ -63,3 +63,17 @@ def test_local_storage_is_left_to_the_driver(tmp_path):
     _trial_folder(store, "told")
     _clean_node_cache(store, SWEEP, keep="other")
     assert (store.local(*state_parts(SWEEP, "told")) / "state.pt").is_file()
+
+
+def test_the_lock_files_of_told_trials_go_too(s3):
+    """Lock files left by told trials would make every trial start list more files: the
+    clean-up removes them with their folders (under the lock), so the listing stays short."""
+    store = Storage(s3.uri("study"))
+    for n in range(20):
+        key = f"told-{n}"
+        _trial_folder(store, key)
+        _lock_path(store, SWEEP, key).touch()
+    _trial_folder(store, "starting")
+    _clean_node_cache(store, SWEEP, keep="starting")
+    root = store.local(*state_parts(SWEEP, ""))
+    assert sorted(p.name for p in root.iterdir()) == ["starting"]

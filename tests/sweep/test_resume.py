@@ -113,4 +113,4 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     for name, trials in optuna_trials(sweep_dir).items():
         assert len(trials) == 4, name
         assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), name
-    assert yaml.safe_load((sweep_dir / "state.json").read_text())["phase"] == "done"
+    assert yaml.safe_load((sweep_dir / "state.json").read_text())["phase"] == "reported"

@@ -34,11 +34,17 @@ def s3(monkeypatch, tmp_path):
 
 
 def _ledger_lines(s3, sweep_prefix: str) -> list[dict]:
-    """The ledger as S3 holds it: its segments, in order."""
+    """The ledger as S3 holds it: its latest compacted object (c<end>.jsonl, bytes 0..end),
+    then the segments (<offset>.jsonl) after it, in order."""
     listed = s3.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{sweep_prefix}/ledger/")
+    names = [item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", [])]
+    compacted = max((n for n in names if n.startswith("c")), default=None)
+    end = int(compacted[1:].removesuffix(".jsonl")) if compacted else 0
+    segments = sorted(n for n in names if not n.startswith("c") and int(n[:-6]) >= end)
     data = b""
-    for item in sorted(listed.get("Contents", []), key=lambda i: i["Key"]):
-        data += s3.client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+    for name in ([compacted] if compacted else []) + segments:
+        key = f"{sweep_prefix}/ledger/{name}"
+        data += s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     return [json.loads(line) for line in data.splitlines()]
 
 

@@ -12,15 +12,15 @@ from ledger_helpers import bare_search
 
 from sparse_transfer.config.space import LogUniform
 from sparse_transfer.sweep.cells import Cell
-from sparse_transfer.sweep.search import INFRASTRUCTURE_RETRIES, CellSearch
+from sparse_transfer.sweep.search import CELL_DEATHS, INFRASTRUCTURE_RETRIES, CellSearch
 
 EPOCHS = 20
 
 
-def _search(root: Path) -> CellSearch:
+def _search(root: Path, **settings) -> CellSearch:
     cell = Cell("dense", "digits_5to9", "linear", "quickstart_cnn", "dense", 0.0, "x")
     space = {"lr": LogUniform(distribution="loguniform", low=0.001, high=0.2), "epochs": EPOCHS}
-    return bare_search(root, [cell], space)
+    return bare_search(root, [cell], space, **settings)
 
 
 def _attempt(search: CellSearch, n: int, epochs: range) -> str:
@@ -70,3 +70,34 @@ def test_deaths_that_get_nowhere_fail_the_trial_by_reason(tmp_path):
         "failure": "infrastructure",
         "error": f"its worker died {INFRASTRUCTURE_RETRIES + 1} times in a row at epoch 3",
     }
+
+
+def test_deaths_in_a_row_are_counted_across_driver_restarts(tmp_path):
+    """The count lives in the ledger: a driver restarted between deaths goes on from it."""
+    search = _search(tmp_path)
+    _attempt(search, 0, range(1, 4))
+    for n in range(1, 5):
+        _attempt(search, n, range(1, 4))
+    search.ledger.close()
+    search = _search(tmp_path)  # the driver restarted: the trial is in flight again
+    for n in range(5, INFRASTRUCTURE_RETRIES + 1):
+        _attempt(search, n, range(1, 4))
+    assert _state(search) == "FAIL"
+
+
+def test_a_cell_whose_every_attempt_dies_fails_by_name(tmp_path):
+    """Every trial of the cell is killed at the same epoch (out of memory there): the cell
+    fails, named, after CELL_DEATHS deaths in all, instead of trying new trials forever."""
+    search = _search(tmp_path, trials_per_cell=100, max_failures_per_cell=100)
+    for n in range(10 * CELL_DEATHS):
+        config = search.suggest(f"t{n}")
+        if config in (None, "FINISHED"):
+            break
+        for epoch in range(1, 4):
+            search.record(f"t{n}", {"epoch": epoch, "val_top1": 50.0})
+        search.on_trial_complete(f"t{n}", error=True)
+    assert search.finished
+    (plan,) = search.plans
+    assert plan.failed.startswith(f"its trials' workers died {CELL_DEATHS + 1} times")
+    assert search.failed_cells() == {plan.cell.id: plan.failed}
+    assert plan.search.user_attrs["failed"] == plan.failed  # in the ledger, for the report

@@ -14,7 +14,7 @@ import pytest
 
 from sparse_transfer import metrics as M
 from sparse_transfer.console import mlflow_ui_command, shell
-from sparse_transfer.tracking.runs_table import LOCAL_UI, _ui_base
+from sparse_transfer.tracking.runs_table import LOCAL_UI, ui_base
 
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
 EXPERIMENT = "two-sweeps"
@@ -166,5 +166,5 @@ def test_hours_not_logged_read_na(tmp_path: Path) -> None:
 
 
 def test_links_of_a_tracking_server_use_its_address() -> None:
-    assert _ui_base("http://mlflow.internal:5000/") == "http://mlflow.internal:5000"
-    assert _ui_base("sqlite:////tmp/mlflow.db") == LOCAL_UI
+    assert ui_base("http://mlflow.internal:5000/") == "http://mlflow.internal:5000"
+    assert ui_base("sqlite:////tmp/mlflow.db") == LOCAL_UI
