@@ -413,6 +413,61 @@ def bench(
         typer.echo(line)
 
 
+@app.command()
+def speed(
+    spec: Annotated[
+        Path,
+        typer.Argument(metavar="SPEC", help="Sweep spec or zoo spec whose upstreams to time."),
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for speed.csv, speed.json and ONNX.")],
+    engines: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engines",
+            help="torch, onnxruntime, deepsparse; repeatable or comma-separated "
+            "(default: every one available).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Throughput batch size.")] = 64,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Also time batch 1 (latency).")
+    ] = True,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Threads per engine (default: this CPU's cores).")
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 5,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: speed-<spec name>).")
+    ] = None,
+    overrides: SpecOverrides = None,
+    verbose: Verbose = False,
+) -> None:
+    """Inference speed of every upstream model on each engine (outputs checked against torch
+    first), with speedups vs the dense upstream of the same architecture."""
+    console.configure(verbose)
+    from sparse_transfer.config import SpecError
+    from sparse_transfer.speed import default_threads, make_plan, run_speed
+    from sparse_transfer.speed.run import format_speed
+
+    names = [n.strip() for value in engines or [] for n in value.split(",") if n.strip()]
+    plan = make_plan(
+        batch_size, threads or default_threads(), warmup=warmup, repeats=repeats, latency=latency
+    )
+    try:
+        result = run_speed(
+            spec, out, engines=names, plan=plan, overrides=overrides, experiment=experiment
+        )
+    except (SpecError, KeyError, FileNotFoundError) as err:
+        _fail(f"error: {err.args[0] if err.args else err}")
+    typer.echo(format_speed(result.table))
+    for line in result.problems:
+        typer.echo(line, err=True)
+    typer.echo(f"\nwrote {result.csv}")
+    if result.table["status"].isin(["failed", "wrong"]).any():
+        raise typer.Exit(1)  # the other upstreams' rows are in the CSV all the same
+
+
 @zoo_app.command("build")
 def zoo_build(
     spec: Annotated[
