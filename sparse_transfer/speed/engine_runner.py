@@ -1,11 +1,11 @@
 """Times one ONNX model in an engine's own environment; stdlib and numpy only.
 
 Run as a script by the engine's own Python (DeepSparse lives in `.speed-env`, see
-`make speed-env`): one JSON request on stdin, one JSON answer in the file it names. The
-request names the ONNX file, a fixed check batch (.npy) whose outputs are written back (.npy) for the caller to
-compare with torch's, the batch sizes to time, and the JSON file the timings go to (stdout is
-the engine's: it may print banners there). The in-process engines import `time_runs`
-from here, so every engine is timed by the same loop.
+`make speed-env`): one JSON request on stdin, one JSON answer in the file it names (stdout is
+the engine's: it may print banners there). The request names the ONNX file, a fixed check
+batch and torch's outputs for it (.npy): the engine's outputs are written back, and the
+model is timed only when they match. The in-process engines import `time_runs` and
+`compare_outputs` from here, so every engine is checked and timed by the same code.
 """
 
 from __future__ import annotations
