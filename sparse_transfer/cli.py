@@ -288,6 +288,13 @@ def report(
     arch: Annotated[
         str | None, typer.Option(help="Architecture of tables that have no arch column.")
     ] = None,
+    speed: Annotated[
+        Path | None,
+        typer.Option(
+            help="A speed table (the --out DIR of `sparse-transfer speed`) to show beside the "
+            "accuracy; it must be measured on the same weights."
+        ),
+    ] = None,
 ) -> None:
     """Write results.parquet, summary.csv, a plot and report.html from MLflow or tables."""
     from sparse_transfer.analysis import format_summary, summarize, write_report
@@ -300,6 +307,9 @@ def report(
             results, extras = _mlflow_report_input(experiment, tracking_uri, sweep_id, all_sweeps)
         else:
             results, extras = _table_report_input(from_table or [], paper or [], mode, arch)
+        if speed is not None:
+            extras.update(_speed_input(speed, extras.pop("weights", None)))
+        extras.pop("weights", None)
         paths = write_report(results, out, **extras)
     except ValueError as err:
         _fail(str(err))
@@ -315,7 +325,22 @@ def _table_report_input(tables: list[Path], papers: list[str], mode, arch):
     frames = [load_table(path, mode=mode, arch=arch) for path in tables]
     frames += [paper_table(name) for name in papers]
     names = [str(path) for path in tables] + [f"the paper's {name}" for name in papers]
-    return pd.concat(frames, ignore_index=True), {"source": ", ".join(names)}
+    # a table carries no weights: its accuracy is taken as the published checkpoints'
+    extras = {"source": ", ".join(names), "weights": "published"}
+    return pd.concat(frames, ignore_index=True), extras
+
+
+def _speed_input(speed: Path, weights) -> dict:
+    from sparse_transfer.analysis.speed import read_speed, speedups
+
+    if weights is None:
+        raise ValueError(
+            "--speed: this sweep's upstream files are not on this node, so the weights its "
+            "accuracy was measured on cannot be checked against the speed table's"
+        )
+    table = read_speed(speed)
+    note = f"Speed: {table.attrs['path']}, measured on the same weights as the accuracy."
+    return {"speed": speedups(table, weights), "speed_note": note}
 
 
 def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bool):
@@ -334,7 +359,22 @@ def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bo
     if choice.sweep_id:
         extras["provenance"] = load_provenance(uri, experiment, choice.sweep_id)
         extras["title"] = f"sparse-transfer: {choice.sweep_id}"
+        extras["weights"] = _sweep_weights(uri, choice.sweep_id)
     return results, extras
+
+
+def _sweep_weights(uri: str, sweep_id: str):
+    """The upstream files' sha256 of a sweep whose directory is on this node, else None."""
+    from sparse_transfer.speed.weights import sweep_weights
+    from sparse_transfer.tracking.runs_table import sweep_storage
+
+    storage = sweep_storage(uri, sweep_id)
+    if storage is None or "://" in storage:
+        return None
+    try:
+        return sweep_weights(Path(storage) / "sweeps" / sweep_id)
+    except ValueError:
+        return None
 
 
 @app.command()
@@ -419,7 +459,13 @@ def speed(
         Path,
         typer.Argument(metavar="SPEC", help="Sweep spec or zoo spec whose upstreams to time."),
     ],
-    out: Annotated[Path, typer.Option(help="Directory for speed.csv, speed.json and ONNX.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for speed.csv, speed.json and the ONNX files (default: "
+            "<storage>/speed/<spec name>, where the spec's sweep reports look for it)."
+        ),
+    ] = None,
     engines: Annotated[
         list[str] | None,
         typer.Option(
@@ -536,7 +582,7 @@ def zoo_list(
             e["method"],
             f"{e['target_sparsity']:.2f}",
             f"{e['sparsity']:.4f}",
-            f"{e['upstream_val_top1']:.1f}%",
+            "-" if e["upstream_val_top1"] is None else f"{e['upstream_val_top1']:.1f}%",
             e["sha256"][:12],
         ]
         for e in entries

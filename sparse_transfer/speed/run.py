@@ -16,6 +16,7 @@ from sparse_transfer.speed.engine_runner import LOGIT_ATOL, LOGIT_RTOL
 from sparse_transfer.speed.engines import ENGINES, Plan
 from sparse_transfer.speed.measure import CHECK_IMAGES, add_speedups, measure_upstream
 from sparse_transfer.speed.upstreams import resolve_spec
+from sparse_transfer.speed.weights import default_speed_dir
 
 __all__ = ["SpeedResult", "default_threads", "format_speed", "make_plan", "run_speed"]
 
@@ -48,7 +49,7 @@ def make_plan(
 
 def run_speed(
     spec: Path,
-    out: Path,
+    out: Path | None,
     *,
     engines: list[str] | None,
     plan: Plan,
@@ -56,11 +57,13 @@ def run_speed(
     experiment: str | None = None,
     log: Callable[[str], None] = print,
 ) -> SpeedResult:
-    """Measure, then write DIR/speed.csv, DIR/speed.json and one MLflow run per measurement."""
+    """Measure, then write DIR/speed.csv, DIR/speed.json and one MLflow run per measurement.
+    DIR is `out`, else <storage>/speed/<spec name>: where the spec's sweeps look for it."""
     names = engines or ENGINES.names()
     for name in names:
         ENGINES.get(name)  # an unknown engine fails before anything is built
     resolved = resolve_spec(Path(spec), overrides or [], log=log)
+    out = out or default_speed_dir(resolved.storage, resolved.name)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows = []

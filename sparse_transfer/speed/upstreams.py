@@ -27,6 +27,7 @@ class SpeedUpstream:
 @dataclass
 class SpecUpstreams:
     name: str  # the spec's name
+    storage: str
     tracking_uri: str | None
     upstreams: list[SpeedUpstream]
 
@@ -61,7 +62,7 @@ def _zoo_upstreams(path: Path, overrides: list[str], log) -> SpecUpstreams:
         )
         for entry in zoo.entries
     ]
-    return SpecUpstreams(zoo.name, zoo.tracking.uri, upstreams)
+    return SpecUpstreams(zoo.name, zoo.storage, zoo.tracking.uri, upstreams)
 
 
 def _sweep_upstreams(path: Path, overrides: list[str], log) -> SpecUpstreams:
@@ -71,6 +72,7 @@ def _sweep_upstreams(path: Path, overrides: list[str], log) -> SpecUpstreams:
 
     spec = load_spec(path, overrides)
     store = Storage(spec.storage)
+    _build_shipped_zoos(spec, store, log)
     upstreams = []
     for upstream in spec.upstream:
         found = SpeedUpstream(
@@ -83,4 +85,30 @@ def _sweep_upstreams(path: Path, overrides: list[str], log) -> SpecUpstreams:
             message = err.args[0] if err.args else err
             found.error = f"upstream {upstream.name!r}, step 'load': {message}"
         upstreams.append(found)
-    return SpecUpstreams(spec.name, spec.tracking.uri, upstreams)
+    return SpecUpstreams(spec.name, spec.storage, spec.tracking.uri, upstreams)
+
+
+def _build_shipped_zoos(spec, store, log) -> None:
+    """Build the zoos of the spec's zoo entries that a zoo spec under ./sweeps describes and
+    that are not built yet (what `sparse-transfer zoo build` would do first)."""
+    from sparse_transfer.zoo import RECIPES, build_zoo, entry_path
+
+    zoo_dir = Path(spec.zoo_dir).expanduser() if spec.zoo_dir else store.local("zoo")
+    wanted = {u.zoo.split("/", 1)[0] for u in spec.upstream if u.zoo}
+    missing = {
+        name
+        for name in wanted - set(RECIPES)
+        if any(
+            not entry_path(zoo_dir, u.zoo).is_file()
+            for u in spec.upstream
+            if u.zoo and u.zoo.startswith(f"{name}/")
+        )
+    }
+    for zoo_file in sorted(Path("sweeps").glob("zoo_*.y*ml")) if missing else []:
+        try:
+            zoo = load_zoo_spec(zoo_file)
+        except Exception:  # a broken spec elsewhere is not this command's business
+            continue
+        if zoo.name in missing:
+            log(f"building zoo {zoo.name} ({zoo_file})")
+            build_zoo(zoo, zoo_dir, log=log)

@@ -20,6 +20,7 @@ from ray import tune
 
 from sparse_transfer.analysis import ReportPaths, paper_reference, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
+from sparse_transfer.speed.weights import sweep_speed
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
@@ -362,6 +363,7 @@ def write_sweep_report(state: SweepState) -> ReportPaths:
         reference=paper_reference(results),
         provenance=load_provenance(state.tracking_uri, state.experiment, state.sweep_id),
         failures=pd.concat([cells, runs], ignore_index=True),
+        **sweep_speed(state),
     )
 
 

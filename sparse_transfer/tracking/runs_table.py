@@ -30,6 +30,7 @@ __all__ = [
     "load_failed_final_runs",
     "load_final_runs",
     "load_provenance",
+    "sweep_storage",
 ]
 
 FINAL_PHASE = "final"
@@ -270,3 +271,15 @@ def load_failed_final_runs(tracking_uri: str, experiment: str, sweep_id: str) ->
         for run in _pages(client.search_runs, experiment_ids=ids, filter_string=query)
     ]
     return pd.DataFrame(rows, columns=["cell", "seed", "failure", "why"])
+
+
+def sweep_storage(tracking_uri: str, sweep_id: str) -> str | None:
+    """The storage a sweep's parent run names (its `storage` tag), or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    ids = [e.experiment_id for e in _pages(client.search_experiments)]
+    runs = client.search_runs(
+        ids, filter_string=f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'", max_results=1
+    )
+    return runs[0].data.tags.get("storage") if runs else None
