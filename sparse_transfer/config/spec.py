@@ -264,6 +264,10 @@ class Resources(Strict):
     # bf16: autocast to bfloat16 on a GPU (about twice the speed on Ampere and later; the CPU
     # always trains in fp32); fp32: full precision everywhere, as the paper's authors trained.
     precision: Literal["bf16", "fp32"] = "bf16"
+    # Linear finetuning's feature extraction: torch, or DeepSparse on the CPU (the paper's
+    # sparse engine and training speedup; needs `make speed-env`). Features of the two agree
+    # within 1e-3 + 1e-3 * max |feature| (tests/speed/test_deepsparse.py).
+    feature_engine: Literal["torch", "deepsparse"] = "torch"
     # DataLoader worker processes per trial for file datasets; default: one per CPU but one
     # (the trial's own process feeds the GPU).
     loader_workers: int | None = Field(None, ge=0, le=1024, strict=True)

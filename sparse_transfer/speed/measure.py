@@ -159,6 +159,8 @@ def add_speedups(table: pd.DataFrame) -> pd.DataFrame:
     onnxruntime's dense rate). Where there is no such reference they stay empty and `note`
     says why."""
     table = table.reindex(columns=SPEED_COLUMNS).copy()
+    for column in ("error", "note", "status", "weights", "weights_sha256", "source"):
+        table[column] = table[column].astype(object)
     ok = table["status"] == "ok"
     dense = table[ok & table["method"].map(lambda m: isinstance(m, str) and is_dense(m))]
     rate = dense.groupby(["arch", "engine", "batch_size"])["images_per_s"].median()

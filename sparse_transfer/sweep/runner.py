@@ -399,6 +399,7 @@ def _base_config(state: SweepState, spec: SweepSpec) -> dict:
         "cpus": spec.resources.cpu,
         "gpu": spec.resources.gpu,
         "precision": spec.resources.precision,
+        "feature_engine": spec.resources.feature_engine,
         "loader_workers": spec.resources.workers,
         "checkpoint_interval_s": spec.resources.checkpoint_interval_s,
         **({"max_batches": DRY_RUN_BATCHES} if spec.dry_run else {}),

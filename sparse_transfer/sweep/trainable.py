@@ -300,6 +300,7 @@ def _job(settings: dict, store: Storage) -> TransferJob:
         loader_workers=int(settings.get("loader_workers", 0)),
         max_batches=settings.get("max_batches"),
         precision=settings.get("precision", "bf16"),
+        feature_engine=settings.get("feature_engine", "torch"),
     )
 
 

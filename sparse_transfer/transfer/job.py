@@ -32,6 +32,7 @@ class TransferJob:
     loader_workers: int = 0  # DataLoader worker processes (file datasets)
     max_batches: int | None = None  # a dry run: at most this many batches per pass
     precision: str = "bf16"  # resources.precision: bf16 autocast on a GPU, or fp32
+    feature_engine: str = "torch"  # resources.feature_engine: linear features by torch/DeepSparse
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})
