@@ -103,7 +103,7 @@ def measure_upstream(
         step = "export"
         onnx_path = export_onnx(model, shape, onnx_dir / f"{_file_name(upstream.name)}.onnx")
     except Exception as err:  # any model the project builds: report it, go on to the next
-        message = f"upstream {upstream.name!r}, step {step!r}: {type(err).__name__}: {err}"
+        message = f"upstream {upstream.name!r}, step {step!r}: {_first_line(err)}"
         return [_failed(base, engine, message) for engine in engines]
     check = np.random.default_rng(1234).standard_normal((CHECK_IMAGES, *shape), dtype=np.float32)
     with torch.inference_mode():
@@ -123,7 +123,7 @@ def _measure_engine(base, name, model, onnx_path, check: Check, plan, log) -> li
     try:
         run = engine.run(model, onnx_path, check, plan)
     except Exception as err:
-        message = f"upstream {base['upstream']!r}, step '{name} run': {type(err).__name__}: {err}"
+        message = f"upstream {base['upstream']!r}, step '{name} run': {_first_line(err)}"
         return [_failed(base, name, message)]
     agreement = compare_outputs(check.reference, run.outputs)
     if not agreement["outputs_match"]:
@@ -144,6 +144,12 @@ def _measure_engine(base, name, model, onnx_path, check: Check, plan, log) -> li
         }
         for size in plan.batch_sizes
     ]
+
+
+def _first_line(err: Exception) -> str:
+    """The exception's first line: exporters append whole graphs to their messages."""
+    lines = str(err).strip().splitlines() or [""]
+    return f"{type(err).__name__}: {lines[0][:500]}"
 
 
 def _failed(base: dict, engine: str, message: str) -> dict:

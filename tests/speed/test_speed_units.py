@@ -134,7 +134,7 @@ def test_report_carries_the_speedup_beside_each_row(tmp_path):
     speed = speedups(add_speedups(_rows()), {("cnn", "gmp", 0.9): {"sha-gmp"}})
     paths = write_report(results, tmp_path, speed=speed, speed_note="measured here")
     summary = pd.read_csv(paths.summary)
-    assert SPEED_SUMMARY_COLUMNS == list(summary.columns[-4:])
+    assert list(summary.columns[-4:]) == SPEED_SUMMARY_COLUMNS
     assert summary.loc[summary["method"] == "gmp", "speedup"].tolist() == [3.0, 3.0]
     page = paths.html.read_text()
     assert "Accuracy vs. speedup" in page and "<svg" in page and "Pareto front" in page
