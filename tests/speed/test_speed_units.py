@@ -162,3 +162,49 @@ def test_a_file_that_is_not_an_onnx_model_is_refused_by_name(tmp_path):
     path.write_text("not a model")
     with pytest.raises(ValueError, match="model.onnx is not a valid ONNX model"):
         check_onnx(path)
+
+
+def _catalog_speed(folder, weights="trained"):
+    rows = []
+    for method, sparsity, rate in [("Dense", 0.0, 27.0), ("AC/DC", 0.95, 85.0)]:
+        rows.append(
+            {
+                "upstream": f"resnet50.{method}",
+                "arch": "resnet50",
+                "method": method,
+                "sparsity": sparsity,
+                "engine": "deepsparse",
+                "batch_size": 64,
+                "images_per_s": rate,
+                "flops_speedup": 1.0,
+                "status": "ok",
+                "weights": weights,
+                "weights_sha256": f"sha-{method}",
+                "source": f"catalog:resnet50.{method}",
+            }
+        )
+    folder.mkdir()
+    add_speedups(pd.DataFrame(rows)).to_csv(folder / "speed.csv", index=False)
+    return folder
+
+
+def test_paper_tables_take_speed_measured_on_the_published_checkpoints(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparse_transfer.cli import app
+
+    speed = _catalog_speed(tmp_path / "speed")
+    args = ["report", "--paper", "resnet50_full", "--speed", str(speed), "--out"]
+    done = CliRunner().invoke(app, [*args, str(tmp_path / "report")])
+    assert done.exit_code == 0, done.output
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    acdc = summary[(summary["method"] == "AC/DC") & (summary["sparsity"] == 0.95)]
+    assert acdc["speedup"].iloc[0] == pytest.approx(85 / 27)
+    assert summary.loc[summary["method"] == "STR", "speedup"].isna().all()  # not measured
+
+    demo = _catalog_speed(tmp_path / "demo", weights="random (speed only)")
+    done = CliRunner().invoke(
+        app, ["report", "--paper", "resnet50_full", "--speed", str(demo), "--out", str(tmp_path)]
+    )
+    assert done.exit_code == 2 and "never joined" in done.output
+    assert "random (speed only)" in done.output
