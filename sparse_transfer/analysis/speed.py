@@ -155,7 +155,9 @@ def accuracy_vs_speedup_svg(summary: pd.DataFrame) -> str:
                 _panel(ax, points[points["mode"] == mode], mode)
             buffer = io.StringIO()
             try:
-                fig.savefig(buffer, format="svg")
+                # no creation date or tool in the page: the same report renders the same
+                metadata = {"Date": None, "Creator": None, "Format": None, "Type": None}
+                fig.savefig(buffer, format="svg", metadata=metadata)
             finally:
                 plt.close(fig)
     text = buffer.getvalue()
@@ -204,10 +206,12 @@ def speed_section(summary: pd.DataFrame, note: str) -> list[str]:
             f"<p>{html.escape(note)}</p>" if note else "",
             "<p>No row of the summary has a measured speedup.</p>",
         ]
-    front = measured.groupby(["arch", "mode"], group_keys=False).apply(pareto_front)
+    front = pd.Series(False, index=measured.index)
+    for _, group in measured.groupby(["arch", "mode"], sort=False):
+        front.loc[group.index] = pareto_front(group)
     names = [
         f"{r.arch} {r.mode} {r.method} {r.sparsity * 100:g}% ({r.speedup:.2f}x)"
-        for r in measured[front.reindex(measured.index, fill_value=False)].itertuples()
+        for r in measured[front].itertuples()
     ]
     return [
         "<h2>Accuracy vs. speedup</h2>",
