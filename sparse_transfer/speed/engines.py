@@ -16,6 +16,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -162,12 +163,7 @@ class DeepSparseEngine:
                 f"the DeepSparse environment is missing ({python.parent.parent}); build it "
                 f"with `{BUILD_COMMAND}` (or point {SPEED_ENV_VARIABLE} at one)"
             )
-        with tempfile.TemporaryDirectory() as folder:
-            answer = Path(folder) / "answer.json"
-            probe = self._call(python, {"probe": True, "answer": str(answer)}, 300)
-            if probe is not None:
-                return f"the DeepSparse environment {python.parent.parent} is broken: {probe}"
-        return None
+        return _probe(python)
 
     def run(self, model: nn.Module, onnx_path: Path, check: Check, plan: Plan) -> EngineRun:
         with tempfile.TemporaryDirectory() as folder:
@@ -214,6 +210,18 @@ class DeepSparseEngine:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             return f"exit code {done.returncode}: " + (lines[-1] if lines else "(no message)")
         return None
+
+
+@cache
+def _probe(python: Path) -> str | None:
+    """Why the environment of `python` cannot run DeepSparse, or None; once per process
+    (importing DeepSparse takes seconds, and every upstream asks)."""
+    with tempfile.TemporaryDirectory() as folder:
+        answer = Path(folder) / "answer.json"
+        failure = DeepSparseEngine._call(python, {"probe": True, "answer": str(answer)}, 300)
+    if failure is not None:
+        return f"the DeepSparse environment {python.parent.parent} is broken: {failure}"
+    return None
 
 
 ENGINES: Registry[Engine] = Registry("speed engine")
