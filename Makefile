@@ -4,12 +4,27 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test lint clean
+.PHONY: quickstart test lint clean speed-env
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,ui]'
+	touch $@
+
+# DeepSparse (the paper's sparse CPU engine) lives in its own environment: it pins numpy<2,
+# pydantic<2.8 and onnx<1.15, which the project's own environment cannot hold. The project
+# talks to it across a process boundary (sparse_transfer/speed/deepsparse_runner.py).
+# 1.9.0 is an end-of-life stub that refuses to install: 1.8.0 is the last release.
+SPEED_ENV ?= .speed-env
+SPEED_PACKAGES := deepsparse==1.8.0 sparsezoo==1.8.0 onnx==1.14.1 "numpy<2" "pydantic<2.8"
+
+speed-env: $(SPEED_ENV)/bin/.installed
+
+$(SPEED_ENV)/bin/.installed: Makefile
+	$(PYTHON) -m venv $(SPEED_ENV)
+	NM_DISABLE_ANALYTICS=1 $(SPEED_ENV)/bin/python -m pip install --quiet --upgrade pip
+	NM_DISABLE_ANALYTICS=1 $(SPEED_ENV)/bin/python -m pip install --quiet $(SPEED_PACKAGES)
 	touch $@
 
 quickstart: $(BIN)/.installed

@@ -401,6 +401,13 @@ def report(
     arch: Annotated[
         str | None, typer.Option(help="Architecture of tables that have no arch column.")
     ] = None,
+    speed: Annotated[
+        Path | None,
+        typer.Option(
+            help="A speed table (the --out DIR of `sparse-transfer speed`) to show beside the "
+            "accuracy; it must be measured on the same weights."
+        ),
+    ] = None,
 ) -> None:
     """Write results.parquet, summary.csv, a plot and report.html from MLflow or tables."""
     from sparse_transfer.analysis import format_summary, summarize, write_report
@@ -413,6 +420,9 @@ def report(
             results, extras = _mlflow_report_input(experiment, tracking_uri, sweep_id, all_sweeps)
         else:
             results, extras = _table_report_input(from_table or [], paper or [], mode, arch)
+        if speed is not None:
+            extras.update(_speed_input(speed, extras.pop("weights", None)))
+        extras.pop("weights", None)
         paths = write_report(results, out, **extras)
     except ValueError as err:
         _fail(str(err))
@@ -428,7 +438,22 @@ def _table_report_input(tables: list[Path], papers: list[str], mode, arch):
     frames = [load_table(path, mode=mode, arch=arch) for path in tables]
     frames += [paper_table(name) for name in papers]
     names = [str(path) for path in tables] + [f"the paper's {name}" for name in papers]
-    return pd.concat(frames, ignore_index=True), {"source": ", ".join(names)}
+    # a table carries no weights: its accuracy is taken as the published checkpoints'
+    extras = {"source": ", ".join(names), "weights": "published"}
+    return pd.concat(frames, ignore_index=True), extras
+
+
+def _speed_input(speed: Path, weights) -> dict:
+    from sparse_transfer.analysis.speed import read_speed, speedups
+
+    if weights is None:
+        raise ValueError(
+            "--speed: this sweep's upstream files are not on this node, so the weights its "
+            "accuracy was measured on cannot be checked against the speed table's"
+        )
+    table = read_speed(speed)
+    note = f"Speed: {table.attrs['path']}, measured on the same weights as the accuracy."
+    return {"speed": speedups(table, weights), "speed_note": note}
 
 
 def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bool):
@@ -447,7 +472,22 @@ def _mlflow_report_input(experiment: str, tracking_uri, sweep_id, all_sweeps: bo
     if choice.sweep_id:
         extras["provenance"] = load_provenance(uri, experiment, choice.sweep_id)
         extras["title"] = f"sparse-transfer: {choice.sweep_id}"
+        extras["weights"] = _sweep_weights(uri, choice.sweep_id)
     return results, extras
+
+
+def _sweep_weights(uri: str, sweep_id: str):
+    """The upstream files' sha256 of a sweep whose directory is on this node, else None."""
+    from sparse_transfer.speed.weights import sweep_weights
+    from sparse_transfer.tracking.runs_table import sweep_storage
+
+    storage = sweep_storage(uri, sweep_id)
+    if storage is None or "://" in storage:
+        return None
+    try:
+        return sweep_weights(Path(storage) / "sweeps" / sweep_id)
+    except ValueError:
+        return None
 
 
 @app.command(short_help="Does tuning change which method wins?")
@@ -532,6 +572,67 @@ def bench(
         typer.echo(line)
 
 
+@app.command(short_help="Time every upstream model on each inference engine.")
+def speed(
+    spec: Annotated[
+        Path,
+        typer.Argument(metavar="SPEC", help="Sweep spec or zoo spec whose upstreams to time."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for speed.csv, speed.json and the ONNX files (default: "
+            "<storage>/speed/<spec name>, where the spec's sweep reports look for it)."
+        ),
+    ] = None,
+    engines: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engines",
+            help="torch, onnxruntime, deepsparse; repeatable or comma-separated "
+            "(default: every one available).",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Throughput batch size.")] = 64,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Also time batch 1 (latency).")
+    ] = True,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Threads per engine (default: this CPU's cores).")
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before timing.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 5,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: speed-<spec name>).")
+    ] = None,
+    overrides: SpecOverrides = None,
+    verbose: Verbose = False,
+) -> None:
+    """Inference speed of every upstream model on each engine (outputs checked against torch
+    first), with speedups vs the dense upstream of the same architecture."""
+    console.configure(verbose)
+    from sparse_transfer.config import SpecError
+    from sparse_transfer.speed import default_threads, make_plan, run_speed
+    from sparse_transfer.speed.run import format_speed
+
+    names = [n.strip() for value in engines or [] for n in value.split(",") if n.strip()]
+    plan = make_plan(
+        batch_size, threads or default_threads(), warmup=warmup, repeats=repeats, latency=latency
+    )
+    try:
+        result = run_speed(
+            spec, out, engines=names, plan=plan, overrides=overrides, experiment=experiment
+        )
+    except (SpecError, KeyError, FileNotFoundError) as err:
+        _fail(f"error: {err.args[0] if err.args else err}")
+    typer.echo(format_speed(result.table))
+    for line in result.problems:
+        typer.echo(line, err=True)
+    typer.echo(f"\nwrote {result.csv}")
+    if result.table["status"].isin(["failed", "wrong"]).any():
+        raise typer.Exit(1)  # the other upstreams' rows are in the CSV all the same
+
+
 @zoo_app.command("build", short_help="Build upstream models as parallel Ray tasks.")
 def zoo_build(
     spec: Annotated[
@@ -600,7 +701,7 @@ def zoo_list(
             e["method"],
             console.percent(e["target_sparsity"]),
             console.percent(e["sparsity"], digits=2),
-            f"{e['upstream_val_top1']:.1f}%",
+            "-" if e["upstream_val_top1"] is None else f"{e['upstream_val_top1']:.1f}%",
             e["sha256"][:12],
         ]
         for e in entries

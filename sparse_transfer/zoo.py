@@ -115,9 +115,10 @@ def entry_digest(spec: ZooSpec, entry: ZooEntrySpec) -> str:
 
 
 def _pretrain_digest(spec: ZooSpec) -> str:
-    return _digest(
-        {k: getattr(spec, k) for k in ("arch", "dataset", "pretrain_epochs", "hparams", "seed")}
-    )
+    keys = ("arch", "dataset", "pretrain_epochs", "hparams", "seed")
+    if spec.weights == "random":  # a trained zoo's digests stay what they were
+        keys += ("weights", "num_classes")
+    return _digest({k: getattr(spec, k) for k in keys})
 
 
 def _digest(blob: dict) -> str:
@@ -145,6 +146,10 @@ def build_zoo(spec: ZooSpec, zoo_dir: Path, *, log=print, use_ray: bool = False)
         if not todo:
             return []
         started = time.perf_counter()
+        if spec.weights == "random":
+            built = [build_random_entry(spec, e, str(zoo_dir)) for e in todo]
+            log(f"zoo {spec.name}: built {len(built)} speed-only entries (random weights)")
+            return built
         pretrained = _pretrained(spec, zoo_dir, log)
         if use_ray:
             import ray
@@ -273,6 +278,65 @@ def build_entry(spec: ZooSpec, entry: ZooEntrySpec, pretrained: str, zoo_dir: st
     metadata["sha256"] = save_upstream(
         path,
         UpstreamCheckpoint(spec.arch, dataset.num_classes, model.state_dict(), masks, metadata),
+    )
+    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
+    return metadata
+
+
+RANDOM_WEIGHTS = "random (speed only)"
+
+
+def build_random_entry(spec: ZooSpec, entry: ZooEntrySpec, zoo_dir: str) -> dict:
+    """A speed-only entry: the architecture's seeded random initialisation, pruned by the
+    entry's data-free method and policy with no finetuning. Marked `weights: random (speed
+    only)`: its accuracy means nothing and is never reported."""
+    arch = ARCHS.get(spec.arch)
+    torch.manual_seed(spec.seed)
+    model = arch.build(spec.num_classes)
+    policy = entry.resolved_policy()
+    exclude = policy.exclude(arch.first_conv, arch.classifier)
+    no_data = torch.empty(0)
+    ctx = PruneContext(
+        no_data,
+        no_data.long(),
+        0,
+        dict(_DEFAULT_HPARAMS),
+        torch.Generator().manual_seed(spec.seed),
+        exclude=exclude,
+        distribution=policy.distribution,
+    )
+    masks = METHODS.get(entry.method).prune(model, entry.sparsity, ctx)
+    name = f"{spec.name}/{entry.entry}"
+    total, per_layer = sparsity_report(prunable_weights(model, exclude=exclude))
+    dense_flops, sparse_flops = count_flops(model, arch.input_shape)
+    metadata = {
+        "name": name,
+        "zoo": spec.name,
+        "digest": entry_digest(spec, entry),
+        "weights": RANDOM_WEIGHTS,
+        "method": entry.method,
+        "params": entry.params,
+        "policy": policy.model_dump(),
+        "arch": spec.arch,
+        "target_sparsity": entry.sparsity,
+        "sparsity": total,
+        "per_layer_sparsity": per_layer,
+        "upstream_dataset": None,
+        "upstream_val_top1": None,
+        "dense_flops": dense_flops,
+        "sparse_flops": sparse_flops,
+        # ImageNet's: what a deployed model of this architecture would be fed
+        "preprocessing": {
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "input_size": list(arch.input_shape[1:]),
+            "interpolation": "bilinear",
+        },
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = entry_path(Path(zoo_dir), name)
+    metadata["sha256"] = save_upstream(
+        path, UpstreamCheckpoint(spec.arch, spec.num_classes, model.state_dict(), masks, metadata)
     )
     path.with_suffix(".json").write_text(json.dumps(metadata, indent=2))
     return metadata

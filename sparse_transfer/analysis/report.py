@@ -19,6 +19,7 @@ from sparse_transfer.analysis.paper import overlay, overlay_note
 from sparse_transfer.analysis.provenance import SweepProvenance
 from sparse_transfer.analysis.results import is_dense, to_canonical
 from sparse_transfer.analysis.study import StudyContext, study_context
+from sparse_transfer.analysis.speed import join_speed, speed_section, speedup_text
 from sparse_transfer.analysis.summary import (
     DUPLICATES_RULE,
     duplicates,
@@ -59,12 +60,17 @@ def write_report(
     reference: pd.DataFrame | None = None,
     provenance: SweepProvenance | None = None,
     failures: pd.DataFrame | None = None,
+    speed: pd.DataFrame | None = None,
+    speed_note: str = "",
 ) -> ReportPaths:
     """Write results.parquet, summary.csv, accuracy_vs_sparsity.png and report.html.
 
     ``reference`` (``paper_reference``'s summary of the paper) adds the overlay; ``provenance``
     adds each cell's configuration, search, cost and MLflow links; ``failures`` (columns cell,
     seed, failure, why) names the cells without final runs and the final runs that failed.
+    ``speed`` (``analysis.speed.speedups``, its weights already checked) adds the speedup
+    beside each summary row and the accuracy-vs-speedup figure; ``speed_note`` says where
+    that speed comes from.
     Every file is written to a scratch folder first and moved into place only when all are
     written, so a failure leaves the previous report (or none), never half of a new one.
     """
@@ -72,6 +78,10 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     results = to_canonical(results, source=source or "<results>")
     summary, missing = summary_or_why(results)
+    sections = []
+    if speed is not None:
+        summary = join_speed(summary, speed)
+        sections = speed_section(summary, speed_note)
     names = ReportPaths(
         results=Path("results.parquet"),
         summary=Path("summary.csv"),
@@ -91,6 +101,7 @@ def write_report(
             provenance,
             failures,
             missing,
+            sections,
         )
         staged.html.write_text(page, encoding="utf-8")
         results.to_parquet(staged.results, index=False)
@@ -139,6 +150,7 @@ def _html_page(
     provenance: SweepProvenance | None,
     failures: pd.DataFrame | None = None,
     missing: str = "",
+    speed_sections: list[str] | None = None,
 ) -> str:
     image = base64.b64encode(figure.read_bytes()).decode("ascii")
     esc = html.escape
@@ -160,6 +172,7 @@ def _html_page(
         *_overlay_section(summary, reference, results),
         "<h2>Accuracy vs. sparsity</h2>",
         f'<img alt="accuracy vs sparsity" src="data:image/png;base64,{image}">',
+        *(speed_sections or []),
         "<h2>Per dataset (over seeds)</h2>",
         _html_table(per_dataset(results), _DATASET_FORMATS),
         *(provenance_section(provenance, context) if provenance else []),
@@ -250,6 +263,10 @@ _SUMMARY_FORMATS = {
     "upstream_top1": lambda v: "-" if _missing(v) else f"{v:.1f}",
     "mean_delta_pts": _signed,
     "std_delta_pts": _plain,
+    "speedup": speedup_text,
+    "flops_speedup": speedup_text,
+    "speedup_batch_size": lambda v: "-" if _missing(v) else f"{float(v):g}",
+    "speedup_engine": lambda v: v if isinstance(v, str) else "-",
 }
 _DATASET_FORMATS = {
     "sparsity": _percent_of,

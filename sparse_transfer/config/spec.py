@@ -282,6 +282,10 @@ class Resources(Strict):
     # else); n: also every n epochs, for a learning curve. Search trials score validation
     # every epoch, since early stopping needs it.
     eval_every: int | None = Field(None, ge=1, le=MAX_INT, strict=True)
+    # Linear finetuning's feature extraction: torch, or DeepSparse on the CPU (the paper's
+    # sparse engine and training speedup; needs `make speed-env`). Features of the two agree
+    # within 1e-3 + 1e-3 * max |feature| (tests/speed/test_deepsparse.py).
+    feature_engine: Literal["torch", "deepsparse"] = "torch"
     # Loader worker processes per trial for file datasets (they read image bytes; decoding
     # runs on the device); default: one per CPU but one.
     loader_workers: int | None = Field(None, ge=0, le=1024, strict=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
@@ -69,13 +69,23 @@ class ZooEntrySpec(Strict):
         )
 
 
+# Data-free methods: the only ones a speed-only zoo (`weights: random`) can prune with.
+DATA_FREE_METHODS = ("dense", "magnitude")
+
+
 class ZooSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", max_length=200)
     description: str = Field("", max_length=MAX_TEXT)
     arch: str
-    dataset: str
-    pretrain_epochs: int = Field(ge=1, le=MAX_INT, strict=True)
-    prune_epochs: int = Field(ge=1, le=MAX_INT, strict=True)
+    # trained: pretrained on `dataset`, then pruned with finetuning. random: a speed-only zoo,
+    # the architecture's seeded random initialisation pruned without data or finetuning
+    # (inference speed does not depend on what the weights learned; accuracy does, so its
+    # entries are marked and never reported beside accuracy).
+    weights: Literal["trained", "random"] = "trained"
+    num_classes: int = Field(1000, ge=1, le=MAX_INT, strict=True)  # random weights only
+    dataset: str | None = None
+    pretrain_epochs: int | None = Field(None, ge=1, le=MAX_INT, strict=True)
+    prune_epochs: int | None = Field(None, ge=1, le=MAX_INT, strict=True)
     hparams: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
     entries: list[ZooEntrySpec] = Field(min_length=1, max_length=10_000)
     seed: Seed = 0
@@ -94,10 +104,29 @@ class ZooSpec(Strict):
 
     @field_validator("dataset")
     @classmethod
-    def _dataset(cls, value: str) -> str:
+    def _dataset(cls, value: str | None) -> str | None:
         from sparse_transfer.data import DATASETS
 
-        return known(value, DATASETS, "dataset")
+        return value if value is None else known(value, DATASETS, "dataset")
+
+    @model_validator(mode="after")
+    def _weights(self) -> ZooSpec:
+        trained_only = ("dataset", "pretrain_epochs", "prune_epochs")
+        if self.weights == "trained":
+            for field in trained_only:
+                if getattr(self, field) is None:
+                    raise ValueError(f"{field}: required (a zoo of trained weights)")
+            return self
+        for field in trained_only:
+            if getattr(self, field) is not None:
+                raise ValueError(f"{field}: a zoo of random weights is not trained; remove it")
+        for index, entry in enumerate(self.entries):
+            if entry.method not in DATA_FREE_METHODS:
+                raise ValueError(
+                    f"entries[{index}].method: random weights are pruned without data: "
+                    f"{', '.join(DATA_FREE_METHODS)}, not {entry.method!r}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> ZooSpec:

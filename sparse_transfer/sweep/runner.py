@@ -20,6 +20,7 @@ from ray import tune
 from sparse_transfer.analysis import ReportPaths, paper_reference, write_report
 from sparse_transfer.config import SweepSpec, dump_spec, load_spec, max_epochs
 from sparse_transfer.config.spec import Resources
+from sparse_transfer.speed.weights import sweep_speed
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
 from sparse_transfer.sweep.events import TrialEvents
@@ -400,6 +401,7 @@ def resource_settings(resources: Resources) -> dict:
         "cpus": resources.cpu,
         "gpu": resources.gpu,
         "precision": resources.precision,
+        "feature_engine": resources.feature_engine,
         "compile": resources.compile,
         "eval_every": resources.eval_every,
         "loader_workers": resources.workers,
@@ -469,6 +471,7 @@ def write_sweep_report(state: SweepState, spec: SweepSpec) -> ReportPaths:
             state, spec_text, found.cells, base, ui_hint(state.tracking_uri)
         ),
         failures=found.failures,
+        **sweep_speed(state),
     )
 
 

@@ -311,6 +311,7 @@ def _job(settings: dict, store: Storage) -> TransferJob:
         precision=settings.get("precision", "bf16"),
         compile=bool(settings.get("compile", False)),
         eval_every=settings.get("eval_every"),
+        feature_engine=settings.get("feature_engine", "torch"),
     )
 
 

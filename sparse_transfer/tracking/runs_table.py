@@ -30,6 +30,7 @@ __all__ = [
     "load_provenance",
     "ui_base",
     "ui_hint",
+    "sweep_storage",
 ]
 
 FINAL_PHASE = "final"
@@ -269,3 +270,15 @@ def _row(run: Any, experiment: str) -> dict[str, object]:
     row["top1"] = metrics[TEST_TOP1_METRIC]
     row["run_id"] = run.info.run_id
     return row
+
+
+def sweep_storage(tracking_uri: str, sweep_id: str) -> str | None:
+    """The storage a sweep's parent run names (its `storage` tag), or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    ids = [e.experiment_id for e in _pages(client.search_experiments)]
+    runs = client.search_runs(
+        ids, filter_string=f"tags.sweep_id = '{sweep_id}' and tags.role = 'sweep'", max_results=1
+    )
+    return runs[0].data.tags.get("storage") if runs else None

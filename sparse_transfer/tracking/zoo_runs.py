@@ -36,14 +36,15 @@ def log_zoo_build(tracking_uri: str, experiment: str, zoo: str, built: list[dict
                 "method": meta["method"],
                 "sparsity": str(meta["target_sparsity"]),
                 "arch": meta["arch"],
-                "dataset": meta["upstream_dataset"],
+                "dataset": meta["upstream_dataset"] or "",
+                "weights": meta.get("weights", "trained"),
                 "sha256": meta["sha256"],
             },
         )
         run_id = run.info.run_id
         client.log_batch(
             run_id,
-            metrics=[Metric(k, float(meta[k]), 0, 0) for k in _METRICS],
+            metrics=[Metric(k, float(meta[k]), 0, 0) for k in _METRICS if meta[k] is not None],
             params=[Param(k, str(v)) for k, v in sorted(meta["params"].items())],
             tags=[RunTag("entry", meta["name"])],
         )

@@ -34,6 +34,7 @@ class TransferJob:
     precision: str = "bf16"  # resources.precision: bf16, fp32 (TF32 on GPUs) or fp32-strict
     compile: bool = False  # resources.compile: torch.compile the model for training
     eval_every: int | None = None  # final runs: score the test split every n epochs too
+    feature_engine: str = "torch"  # resources.feature_engine: linear features by torch/DeepSparse
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hparams", {**HYPERPARAMETERS, **self.hparams})

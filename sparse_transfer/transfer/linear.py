@@ -40,9 +40,12 @@ def extract_features(
     precision = autocast_dtype(device, job.precision)
     features, labels = [], []
     batch_size = max(int(job.hparams["batch_size"]), 256)
-    for x, y in job.limit(
-        source.batches(split, train=False, batch_size=batch_size, generator=None)
-    ):
+    batches = job.limit(source.batches(split, train=False, batch_size=batch_size, generator=None))
+    if job.feature_engine == "deepsparse":
+        from sparse_transfer.speed.features import extract_with_deepsparse
+
+        return extract_with_deepsparse(model.cpu(), batches, arch.input_shape, batch_size)
+    for x, y in batches:
         with torch.autocast(device.type, dtype=precision, enabled=precision is not None):
             features.append(model(x).float().cpu())
         labels.append(y.cpu())
@@ -70,7 +73,11 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
     def features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         # Features of another copy of the dataset (another root), or of a dry run's few
         # batches, must never pass for these.
-        extra = {"data_root": job.data_root, "max_batches": job.max_batches}
+        extra = {
+            "data_root": job.data_root,
+            "max_batches": job.max_batches,
+            "feature_engine": job.feature_engine,
+        }
         variant = {**preprocessing, **{k: v for k, v in extra.items() if v}}
         device = torch.device(job.device)
         key = cache_key(

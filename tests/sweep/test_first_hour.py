@@ -265,3 +265,80 @@ def test_report_renders_in_a_browser_with_table_and_hyperparameters(tiny_sweep, 
     for run in finals:
         lr = float(run.data.params["lr"])
         assert _lr_texts(lr) & set(re.findall(r"[\d.e+-]+", text)), (lr, text[:3000])
+
+
+def test_report_shows_accuracy_vs_speedup_in_a_browser(tiny_sweep, tmp_path):
+    """The quickstart CNN's measured speed beside its accuracy: `speed` on the sweep's spec,
+    then `report --speed`, read back as the browser renders it (the figure is inline SVG,
+    so its axis labels and legend are text on the page)."""
+    chromium = _chromium()
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must check the report in Chromium; .ci/run installs it")
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    _, _, sweep_dir, _ = tiny_sweep
+    root = sweep_dir.parents[2]
+    state = json.loads((sweep_dir / "state.json").read_text())
+    speed = tmp_path / "speed"
+    measured = subprocess.run(
+        [
+            *CLI,
+            "speed",
+            str(root / "spec.yaml"),
+            "--out",
+            str(speed),
+            "--engines",
+            "torch,onnxruntime",
+            "--batch-size",
+            "16",
+            "--repeats",
+            "3",
+            "--no-latency",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
+    )
+    assert measured.returncode == 0, measured.stdout[-2000:] + measured.stderr[-2000:]
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [
+            *CLI,
+            "report",
+            "--experiment",
+            "small",
+            "--tracking-uri",
+            state["tracking_uri"],
+            "--sweep-id",
+            state["sweep_id"],
+            "--speed",
+            str(speed),
+            "--out",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    dom = _browse(chromium, report / "report.html", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = " ".join(re.sub(r"<[^>]+>", " ", dom.stdout).split())
+    assert "Accuracy vs. speedup" in text
+    for label in (
+        "full: accuracy vs. measured speedup",
+        "linear: accuracy vs. measured speedup",
+        "measured speedup vs dense",
+        "quickstart_cnn Pareto front",
+        "gmp 90%",
+    ):
+        assert label in text, label
+    assert re.search(
+        r"Pareto front \(no other model is both faster and more accurate\): "
+        r"quickstart_cnn full",
+        text,
+    ), text[-3000:]
+    speedups = re.findall(r"\b(\d+\.\d\d)x\b", text)
+    assert "1.00x" in speedups and len(speedups) >= 4  # dense and gmp_90, both modes
