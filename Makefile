@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 
 # DeepSparse (the paper's sparse CPU engine) lives in its own environment: it pins numpy<2,
 # pydantic<2.8 and onnx<1.15, which the project's own environment cannot hold. The project
-# talks to it across a process boundary (sparse_transfer/speed/deepsparse_runner.py).
+# talks to it across a process boundary (sparse_transfer/speed/engine_runner.py).
 # 1.9.0 is an end-of-life stub that refuses to install: 1.8.0 is the last release.
 SPEED_ENV ?= .speed-env
 SPEED_PACKAGES := deepsparse==1.8.0 sparsezoo==1.8.0 onnx==1.14.1 "numpy<2" "pydantic<2.8"

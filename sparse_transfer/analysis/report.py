@@ -18,8 +18,8 @@ from sparse_transfer.analysis.html_sections import provenance_section
 from sparse_transfer.analysis.paper import overlay, overlay_note
 from sparse_transfer.analysis.provenance import SweepProvenance
 from sparse_transfer.analysis.results import is_dense, to_canonical
-from sparse_transfer.analysis.study import StudyContext, study_context
 from sparse_transfer.analysis.speed import join_speed, speed_section, speedup_text
+from sparse_transfer.analysis.study import StudyContext, study_context
 from sparse_transfer.analysis.summary import (
     DUPLICATES_RULE,
     duplicates,

@@ -139,7 +139,9 @@ def test_report_carries_the_speedup_beside_each_row(tmp_path):
     page = paths.html.read_text()
     assert "Accuracy vs. speedup" in page and "<svg" in page and "Pareto front" in page
     assert "3.00x" in page
-    assert "more accurate): cnn full dense 0% (1.00x); cnn full gmp 90% (3.00x); cnn linear" in page
+    assert (
+        "more accurate): cnn full dense 0% (1.00x); cnn full gmp 90% (3.00x); cnn linear" in page
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS.names())
