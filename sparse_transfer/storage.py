@@ -297,7 +297,15 @@ class Storage:
         if not self.is_remote:
             shutil.rmtree(self.local(*parts), ignore_errors=True)
             return
-        keys = [f"{self.key(*parts)}/{name}" for name, _ in self.list_objects(*parts)]
+        prefix = f"{self.key(*parts)}/"
+
+        def listing() -> list[str]:  # every key, the "folder" placeholders too
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+        keys = self._retrying(f"listing of {self.display(*parts)}", listing)
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             self._retrying(  # deleting twice is harmless

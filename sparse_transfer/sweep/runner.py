@@ -262,14 +262,16 @@ def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -
     # Every trial is told: whatever a late background upload left under trial_state/
     # (a trial stopped while its last save was on the way) goes too.
     remove_state(state.store, (SWEEPS, state.sweep_id, "trial_state"))
-    _remove_tune_runs(state)
+    _remove_tune_runs(state, every=True)
 
 
-def _remove_tune_runs(state: SweepState) -> None:
+def _remove_tune_runs(state: SweepState, *, every: bool = False) -> None:
     """Tune's folder of the previous start: never restored (the ledger resumes), so never
-    kept; one folder at most is on disk, the running one."""
-    if state.tune_runs:
-        remove_state(state.store, (SWEEPS, state.sweep_id, f"tune-{state.tune_runs:03d}"))
+    kept; one folder at most is on disk, the running one. A done sweep removes every start's
+    folder: a killed driver's trial workers may still have written into theirs after it went."""
+    first = 1 if every else state.tune_runs
+    for run in range(max(first, 1), state.tune_runs + 1):
+        remove_state(state.store, (SWEEPS, state.sweep_id, f"tune-{run:03d}"))
 
 
 def _report(state: SweepState, spec: SweepSpec, *, log) -> None:
