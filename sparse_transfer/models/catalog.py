@@ -6,7 +6,7 @@ lives (`source`: a local path, `s3://`, `https://`, or None for "fill in"), how 
 Quirks are fields, never `if "rigl" in name:` in code.
 
 Methods and sparsities are the paper's (Iofinova et al., CVPR 2022): the `(method, sparsity)`
-pairs of its raw results (shared/reference/paper_raw_results/*.csv, `model`/`sparsity`), with
+pairs of its raw results (sparse_transfer/reference/raw_results/*.csv, `model`/`sparsity`), with
 `method` spelled as there so results join. `in_paper_results` is False for the entries beyond
 those (GMP, the 98% AC/DC and WoodFisher models, torchvision's weights).
 
