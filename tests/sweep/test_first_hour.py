@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_helpers import page_text
+from browser_helpers import CHROMIUM_FLAGS, page_text
 from sweep_helpers import CLI, child_runs, small_spec
 
 from sparse_transfer.config import dump_spec
@@ -189,17 +189,6 @@ def test_printed_optuna_dashboard_command_serves_the_sweeps_studies(tiny_sweep, 
 
 
 # --- the report in a real browser ------------------------------------------------------------
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _chromium() -> str | None:
