@@ -215,7 +215,7 @@ def _ensure_parent(state: SweepState, spec: SweepSpec) -> None:
         if state.phase != REPORTED:
             recorder.parent_run({})
         return
-    tags = {"spec": spec.name, "git_commit": state.commit, "storage": state.location}
+    tags = {"spec": spec.name, "git_commit": state.commit, "storage": state.store.display()}
     state.parent_run_id = recorder.parent_run(tags)
     recorder.log_parent_artifact(state.parent_run_id, state.sweep_dir / SPEC_FILE)
     state.save()
