@@ -197,8 +197,8 @@ def test_every_error_starts_the_same_way(args):
 
 def test_the_reports_mlflow_command_is_the_one_a_sweep_prints(tmp_path):
     from sparse_transfer.console import sweep_hints
-    from sparse_transfer.tracking.runs_table import _ui_hint
+    from sparse_transfer.tracking.runs_table import ui_hint
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     printed = sweep_hints(uri, None, None)[0].removeprefix("mlflow:").strip()
-    assert _ui_hint(uri).endswith(f"start it with {printed}")
+    assert ui_hint(uri).endswith(f"start it with {printed}")
