@@ -1,7 +1,8 @@
 """Linear-probe feature cache: features of a frozen backbone, computed once, stored with pyarrow.
 
-Keyed by (upstream weights hash, dataset, split, preprocessing, and the precision and device
-type the features were computed in: bf16 features from a GPU never pass for fp32 ones): every
+Keyed by (upstream weights hash, dataset, split, preprocessing, and the precision, device
+type and engine the features were computed in: bf16 features from a GPU, or DeepSparse's,
+never pass for torch's fp32 ones): every
 trial of a linear cell, and every later sweep over the same storage, reads the same file
 instead of recomputing.
 """
@@ -23,7 +24,7 @@ import torch
 
 __all__ = ["cache_key", "cached_features"]
 
-_VERSION = 2  # bump when feature extraction changes meaning (2: decoded on the device)
+_VERSION = 3  # bump when feature extraction changes meaning (2: decoded on the device; 3: engine)
 
 
 def cache_key(
@@ -34,6 +35,7 @@ def cache_key(
     *,
     precision: str,
     device_type: str,
+    engine: str = "torch",
 ) -> str:
     blob = json.dumps(
         {
@@ -44,6 +46,7 @@ def cache_key(
             "preprocessing": preprocessing,
             "precision": precision,
             "device": device_type,
+            "engine": engine,
         },
         sort_keys=True,
     )

@@ -76,7 +76,6 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
         extra = {
             "data_root": job.data_root,
             "max_batches": job.max_batches,
-            "feature_engine": job.feature_engine,
         }
         variant = {**preprocessing, **{k: v for k, v in extra.items() if v}}
         device = torch.device(job.device)
@@ -87,6 +86,7 @@ def finetune_linear(job: TransferJob, resume: dict | None = None) -> Iterator[Ep
             variant,
             precision=effective_precision(device, job.precision),
             device_type=device.type,
+            engine=job.feature_engine,
         )
         x, y, hit = cached_features(
             job.feature_cache_dir,

@@ -156,7 +156,7 @@ def test_precision_sets_what_fp32_means(precision, fp32):
         configure_device(torch.device("cpu"), "tf32")
 
 
-def test_cache_key_names_the_precision_and_device_used():
+def test_cache_key_names_the_precision_device_and_engine_used():
     assert effective_precision(torch.device("cpu"), "bf16") == "fp32-strict"
     assert effective_precision(torch.device("cuda"), "bf16") == "bf16"
     args = ("sha", "cifar10", "train", {"mean": [0.5]})
@@ -169,7 +169,8 @@ def test_cache_key_names_the_precision_and_device_used():
             ("fp32-strict", "cpu"),
         ]
     }
-    assert len(keys) == 4
+    keys.add(cache_key(*args, precision="fp32-strict", device_type="cpu", engine="deepsparse"))
+    assert len(keys) == 5
 
 
 @pytest.mark.parametrize("mode", ["full", "linear"])
