@@ -136,12 +136,6 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (#21): after the ledger's records were merged, the saved view renders one row "
-    "per final run with its name, but Chromium's page text holds no metric or tag values; the "
-    "same check passes in tests/tracking/test_final_runs_view.py on runs recorded directly",
-)
 def test_printed_mlflow_command_serves_the_runs_page(tiny_sweep, tmp_path):
     _, console, sweep_dir, spec = tiny_sweep
     command, url = _hint(console, "mlflow")
@@ -172,8 +166,9 @@ def test_printed_mlflow_command_serves_the_runs_page(tiny_sweep, tmp_path):
         ]
         text = page_text(url.replace(":5000/", f":{port}/"), wait_ms=30_000, width=2200)
         top1 = finals[0].data.metrics["test_top1"]
-        # the runs table shows a metric rounded to at most 3 decimals
-        assert f"{round(top1, 3):g}" in text, text[-2000:]
+        # the runs table shows a metric as logged, or rounded to 3 decimals (MLflow 3.17
+        # shows 75.46468377113342 as is; a short value such as 79.625 reads the same either way)
+        assert str(top1) in text or f" {round(top1, 3):g} " in text, text[-2000:]
     finally:
         _stop(server)
 
