@@ -84,7 +84,10 @@ def inspect_checkpoint(
         "tensors": len(state),
         "prunable_weights": sum(state[name].numel() for name in names),
         "total_sparsity": round(total, 6),
-        "mask_source": _mask_source(stored, names, ARCHS.get(arch).classifier if arch else None),
+        # as loading says it: a dense file (or a dense catalog entry) has no masks at all
+        "mask_source": "none"
+        if total == 0 or (entry is not None and entry.sparsity == 0)
+        else _mask_source(stored, names, ARCHS.get(arch).classifier if arch else None),
         "layer_sparsity": {name: round(value, 6) for name, value in per_layer.items()},
     }
     if entry is not None:

@@ -359,11 +359,12 @@ def test_full_finetuning_attaches_the_head_its_upstream_names(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["paper_mobilenetv1_full.yaml"])
+@pytest.mark.parametrize("spec", ["paper_mobilenetv1_full.yaml", "paper_resnet50_full.yaml"])
 def test_every_upstream_of_a_paper_spec_converts_from_its_published_file(spec, tmp_path):
     """`resolve_upstreams`, the step of `sparse-transfer sweep --dry-run` that fetches, loads
     and converts each upstream, for every upstream the spec lists (every catalog entry of the
-    paper's raw results for that architecture), each from its published layout. One at a time
+    paper's raw results for that architecture), each from its published layout and at its
+    published sparsity, and `checkpoint inspect --catalog` on the same file. One at a time
     (`upstream=[...]` narrowed with an override), since ResNet-50 files are 100 MB each."""
     from sparse_transfer.config.loader import load_spec
     from sparse_transfer.models import load_upstream
@@ -380,6 +381,13 @@ def test_every_upstream_of_a_paper_spec_converts_from_its_published_file(spec, t
     for name, catalog in listed:
         entry = CATALOG.get(catalog)
         write_published(root / f"{catalog}.pth", entry)
+        report = inspect_checkpoint(root / f"{catalog}.pth", catalog=catalog)
+        assert report["arch"] == entry.model_arch and report["sparsity_within_tolerance"]
+        assert report["mask_source"] == _mask_source(entry), catalog
+        assert (report["nominal_sparsity"], report["actual_sparsity"]) == (
+            entry.sparsity,
+            entry.expected_sparsity,
+        )
         one = load_spec(path, [*settings, f"upstream=[{{name: {name}, catalog: {catalog}}}]"])
         ((converted, _),) = resolve_upstreams(one, Storage(str(runs)), log=lambda _: None).values()
         upstream = load_upstream(converted)
