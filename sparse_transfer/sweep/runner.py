@@ -246,8 +246,8 @@ def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -
         state.phase = FAILED
         state.save()
         raise SweepFailedError(
-            f"stopped after {search.own_failures} trials failed and none finished (a bug "
-            f"or bad data, not bad luck). The first error:\n{search.first_error}\n"
+            f"stopped after {search.failures.own_failures} trials failed and none finished (a bug "
+            f"or bad data, not bad luck). The first error:\n{search.failures.first_error}\n"
             f"Logs: the trials' error.txt under {state.location}. Fix the cause and start "
             "the sweep again."
         )

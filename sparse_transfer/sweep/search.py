@@ -11,7 +11,8 @@ round-robin, so a strong cell never takes a weak one's trials); a trial that fai
 own reasons is told FAIL and replaced, up to `max_failures_per_cell`, past which the cell
 fails by name. A trial whose node was lost (Tune reports an error: the worker died) is not
 told: it is handed out again from its last saved state, so the budget is unchanged (deaths
-are counted in the ledger, per trial and per cell, and capped: see CELL_DEATHS). Once a
+are counted in the ledger, per trial and per cell, and capped). Whose fault a failure is,
+and what follows, is failures.py's to decide. Once a
 cell's search is told in full, its final runs (the best configuration x each seed) are
 planned in the same ledger and start at once: no phase barrier. Early stopping is Optuna's
 `SuccessiveHalvingPruner` of each cell's study, deciding from the intermediate values and
@@ -56,6 +57,7 @@ from ray.tune.search import Searcher
 from sparse_transfer import metrics as M
 from sparse_transfer.config.spec import HYPERPARAMETERS, SpaceValue
 from sparse_transfer.sweep.cells import Cell, final_run_cost, take_longest
+from sparse_transfer.sweep.failures import FAILURE, Failures
 from sparse_transfer.sweep.ledger import Ledger
 from sparse_transfer.sweep.plans import (
     BY_DATASET,
@@ -67,20 +69,8 @@ from sparse_transfer.sweep.plans import (
     to_distributions,
 )
 
-__all__ = ["CELL_DEATHS", "FAIL_FAST_AFTER", "INFRASTRUCTURE_RETRIES", "CellSearch"]
+__all__ = ["CellSearch"]
 
-FAILURE = "failure"  # result key of a trial that failed for its own reasons (see trainable)
-# A trial whose worker dies this many times in a row without getting an epoch further is told
-# FAIL (it kills its worker itself, or cannot start). Deaths after progress (spot nodes taken
-# back, killed processes) start the count again: they are never the trial's fault.
-INFRASTRUCTURE_RETRIES = 8
-# A cell whose trials' workers died this many times in all fails by name: every attempt
-# killed at the same point (out of memory at some epoch) would otherwise go on forever, one
-# new trial after another. Deaths are counted in the ledger, so a restart does not reset them.
-CELL_DEATHS = 3 * INFRASTRUCTURE_RETRIES
-# A sweep stops when this many trials failed before any trial finished: that is a bug or bad
-# data, and every other trial would fail the same way after spending its share of the budget.
-FAIL_FAST_AFTER = 3
 TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -116,14 +106,17 @@ class CellSearch(Searcher):
         self.open_cells: list[tuple[int, int]] = []
         self.hours = {"told": 0.0, "live": {}}
         self.budget_spent = False
-        self.first_error = ""
-        self.own_failures = self.successes = 0
-        self.stopping = False
+        self.failures = Failures(settings.max_failures_per_cell)
         self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
         self._done_upto = 0  # cells before this one have their final runs told (`finished`)
 
     def __getstate__(self) -> dict:  # Tune pickles its search algorithm; we never restore it
         return {}
+
+    @property
+    def stopping(self) -> bool:
+        """The sweep stops: its first trials all failed (fail-fast), or it halts (a full disk)."""
+        return self.failures.fail_fast or bool(self.halted)
 
     # -- start: derive everything from the ledger ----------------------------------------------
 
@@ -169,10 +162,10 @@ class CellSearch(Searcher):
             plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 plan.done += 1
-                self.successes += 1
+                self.failures.succeeded()
                 self._count_hours(trial)
             elif trial.state == TrialState.FAIL:
-                self._count_failure(plan, trial)
+                self._search_failed(plan, trial.user_attrs.get("outcome", {}))
                 self._count_hours(trial)
             elif trial.state == TrialState.RUNNING:
                 plan.running += 1
@@ -200,9 +193,9 @@ class CellSearch(Searcher):
             else:
                 self._count_hours(trial)
                 if trial.state == TrialState.FAIL:
-                    self._count_error(plan, trial.user_attrs.get("outcome", {}))
+                    self.failures.errored(plan, trial.user_attrs.get("outcome", {}))
                 else:
-                    self.successes += 1
+                    self.failures.succeeded()
         failed = plan.final.user_attrs.get("failed")
         if failed:
             plan.failed = failed
@@ -350,7 +343,6 @@ class CellSearch(Searcher):
             return
         if result.get(FAILURE) == "disk_full":  # every trial would fail the same way: halt
             self.halted = self.halted or str(result.get("error", "no space left on device"))
-            self.stopping = True
             self.orphans.append(key)
             return
         epochs = int(self._hparams(key)["epochs"])
@@ -364,25 +356,17 @@ class CellSearch(Searcher):
         the trial's saved state while it gets further, or within its limits."""
         plan = self.plans[key.cell]
         storage, storage_id = self.ledger.storage, self._storage_id(key)
-        attrs = self._frozen(key).user_attrs
-        reached = self.reached.get(key, 0)
-        in_a_row = 1 if reached > attrs.get("died_at", 0) else attrs.get("deaths_in_a_row", 0) + 1
+        death = self.failures.died(plan, self._frozen(key).user_attrs, self.reached.get(key, 0))
         with self.ledger.backend.atomic():
-            storage.set_trial_user_attr(storage_id, "deaths", attrs.get("deaths", 0) + 1)
-            storage.set_trial_user_attr(storage_id, "deaths_in_a_row", in_a_row)
-            storage.set_trial_user_attr(storage_id, "died_at", reached)
-        plan.deaths += 1
-        if plan.deaths > CELL_DEATHS:
-            why = f"its trials' workers died {plan.deaths} times (limit {CELL_DEATHS})"
-            if not plan.failed:
-                self._fail_cell(plan, why)
-            self._tell(key, {FAILURE: "infrastructure", "error": why})
-        elif in_a_row <= INFRASTRUCTURE_RETRIES:
-            self.events.retried(str(key), in_a_row)
+            for name, value in death.counts.items():
+                storage.set_trial_user_attr(storage_id, name, value)
+        if death.cell_fails:
+            self._fail_cell(plan, death.cell_fails)
+        if death.retry:
+            self.events.retried(str(key), death.retry)
             self.orphans.append(key)
         else:
-            why = f"its worker died {in_a_row} times in a row at epoch {reached}"
-            self._tell(key, {FAILURE: "infrastructure", "error": why})
+            self._tell(key, {FAILURE: "infrastructure", "error": death.trial_fails})
 
     # -- telling --------------------------------------------------------------------------
 
@@ -405,42 +389,22 @@ class CellSearch(Searcher):
         if key.phase == SEARCH:
             plan.running -= 1
             if state == TrialState.FAIL:
-                self._count_failure(plan, self._frozen(key))
+                self._search_failed(plan, outcome)
             else:
                 plan.done += 1
-                self.successes += 1
+                self.failures.succeeded()
             self._reopen(key.cell)  # a failed trial's place is open again
         else:
             plan.finals_open -= 1
             if state == TrialState.FAIL:
-                self._count_error(plan, outcome)
+                self.failures.errored(plan, outcome)
             else:
-                self.successes += 1
+                self.failures.succeeded()
         self._maybe_plan_finals(key.cell)
 
-    def _count_failure(self, plan: CellPlan, trial: optuna.trial.FrozenTrial) -> None:
-        outcome = trial.user_attrs.get("outcome", {})
-        if outcome.get(FAILURE) == "infrastructure":
-            return
-        plan.failures += 1
-        self._count_error(plan, outcome)
-        if plan.failures > self.settings.max_failures_per_cell and not plan.failed:
-            self._fail_cell(
-                plan,
-                f"{plan.failures} search trials failed (limit "
-                f"{self.settings.max_failures_per_cell}); the first: {outcome.get('error', '')}",
-            )
-
-    def _count_error(self, plan: CellPlan, outcome: dict) -> None:
-        """Fail-fast: the sweep's first trials (search or final) all failing with an error is a
-        bug or bad data; a divergent lr is neither."""
-        if outcome.get(FAILURE) != "error":
-            return
-        self.own_failures += 1
-        if not self.first_error:
-            self.first_error = f"{plan.cell.id}: {outcome.get('error', 'unknown error')}"
-        if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
-            self.stopping = True
+    def _search_failed(self, plan: CellPlan, outcome: dict) -> None:
+        if why := self.failures.search_failed(plan, outcome):
+            self._fail_cell(plan, why)
 
     def _fail_cell(self, plan: CellPlan, why: str) -> None:
         plan.failed = why

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from sweep_helpers import child_runs, ledger_trials, parent_runs
 
 from sparse_transfer.sweep import runner
-from sparse_transfer.sweep.search import FAIL_FAST_AFTER
+from sparse_transfer.sweep.failures import FAIL_FAST_AFTER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

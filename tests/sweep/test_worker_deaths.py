@@ -12,7 +12,8 @@ from ledger_helpers import bare_search
 
 from sparse_transfer.config.space import LogUniform
 from sparse_transfer.sweep.cells import Cell
-from sparse_transfer.sweep.search import CELL_DEATHS, INFRASTRUCTURE_RETRIES, CellSearch
+from sparse_transfer.sweep.failures import CELL_DEATHS, INFRASTRUCTURE_RETRIES
+from sparse_transfer.sweep.search import CellSearch
 
 EPOCHS = 20
 
