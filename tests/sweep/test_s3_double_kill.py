@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from s3_helpers import BUCKET, s3_server
@@ -157,3 +158,31 @@ def test_killed_twice_on_s3_then_resumed(zoo_dir, s3, tmp_path):
     assert Counter(r.data.tags["trial_id"] for r in runs).most_common(1)[0][1] == 1
     assert Counter(r.data.tags["phase"] for r in runs) == {"search": 2 * TRIALS, "final": 4}
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+    # What the killed drivers had queued for MLflow was in their outboxes, on their machines'
+    # disks (the node cache): each resume on a new machine rebuilt the records from the
+    # ledger, so MLflow holds each told trial's scores exactly as the ledger does.
+    client = MlflowClient(spec.tracking.uri)
+    for name in optuna.get_all_study_names(storage):
+        cell = name.split("/", 1)[1].removesuffix("/final")
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials():
+            if name.endswith("/final"):
+                (run,) = [
+                    r
+                    for r in runs
+                    if (r.data.tags["phase"], r.data.tags["cell"], r.data.tags["seed"])
+                    == ("final", cell, str(trial.user_attrs["seed"]))
+                ]
+                assert run.data.metrics["test_top1"] == trial.value, (name, trial.number)
+                continue
+            (run,) = [
+                r
+                for r in runs
+                if (r.data.tags["phase"], r.data.tags["cell"], r.data.tags.get("optuna_trial"))
+                == ("search", cell, str(trial.number))
+            ]
+            history = client.get_metric_history(run.info.run_id, "val_top1")
+            assert {m.step: m.value for m in history} == trial.intermediate_values, (
+                name,
+                trial.number,
+            )
