@@ -174,6 +174,8 @@ def resume_sweep(
         state = SweepState.load(location)  # as the last driver left it
         if state.phase == REPORTED:
             log("nothing to do: the sweep is finished and reported")
+            if _recorder(state).outbox_is_new():  # another machine: rebuilt from the ledger
+                _rebuild_records(state, load_spec(state.sweep_dir / SPEC_FILE))
             send_records(state, log=log)
             return state
         log(f"resuming sweep {state.sweep_id}")
@@ -200,6 +202,8 @@ def _continue(state: SweepState, spec: SweepSpec, *, address, log) -> SweepState
     if state.phase == RUNNING:
         _start_ray(address)
         _search(state, spec, log=log, rebuild=rebuild)
+    elif rebuild:
+        _rebuild_records(state, spec)
     if state.phase == DONE:
         _report(state, spec, log=log)
     send_records(state, log=log)
@@ -328,26 +332,8 @@ def _run_tune(
 ):
     """One Tune run over whatever the ledger says is left; a new one at every start."""
     recorder = _recorder(state)
-    metric = spec.search.metric
-    search_total = len(cells) * spec.search.trials_per_cell if spec.searches else 0
-    events = TrialEvents(
-        recorder,
-        ledger,
-        parent_run_id=state.parent_run_id,
-        commit=state.commit,
-        store=state.store,
-        sweep_id=state.sweep_id,
-        totals={"search": search_total, "final": len(cells) * len(spec.seeds)},
-        metric=metric,
-    )
-    search = CellSearch(
-        ledger,
-        cells,
-        {cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
-        _search_settings(spec, cells),
-        _base_config(state, spec),
-        events,
-    )
+    search = _searcher(state, spec, cells, ledger)
+    events = search.events
     if not spec.searches:
         log("search: every hyperparameter is fixed; going straight to the final runs")
     search.start()
@@ -385,6 +371,51 @@ def _run_tune(
     tuner.fit()
     recorder.flush_all()
     return search
+
+
+def _searcher(state: SweepState, spec: SweepSpec, cells: list[Cell], ledger: Ledger) -> CellSearch:
+    search_total = len(cells) * spec.search.trials_per_cell if spec.searches else 0
+    events = TrialEvents(
+        _recorder(state),
+        ledger,
+        parent_run_id=state.parent_run_id,
+        commit=state.commit,
+        store=state.store,
+        sweep_id=state.sweep_id,
+        totals={"search": search_total, "final": len(cells) * len(spec.seeds)},
+        metric=spec.search.metric,
+    )
+    return CellSearch(
+        ledger,
+        cells,
+        {cell.id: spec.space(cell.mode, cell.dataset) for cell in cells},
+        _search_settings(spec, cells),
+        _base_config(state, spec),
+        events,
+    )
+
+
+def _rebuild_records(state: SweepState, spec: SweepSpec) -> None:
+    """A sweep past its search, resumed where its outbox is new (another machine, a lost
+    disk): every told trial's record is queued again from the ledger, as a resume mid-search
+    does, and a reported sweep's parent run is closed again."""
+    recorder = _recorder(state)
+    if state.phase == REPORTED:  # the parent run, re-opened in this outbox to be closed again
+        recorder.parent_run({})
+    parts = (SWEEPS, state.sweep_id)
+    fetch_ledger(state.store, parts, state.sweep_dir / LEDGER_FILE)
+    ledger = Ledger(state.sweep_dir, state.store, parts, state.sweep_id)
+    try:
+        search = _searcher(state, spec, load_cells(state.sweep_dir / CELLS_FILE), ledger)
+        search.start()
+        search.close_records(set(), rebuild=True)
+    finally:
+        ledger.close()
+    if state.phase == REPORTED:
+        for name in ("summary.csv", "report.html"):  # what _report logs (write_report's names)
+            if (path := state.sweep_dir / REPORT_DIR / name).is_file():
+                recorder.log_parent_artifact(state.parent_run_id, path)
+        recorder.close_parent(state.parent_run_id, "FAILED" if state.failed_cells else "FINISHED")
 
 
 def _trainable(spec: SweepSpec):

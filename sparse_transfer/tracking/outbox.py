@@ -130,6 +130,7 @@ class Outbox:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self.failed = 0  # operations MLflow refused for good (a bad value, not an outage)
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._drain_forever, daemon=True, name="mlflow")
         self._thread.start()
 
@@ -201,12 +202,21 @@ class Outbox:
     def _drain_forever(self) -> None:
         sender = _Sender(self)
         backoff = _BACKOFF_FIRST_S
-        while True:
+        while not self._closed.is_set():
             try:
                 backoff = self._drain_once(sender, backoff)
             except Exception as err:  # noqa: BLE001  (the outbox itself failed: never die)
                 print(f"mlflow: outbox {self.path}: {err}; retrying", file=sys.stderr)
                 time.sleep(_BACKOFF_MAX_S)
+
+    def close(self) -> None:
+        """Stop sending, as the process's exit would: what is pending stays in the file."""
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        with _lock:
+            if _open.get(self.path) is self:
+                del _open[self.path]  # the next recorder opens the file afresh
 
     def _drain_once(self, sender: _Sender, backoff: float) -> float:
         """Send the next batch; the backoff to use after it."""

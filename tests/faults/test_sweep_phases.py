@@ -5,6 +5,7 @@ back. A real sweep core (local Ray Tune, ledger) around the stand-in transfer lo
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from mlflow_process import MlflowServer
 from sweep_helpers import parent_runs
 
 from sparse_transfer.sweep import runner
+from sparse_transfer.tracking.outbox import Outbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -123,12 +125,14 @@ def test_a_sweep_saved_before_its_parent_run_resumes_with_one_parent(
     )
 
 
+@pytest.mark.parametrize("lost", ["mid-search", "after-the-report"])
 def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledger(
-    ray_runtime, tmp_path, monkeypatch
+    ray_runtime, tmp_path, monkeypatch, lost
 ):
     """The MLflow server is down while trials are told, so their records wait in the driver's
-    outbox; the driver stops and its disk (the outbox) is lost. A resume on a new disk queues
-    every told trial's record again from the ledger: each trial ends with one finished run."""
+    outbox; the driver stops (Ctrl-C mid-search, or at its end with the report written) and
+    its disk (the outbox) is lost. A resume on a new disk queues every told trial's record
+    again from the ledger: each trial ends with one finished run, and so does the sweep's."""
     server = MlflowServer(tmp_path)
     server.start()
     try:
@@ -148,18 +152,29 @@ def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledg
             while _told(state.sweep_dir) < 1:
                 time.sleep(0.05)
             server.stop()
-            while _told(state.sweep_dir) < 3:
+            while lost == "mid-search" and _told(state.sweep_dir) < 3:
                 time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGINT)
+            if lost == "mid-search":
+                os.kill(os.getpid(), signal.SIGINT)
 
         threading.Thread(target=outage_then_stop, daemon=True).start()
-        with pytest.raises(runner.SweepInterrupted):
+        if lost == "mid-search":
+            with pytest.raises(runner.SweepInterrupted):
+                go(state, spec)
+        else:
             go(state, spec)
+            saved = json.loads((state.sweep_dir / "state.json").read_text())
+            assert saved["phase"] == runner.REPORTED
+        # The driver's machine is gone, and its outbox's sender with it (in this process, its
+        # thread would go on sending from the deleted file's open handle).
+        for box in [o for o in gc.get_objects() if isinstance(o, Outbox)]:
+            box.close()
         outbox = state.sweep_dir / "mlflow-outbox.sqlite"
         for path in state.sweep_dir.glob("mlflow-outbox.sqlite*"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         assert not outbox.exists()
         server.start()
+        monkeypatch.setattr(runner, "_RECORDS_WAIT_S", 120.0)  # a resume waits for its records
         runner.resume_sweep(state.sweep_dir, log=print)
         client = MlflowClient(server.uri)
         experiment = client.get_experiment_by_name("small").experiment_id
@@ -171,6 +186,9 @@ def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledg
             assert sorted(steps) == [1, 2, 3, 4], (run.data.tags["trial_id"], steps)
         finals = [r for r in runs if r.data.tags.get("phase") == "final"]
         assert len(finals) == 4 and {r.info.status for r in finals} == {"FINISHED"}
+        assert all("test_top1" in r.data.metrics for r in finals)
+        (parent,) = parent_runs(server.uri, "small", state.sweep_id)
+        assert parent.info.status == "FINISHED"
     finally:
         server.stop()
 
