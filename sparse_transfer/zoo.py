@@ -69,7 +69,12 @@ def entry_path(zoo_dir: Path, name: str) -> Path:
 def recipe_of(name: str) -> ZooSpec:
     zoo = name.split("/", 1)[0]
     if zoo not in RECIPES:
-        specs = [str(p) for p in sorted(Path("sweeps").glob("zoo_*.y*ml")) if _spec_name(p) == zoo]
+        specs = [p for p in sorted(Path("sweeps").glob("zoo_*.y*ml")) if _spec(p, zoo)]
+        if specs and _spec(specs[0], zoo).weights == "random":
+            raise KeyError(
+                f"zoo entry {name!r}: {specs[0]} builds random weights for speed only; a "
+                f"sweep cannot transfer them. Time them with `sparse-transfer speed`"
+            )
         spec_file = specs[0] if specs else f"<a zoo spec with name: {zoo}>"
         command = f"sparse-transfer zoo build {spec_file}"
         raise KeyError(
@@ -79,11 +84,13 @@ def recipe_of(name: str) -> ZooSpec:
     return RECIPES[zoo]
 
 
-def _spec_name(path: Path) -> str | None:
+def _spec(path: Path, name: str) -> ZooSpec | None:
+    """The zoo spec at `path` when it is the one named `name`."""
     try:
-        return load_zoo_spec(path).name
+        spec = load_zoo_spec(path)
     except Exception:  # a broken spec elsewhere is not this error's business
         return None
+    return spec if spec.name == name else None
 
 
 def ensure_entry(zoo_dir: Path, name: str, log=print) -> Path:

@@ -88,5 +88,5 @@ def _zoo_accuracies(raw: dict) -> dict[str, float]:
     return {
         str(e["name"]): float(e["upstream_val_top1"])
         for e in entries
-        if isinstance(e, dict) and "name" in e and "upstream_val_top1" in e
+        if isinstance(e, dict) and "name" in e and e.get("upstream_val_top1") is not None
     }

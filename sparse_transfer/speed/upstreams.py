@@ -80,7 +80,7 @@ def _sweep_upstreams(path: Path, overrides: list[str], log) -> SpecUpstreams:
         )
         try:
             one = spec.model_copy(update={"upstream": [upstream]})
-            found.path = resolve_upstreams(one, store, log=log)[upstream.name][0]
+            found.path = resolve_upstreams(one, store, log=log, speed_only=True)[upstream.name][0]
         except (CheckpointError, KeyError, OSError, ValueError) as err:
             message = err.args[0] if err.args else err
             found.error = f"upstream {upstream.name!r}, step 'load': {message}"

@@ -15,7 +15,7 @@ from sparse_transfer.models.fetch import fetch
 from sparse_transfer.models.loading import load_entry, to_upstream
 from sparse_transfer.pruning import prunable_weights, sparsity_report
 from sparse_transfer.storage import Storage
-from sparse_transfer.zoo import RECIPES, ensure_entry, recipe_of
+from sparse_transfer.zoo import RANDOM_WEIGHTS, RECIPES, ensure_entry, recipe_of
 
 __all__ = ["PreflightError", "check_data_roots", "resolve_upstreams"]
 
@@ -28,8 +28,12 @@ class PreflightError(ValueError):
 DECLARED_SPARSITY_TOLERANCE = 0.005
 
 
-def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, tuple[Path, str]]:
-    """name -> (local checkpoint path, its key inside the storage or "")."""
+def resolve_upstreams(
+    spec: SweepSpec, store: Storage, log=print, *, speed_only: bool = False
+) -> dict[str, tuple[Path, str]]:
+    """name -> (local checkpoint path, its key inside the storage or ""). A zoo entry of
+    random weights (built for speed only) is refused unless `speed_only`: transfer from
+    weights that learned nothing is not the study, and its accuracy must never be reported."""
     paths = {}
     for index, upstream in enumerate(spec.upstream):
         where = f"upstream[{index}] ({upstream.name})"
@@ -46,6 +50,13 @@ def resolve_upstreams(spec: SweepSpec, store: Storage, log=print) -> dict[str, t
             if not path.is_file():
                 raise PreflightError(f"{where}.checkpoint: {path} does not exist")
         checkpoint = load_upstream(path)
+        if checkpoint.metadata.get("weights") == RANDOM_WEIGHTS and not speed_only:
+            raise PreflightError(
+                f"{where}: {path} holds random weights pruned for a speed measurement only "
+                f"(zoo {checkpoint.metadata.get('zoo')!r}, weights: random); transferring "
+                "them is not a study. Time them with `sparse-transfer speed`, or point the "
+                "upstream at trained weights"
+            )
         if checkpoint.arch != upstream.arch:
             raise PreflightError(
                 f"{where}.arch: spec says {upstream.arch!r}, "

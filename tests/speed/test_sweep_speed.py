@@ -7,8 +7,11 @@ import json
 from types import SimpleNamespace
 
 import pandas as pd
+import pytest
 import yaml
+from typer.testing import CliRunner
 
+from sparse_transfer.cli import app
 from sparse_transfer.config import dump_spec, load_spec
 from sparse_transfer.config.zoo_spec import ZooSpec
 from sparse_transfer.speed.measure import add_speedups
@@ -105,3 +108,36 @@ def test_speed_of_other_weights_is_not_joined_and_the_report_says_why(tmp_path):
     found = sweep_speed(state)
     assert found["speed"].empty
     assert found["speed_note"].startswith("Not joined:") and "never joined" in found["speed_note"]
+
+
+def test_a_sweep_refuses_speed_only_random_weights_before_any_trial(tmp_path):
+    """The speed demonstration's weights are random: `sparse-transfer speed` times them, a
+    sweep refuses them by name (built or not), and a report over them does not break."""
+    from sparse_transfer.analysis.study import _zoo_accuracies
+    from sparse_transfer.storage import Storage
+    from sparse_transfer.sweep.upstream import PreflightError, resolve_upstreams
+
+    handle, _ = _sweep(tmp_path)
+    spec = load_spec(handle.sweep_dir / "spec.resolved.yaml")
+    store = Storage(str(tmp_path / "runs"))
+    with pytest.raises(PreflightError, match=r"upstream\[0\] \(dense\):.*random weights"):
+        resolve_upstreams(spec, store, log=lambda _: None)
+    assert set(resolve_upstreams(spec, store, log=lambda _: None, speed_only=True)) == {
+        "dense",
+        "magnitude",
+    }
+    # a random entry has no upstream accuracy; the report's join skips it
+    assert (
+        _zoo_accuracies({"upstream": [{"zoo": "tiny/dense"}], "zoo_dir": str(tmp_path / "zoo")})
+        == {}
+    )
+
+    # the shipped demonstration, not built in this storage: refused, naming the zoo spec
+    done = CliRunner().invoke(
+        app,
+        ["sweep", "sweeps/speed_demo.yaml", "--dry-run", "--set", f"storage={tmp_path / 'new'}"],
+    )
+    assert done.exit_code == 2, done.output
+    assert "zoo_speed_demo_resnet50.yaml builds random weights for speed only" in done.output
+    assert "Traceback" not in done.output
+    assert not (tmp_path / "new" / "sweeps").exists()
