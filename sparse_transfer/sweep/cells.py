@@ -4,14 +4,12 @@ comparison. Trials of one cell never compete with trials of another."""
 from __future__ import annotations
 
 import json
-from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sparse_transfer.config import SweepSpec, Upstream
 
-__all__ = ["Cell", "final_run_cost", "plan_cells", "take_longest"]
+__all__ = ["Cell", "plan_cells"]
 
 
 @dataclass(frozen=True)
@@ -81,21 +79,3 @@ def save_cells(path: Path, cells: list[Cell]) -> None:
 
 def load_cells(path: Path) -> list[Cell]:
     return [Cell(**c) for c in json.loads(path.read_text())]
-
-
-def final_run_cost(dataset: str, epochs: int) -> int:
-    """A final run's length, in image-steps: epochs x the dataset's training images (the
-    paper's trainval size; 1 for a dataset without a known size, so epochs still rank)."""
-    from sparse_transfer.data.paper import PAPER_DATASETS
-
-    sizes = PAPER_DATASETS.get(dataset).paper_sizes if dataset in PAPER_DATASETS else None
-    return epochs * (sizes[0] if sizes else 1)
-
-
-def take_longest(waiting: deque[int], cost: Callable[[int], float]) -> int:
-    """Remove and return the waiting cell of the longest final runs (the earliest of equals):
-    started longest first, a sweep's last hours are not one long run on an idle cluster."""
-    best = max(range(len(waiting)), key=lambda i: (cost(waiting[i]), -i))
-    index = waiting[best]
-    del waiting[best]
-    return index

@@ -24,6 +24,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,11 @@ from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
+from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
 
 from sparse_transfer.storage import Storage
 
@@ -285,36 +290,78 @@ def _is_prefix(store: Storage, parts: tuple, path: Path, pieces: list) -> bool:
     return True
 
 
+class _NamedReplay(JournalStorageReplayResult):
+    """Optuna's replayed journal state, with its studies' ids kept by name. Optuna's own
+    replay checks a new study's name against a list of every study's name, so opening a
+    sweep's studies (two per cell) cost O(cells^2): 7 of 52 CPU seconds at 2,500 cells. A
+    ledger's studies are never renamed. Private: `JournalStorageReplayResult`, its
+    `_apply_create_study`/`_apply_delete_study`, `_studies`, `_study_id_to_trial_ids`,
+    `_next_study_id` and `_is_issued_by_this_worker`, checked against Optuna 5.1.0 on
+    2026-12-03 (tests/test_internals.py)."""
+
+    def __init__(self, worker_id_prefix: str) -> None:
+        super().__init__(worker_id_prefix)
+        self.ids: dict[str, int] = {}
+
+    def _apply_create_study(self, log: dict[str, Any]) -> None:  # Optuna's, with `ids`
+        name = log["study_name"]
+        if name in self.ids:
+            if self._is_issued_by_this_worker(log):
+                raise optuna.exceptions.DuplicatedStudyError(name)
+            return
+        study_id = self._next_study_id
+        self._next_study_id += 1
+        self._studies[study_id] = FrozenStudy(
+            study_name=name,
+            direction=None,
+            user_attrs={},
+            system_attrs={},
+            study_id=study_id,
+            directions=[StudyDirection(d) for d in log["directions"]],
+        )
+        self._study_id_to_trial_ids[study_id] = []
+        self.ids[name] = study_id
+
+    def _apply_delete_study(self, log: dict[str, Any]) -> None:
+        super()._apply_delete_study(log)
+        self.ids = {name: i for name, i in self.ids.items() if i in self._studies}
+
+
 class _NamedJournalStorage(JournalStorage):
-    """(A subclass of Optuna's journal storage: checked against Optuna 5.1.0 on 2026-12-03.)
-    Optuna's journal storage finds a study by its name by scanning every study, and a sweep
-    opens two studies per cell: opening them all cost O(cells^2), 6 s of the driver's CPU at
-    2,500 cells. A ledger's studies are never deleted or renamed, so their ids are kept by
-    name (read once from the studies replayed at start, then as they are created)."""
+    """Optuna's journal storage over `_NamedReplay`: a study is created and found by name in
+    O(1). (A subclass: its `__init__` and `create_new_study` are Optuna 5.1.0's, checked on
+    2026-12-03, with the scan over every study replaced by the replay's `ids`; this backend
+    keeps no snapshots, so none is loaded or saved.)"""
 
     def __init__(self, backend: BaseJournalBackend) -> None:
-        super().__init__(backend)
-        # FrozenStudy has no public id; Optuna's own storages read `_study_id` the same way.
-        # Private: checked against Optuna 5.1.0 on 2026-12-03.
-        self._ids = {study.study_name: study._study_id for study in self.get_all_studies()}
+        self._worker_id_prefix = str(uuid.uuid4()) + "-"
+        self._backend = backend
+        self._thread_lock = threading.Lock()
+        self._replay_result = _NamedReplay(self._worker_id_prefix)
+        with self._thread_lock:
+            self._sync_with_backend()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._replay_result = _NamedReplay(self._worker_id_prefix)
 
     def create_new_study(self, directions, study_name: str | None = None) -> int:
-        if study_name in self._ids:  # what the journal would answer, without a log line
-            raise optuna.exceptions.DuplicatedStudyError(study_name)
-        study_id = super().create_new_study(directions, study_name)
-        if study_name is not None:
-            self._ids[study_name] = study_id
-        return study_id
-
-    def delete_study(self, study_id: int) -> None:
-        super().delete_study(study_id)
-        self._ids = {name: i for name, i in self._ids.items() if i != study_id}
+        if study_name is None:
+            study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
+        with self._thread_lock:
+            if study_name in self._replay_result.ids:  # what the journal would answer
+                raise optuna.exceptions.DuplicatedStudyError(study_name)
+            self._write_log(
+                JournalOperation.CREATE_STUDY, {"study_name": study_name, "directions": directions}
+            )
+            self._sync_with_backend()
+            return self._replay_result.ids[study_name]
 
     def has_study(self, study_name: str) -> bool:
-        return study_name in self._ids
+        return study_name in self._replay_result.ids
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        found = self._ids.get(study_name)
+        found = self._replay_result.ids.get(study_name)
         return found if found is not None else super().get_study_id_from_name(study_name)
 
 

@@ -56,8 +56,10 @@ from ray.tune.search import Searcher
 
 from sparse_transfer import metrics as M
 from sparse_transfer.config.spec import HYPERPARAMETERS, SpaceValue
-from sparse_transfer.sweep.cells import Cell, final_run_cost, take_longest
+from sparse_transfer.sweep.cells import Cell
 from sparse_transfer.sweep.failures import FAILURE, Failures
+from sparse_transfer.sweep.finals import FinalQueue, final_run_cost
+from sparse_transfer.sweep.gpu_budget import GpuBudget
 from sparse_transfer.sweep.ledger import Ledger
 from sparse_transfer.sweep.plans import (
     BY_DATASET,
@@ -98,14 +100,12 @@ class CellSearch(Searcher):
         self.pruned: set[TrialKey] = set()
         self.reached: dict[TrialKey, int] = {}  # the last epoch a trial reported
         self.orphans: deque[TrialKey] = deque()  # in flight in the ledger, not in Tune
-        self.waiting_finals: deque[int] = deque()  # cells with planned, unstarted final runs
-        self.final_costs: dict[int, int] = {}  # cell -> its final runs' image-steps
+        self.waiting_finals = FinalQueue()  # planned, unstarted final runs: longest first
         # (search trials told or running, cell index) of cells that may take another search
         # trial, least-served first: an entry whose count is stale is skipped when met, so
         # picking a cell stays O(log cells) however large the grid.
         self.open_cells: list[tuple[int, int]] = []
-        self.hours = {"told": 0.0, "live": {}}
-        self.budget_spent = False
+        self.budget = GpuBudget(settings.gpu_hours_budget)
         self.failures = Failures(settings.max_failures_per_cell)
         self.halted = ""  # why the sweep must pause (a full disk), to resume once fixed
         self._done_upto = 0  # cells before this one have their final runs told (`finished`)
@@ -163,10 +163,10 @@ class CellSearch(Searcher):
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 plan.done += 1
                 self.failures.succeeded()
-                self._count_hours(trial)
+                self.budget.tell(trial.user_attrs.get("outcome", {}))
             elif trial.state == TrialState.FAIL:
                 self._search_failed(plan, trial.user_attrs.get("outcome", {}))
-                self._count_hours(trial)
+                self.budget.tell(trial.user_attrs.get("outcome", {}))
             elif trial.state == TrialState.RUNNING:
                 plan.running += 1
                 if "pruned_at" in trial.user_attrs:  # decided, but the tell was lost
@@ -185,13 +185,13 @@ class CellSearch(Searcher):
         for trial in trials:
             plan.deaths += trial.user_attrs.get("deaths", 0)
             if trial.state == TrialState.WAITING:
-                self.waiting_finals.append(index)
+                self.waiting_finals.add(index, self._final_cost(plan, trial.user_attrs["hparams"]))
                 plan.finals_open += 1
             elif trial.state == TrialState.RUNNING:
                 self.orphans.append(TrialKey(index, FINAL, trial.number))
                 plan.finals_open += 1
             else:
-                self._count_hours(trial)
+                self.budget.tell(trial.user_attrs.get("outcome", {}))
                 if trial.state == TrialState.FAIL:
                     self.failures.errored(plan, trial.user_attrs.get("outcome", {}))
                 else:
@@ -217,7 +217,7 @@ class CellSearch(Searcher):
         if self.orphans:
             return self.orphans.popleft()
         if self.waiting_finals:
-            index = take_longest(self.waiting_finals, self._final_cost)
+            index = self.waiting_finals.take()
             return TrialKey(index, FINAL, self.plans[index].final.ask().number)
         while self.open_cells:
             served, index = self.open_cells[0]
@@ -235,13 +235,9 @@ class CellSearch(Searcher):
         self._reopen(index)
         return TrialKey(index, SEARCH, trial.number)
 
-    def _final_cost(self, index: int) -> int:
-        if index not in self.final_costs:
-            plan = self.plans[index]
-            hparams = next(t.user_attrs["hparams"] for t in self.ledger.trials(plan.final))
-            epochs = int({**HYPERPARAMETERS, **hparams}["epochs"])
-            self.final_costs[index] = final_run_cost(plan.cell.dataset, epochs)
-        return self.final_costs[index]
+    @staticmethod
+    def _final_cost(plan: CellPlan, hparams: dict) -> int:
+        return final_run_cost(plan.cell.dataset, int({**HYPERPARAMETERS, **hparams}["epochs"]))
 
     def _is_open(self, plan: CellPlan) -> bool:
         return (
@@ -306,7 +302,7 @@ class CellSearch(Searcher):
             return True
         self.events.epoch(str(key), result)
         self.reached[key] = max(self.reached.get(key, 0), int(result[M.EPOCH]))
-        self.hours["live"][key] = float(result.get(M.GPU_HOURS, 0.0))
+        self.budget.running(key, result)
         plan = self.plans[key.cell]
         metric = self.settings.metric
         if key.phase != SEARCH or metric not in result or plan.search is None:
@@ -336,7 +332,7 @@ class CellSearch(Searcher):
         key = self.live.pop(trial_id, None)
         if key is None:
             return
-        self.hours["live"].pop(key, None)
+        self.budget.ended(key)
         result = result or {}
         if error:  # the worker died (a lost node, a killed process): not the trial's fault
             self._died(key)
@@ -383,7 +379,7 @@ class CellSearch(Searcher):
         else:
             state, value = TrialState.COMPLETE, float(outcome[metric])
         study.tell(key.number, value, state=state, skip_if_finished=True)
-        self.hours["told"] += float(outcome.get(M.GPU_HOURS, 0.0))
+        self.budget.tell(outcome)
         self.pruned.discard(key)
         self.events.told(str(key), key.phase, state.name, outcome)
         if key.phase == SEARCH:
@@ -418,7 +414,7 @@ class CellSearch(Searcher):
         if plan.searched:
             if plan.running > 0:
                 return
-            if plan.done < self.settings.trials_per_cell and not self.budget_spent:
+            if plan.done < self.settings.trials_per_cell and not self.budget.spent:
                 return
             complete = self.ledger.trials(plan.search, states=(TrialState.COMPLETE,))
             if not complete:
@@ -434,27 +430,21 @@ class CellSearch(Searcher):
             if seed in planned:
                 continue  # planned before a crash
             plan.final.enqueue_trial({}, user_attrs={"seed": seed, "hparams": hparams, **chosen})
-            self.waiting_finals.append(index)
+            self.waiting_finals.add(index, self._final_cost(plan, hparams))
             plan.finals_open += 1
         plan.finals_planned = True
 
     def _check_gpu_budget(self) -> bool:
-        budget = self.settings.gpu_hours_budget
-        if budget is None or self.budget_spent:
-            return self.budget_spent
-        if self.hours["told"] + sum(self.hours["live"].values()) < budget:
-            return False
-        self.budget_spent = True
-        self.events.note(
-            f"GPU budget of {budget:g} h spent: no new search trials; every cell's final runs "
-            "start from the search so far"
-        )
-        for index in range(len(self.plans)):
-            self._maybe_plan_finals(index)
-        return True
-
-    def _count_hours(self, trial: optuna.trial.FrozenTrial) -> None:
-        self.hours["told"] += float(trial.user_attrs.get("outcome", {}).get(M.GPU_HOURS, 0.0))
+        """True when no new search trial may start: the GPU-hour budget is spent (the first
+        time, every cell's final runs are planned from its search so far)."""
+        if self.budget.spend():
+            self.events.note(
+                f"GPU budget of {self.budget.limit:g} h spent: no new search trials; every "
+                "cell's final runs start from the search so far"
+            )
+            for index in range(len(self.plans)):
+                self._maybe_plan_finals(index)
+        return self.budget.spent
 
     # -- ledger look-ups ------------------------------------------------------------------
 

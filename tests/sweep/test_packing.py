@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from types import SimpleNamespace
 
 import pytest
@@ -12,17 +11,20 @@ from sweep_helpers import small_spec
 
 from sparse_transfer.config import SpecError
 from sparse_transfer.sweep import runner
-from sparse_transfer.sweep.cells import Cell, final_run_cost, take_longest
+from sparse_transfer.sweep.cells import Cell
+from sparse_transfer.sweep.finals import FinalQueue, final_run_cost
 
 
 def cell(dataset: str) -> Cell:
     return Cell("dense", dataset, "full", "resnet50", "dense", 0.0, "x.pt", data_root="/d")
 
 
-def test_take_longest_takes_the_largest_cost_and_the_earliest_of_equals():
-    waiting = deque([3, 1, 4, 1, 5, 9, 2, 6, 9])
-    order = [take_longest(waiting, lambda i: i) for _ in range(9)]
-    assert order == [9, 9, 6, 5, 4, 3, 2, 1, 1] and not waiting
+def test_the_final_queue_takes_the_largest_cost_and_the_earliest_of_equals():
+    waiting = FinalQueue()
+    for arrival, cost in enumerate([3, 1, 4, 1, 5, 9, 2, 6, 9]):
+        waiting.add(arrival, cost)
+    order = [waiting.take() for _ in range(9)]
+    assert order == [5, 8, 7, 4, 2, 0, 6, 1, 3] and not waiting  # arrivals, by cost
     assert final_run_cost("pets", 10) == 36_800 > final_run_cost("flowers102", 10) == 20_400
     assert final_run_cost("digits_5to9", 7) == 7  # no known size: epochs still rank
 
