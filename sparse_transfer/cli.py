@@ -495,7 +495,9 @@ def compare(
     fixed: Annotated[
         str,
         typer.Argument(
-            metavar="FIXED", help="The fixed-hyperparameter sweep: its directory, or its id."
+            metavar="FIXED",
+            help="The fixed-hyperparameter sweep: its directory (read from its ledger), or its "
+            "id (read from MLflow).",
         ),
     ],
     tuned: Annotated[
@@ -534,21 +536,26 @@ def compare(
 
 
 def _sweep_results(sweep: str, tracking_uri: str | None):
-    """A sweep's final runs, from its directory's state.json or its id in MLflow."""
-    import json
-
+    """A sweep's final runs: from its ledger when given its directory (local or s3://), else
+    from MLflow by its id."""
     from sparse_transfer.tracking import default_tracking_uri
     from sparse_transfer.tracking.runs_table import experiment_of_sweep, load_final_runs
 
-    state_file = Path(sweep) / "state.json"
-    if Path(sweep).is_dir():
-        if not state_file.is_file():
+    if Path(sweep).is_dir() or "://" in sweep:
+        from sparse_transfer.config import SpecError, load_spec
+        from sparse_transfer.sweep.runner import SPEC_FILE, SweepState, sweep_results
+
+        if "://" not in sweep and not (Path(sweep) / "state.json").is_file():
             raise ValueError(f"{sweep}: not a sweep directory (no state.json)")
-        state = json.loads(state_file.read_text())
-        uri, experiment, sweep_id = state["tracking_uri"], state["experiment"], state["sweep_id"]
-    else:
-        uri, sweep_id = default_tracking_uri(tracking_uri), sweep
-        experiment = experiment_of_sweep(uri, sweep_id)
+        try:
+            state = SweepState.load(sweep)
+            spec = load_spec(state.sweep_dir / SPEC_FILE)
+        except (FileNotFoundError, SpecError) as err:
+            raise ValueError(f"{sweep}: {err.args[0] if err.args else err}") from None
+        found = sweep_results(state, spec)
+        return found.table, f"sweep {state.sweep_id} (its ledger, {state.location})"
+    uri, sweep_id = default_tracking_uri(tracking_uri), sweep
+    experiment = experiment_of_sweep(uri, sweep_id)
     source = f"sweep {sweep_id} (MLflow {uri}, experiment {experiment!r})"
     return load_final_runs(uri, experiment, sweep_id=sweep_id), source
 

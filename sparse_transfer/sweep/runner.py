@@ -27,7 +27,12 @@ from sparse_transfer.sweep.events import TrialEvents
 from sparse_transfer.sweep.lease import hold_lease
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
 from sparse_transfer.sweep.plans import BY_DATASET, Settings
-from sparse_transfer.sweep.results import read_results, run_links, sweep_provenance
+from sparse_transfer.sweep.results import (
+    SweepResults,
+    read_results,
+    run_links,
+    sweep_provenance,
+)
 from sparse_transfer.sweep.scheduling import FailFastStop, LedgerPruning
 from sparse_transfer.sweep.search import CellSearch
 from sparse_transfer.sweep.trainable import remove_state, transfer_trainable
@@ -472,14 +477,14 @@ def _search_settings(spec: SweepSpec, cells: list[Cell]) -> Settings:
     )
 
 
-def write_sweep_report(state: SweepState, spec: SweepSpec) -> ReportPaths:
-    """The sweep's report, in `<sweep_dir>/report`: its numbers from the ledger's final
-    studies, `cells.json` and the spec; MLflow only for the links."""
+def sweep_results(state: SweepState, spec: SweepSpec) -> SweepResults:
+    """The sweep's results: from the ledger's final studies, `cells.json` and the spec, with
+    MLflow links from the outbox (no MLflow server is asked). What its report and `compare`
+    read."""
     sweep_dir = state.sweep_dir
     fetch_ledger(state.store, (SWEEPS, state.sweep_id), sweep_dir / LEDGER_FILE)
     ledger = Ledger(sweep_dir, None, (), state.sweep_id)  # read only: nothing is appended
     try:
-        base = ui_base(state.tracking_uri)
         found = read_results(
             ledger,
             load_cells(sweep_dir / CELLS_FILE),
@@ -487,12 +492,22 @@ def write_sweep_report(state: SweepState, spec: SweepSpec) -> ReportPaths:
                 spec.downstream_pruning.target_sparsity if spec.downstream_pruning else None
             ),
             failed_cells=state.failed_cells,
-            link=run_links(sweep_dir / OUTBOX_FILE, base, state.experiment_id),
+            link=run_links(
+                sweep_dir / OUTBOX_FILE, ui_base(state.tracking_uri), state.experiment_id
+            ),
         )
     finally:
         ledger.close()
     if found.table.empty:
         raise NoResultsError(f"no final run of sweep {state.sweep_id} finished")
+    return found
+
+
+def write_sweep_report(state: SweepState, spec: SweepSpec) -> ReportPaths:
+    """The sweep's report, in `<sweep_dir>/report` (its numbers: `sweep_results`)."""
+    sweep_dir = state.sweep_dir
+    found = sweep_results(state, spec)
+    base = ui_base(state.tracking_uri)
     spec_text = (sweep_dir / SPEC_FILE).read_text()
     return write_report(
         found.table,

@@ -162,3 +162,25 @@ def test_titles_name_the_group_and_the_interval() -> None:
     rankings, _ = compare(table({"x": 1, "y": 2, "z": 3}), table({"x": 3, "y": 2, "z": 1}))
     assert rankings["kendall_tau"].tolist() == [-1.0] * 3
     assert tau_title(rankings).startswith("net full: Kendall's tau -1.00 (95% interval -1.00 to")
+
+
+@pytest.mark.slow
+def test_compare_of_sweep_directories_reads_their_ledgers_not_mlflow(sweeps) -> None:
+    """The ledger is the truth: with both sweeps' MLflow stores gone, `compare` of their
+    directories gives the same rankings as with them (read from MLflow above)."""
+    tmp, fixed, tuned = sweeps
+    args = [*CLI, "compare", str(fixed.sweep_dir), str(tuned.sweep_dir)]
+    with_mlflow = subprocess.run([*args, "--out", str(tmp / "a")], capture_output=True, text=True)
+    assert with_mlflow.returncode == 0, with_mlflow.stderr
+    stores = {Path(s.tracking_uri.removeprefix("sqlite:///")) for s in (fixed, tuned)}
+    for store in stores:
+        store.rename(store.with_suffix(".away"))
+    try:
+        done = subprocess.run([*args, "--out", str(tmp / "b")], capture_output=True, text=True)
+    finally:
+        for store in stores:
+            store.with_suffix(".away").rename(store)
+    assert done.returncode == 0, done.stderr
+    assert f"sweep {fixed.sweep_id} (its ledger" in (tmp / "b" / "compare.html").read_text()
+    for name in ("compare.csv", "compare_cells.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp / "a" / name), pd.read_csv(tmp / "b" / name))
