@@ -74,6 +74,11 @@ from sparse_transfer.sweep.plans import (
 __all__ = ["CellSearch"]
 
 TOLD = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# The sampler of every study that samples nothing more: final runs (enqueued with every value
+# fixed), and a cell's search once it is over. One shared: each sampler's own random state
+# is about 3 KB, 0.6 GB at 100,000 cells (benchmarks/sweep_core.py scale).
+_SETTLED = optuna.samplers.RandomSampler(seed=0)
+_NO_PRUNING = optuna.pruners.NopPruner()  # final runs are never stopped early
 
 
 class CellSearch(Searcher):
@@ -125,7 +130,9 @@ class CellSearch(Searcher):
             if plan.searched:
                 plan.search = self._search_study(index)
                 self._load_search(index, plan)
-            plan.final = self.ledger.study(plan.cell.id, final=True)
+            plan.final = self.ledger.study(
+                plan.cell.id, final=True, sampler=_SETTLED, pruner=_NO_PRUNING
+            )
             self._load_finals(index, plan)
             self._maybe_plan_finals(index)
             self._reopen(index)
@@ -381,6 +388,8 @@ class CellSearch(Searcher):
         study.tell(key.number, value, state=state, skip_if_finished=True)
         self.budget.tell(outcome)
         self.pruned.discard(key)
+        self.reached.pop(key, None)  # told: never asked about again (bounded state)
+        self.storage_ids.pop(key, None)
         self.events.told(str(key), key.phase, state.name, outcome)
         if key.phase == SEARCH:
             plan.running -= 1
@@ -404,6 +413,7 @@ class CellSearch(Searcher):
 
     def _fail_cell(self, plan: CellPlan, why: str) -> None:
         plan.failed = why
+        self._settle(plan)
         (plan.search or plan.final).set_user_attr("failed", why)
         self.events.cell_failed(plan.cell.id, why)
 
@@ -433,6 +443,13 @@ class CellSearch(Searcher):
             self.waiting_finals.add(index, self._final_cost(plan, hparams))
             plan.finals_open += 1
         plan.finals_planned = True
+        self._settle(plan)
+
+    @staticmethod
+    def _settle(plan: CellPlan) -> None:
+        """The cell's search is over: no trial of it is asked again, so its sampler goes."""
+        if plan.search is not None:
+            plan.search.sampler = _SETTLED
 
     def _check_gpu_budget(self) -> bool:
         """True when no new search trial may start: the GPU-hour budget is spent (the first
