@@ -32,8 +32,9 @@ tests/test_internals.py fails when one is gone):
   console.py filters out of Ray's and MLflow's log lines.
 - Optuna: `FrozenStudy._study_id`, read once per start in ledger.py to find studies by name
   in O(1) (a study has no public id), and ledger.py's `JournalStorage` subclass, which
-  overrides `create_new_study`, `delete_study` and `get_study_id_from_name` and relies on
-  the journal storage answering them from its replayed state. Otherwise studies and trials
+  replaces its `__init__` and `create_new_study` (and answers `has_study` and
+  `get_study_id_from_name`) over a subclass of its private `JournalStorageReplayResult`
+  whose `_apply_create_study` keeps study ids by name. Otherwise studies and trials
   are read and written through `optuna.Study` and the public `BaseStorage` methods; the
   ledger's file is a public `BaseJournalBackend`, and the suite runs Optuna's own storage
   contract tests against it. Optuna's `SuccessiveHalvingPruner` writes its rungs through the
