@@ -545,8 +545,6 @@ def _sweep_results(sweep: str, tracking_uri: str | None):
         from sparse_transfer.config import SpecError, load_spec
         from sparse_transfer.sweep.runner import SPEC_FILE, SweepState, sweep_results
 
-        if "://" not in sweep and not (Path(sweep) / "state.json").is_file():
-            raise ValueError(f"{sweep}: not a sweep directory (no state.json)")
         try:
             state = SweepState.load(sweep)
             spec = load_spec(state.sweep_dir / SPEC_FILE)

@@ -69,13 +69,13 @@ def entry_path(zoo_dir: Path, name: str) -> Path:
 def recipe_of(name: str) -> ZooSpec:
     zoo = name.split("/", 1)[0]
     if zoo not in RECIPES:
-        specs = [p for p in sorted(Path("sweeps").glob("zoo_*.y*ml")) if _spec(p, zoo)]
-        if specs and _spec(specs[0], zoo).weights == "random":
+        specs = [(p, s) for p in sorted(Path("sweeps").glob("zoo_*.y*ml")) if (s := _spec(p, zoo))]
+        if specs and specs[0][1].weights == "random":
             raise KeyError(
-                f"zoo entry {name!r}: {specs[0]} builds random weights for speed only; a "
+                f"zoo entry {name!r}: {specs[0][0]} builds random weights for speed only; a "
                 f"sweep cannot transfer them. Time them with `sparse-transfer speed`"
             )
-        spec_file = specs[0] if specs else f"<a zoo spec with name: {zoo}>"
+        spec_file = specs[0][0] if specs else f"<a zoo spec with name: {zoo}>"
         command = f"sparse-transfer zoo build {spec_file}"
         raise KeyError(
             f"zoo entry {name!r} is not built (packaged zoos: {sorted(RECIPES)}); "

@@ -179,11 +179,8 @@ def resume_sweep(
         state = SweepState.load(location)  # as the last driver left it
         if state.phase == REPORTED:
             log("nothing to do: the sweep is finished and reported")
-            if _recorder(state).outbox_is_new():  # another machine: rebuilt from the ledger
-                _rebuild_records(state, load_spec(state.sweep_dir / SPEC_FILE))
-            send_records(state, log=log)
-            return state
-        log(f"resuming sweep {state.sweep_id}")
+        else:
+            log(f"resuming sweep {state.sweep_id}")
         return _continue(state, load_spec(state.sweep_dir / SPEC_FILE), address=address, log=log)
 
 
@@ -201,7 +198,8 @@ def _lease(state: SweepState, take_over: bool = False):
 
 
 def _continue(state: SweepState, spec: SweepSpec, *, address, log) -> SweepState:
-    """Each phase after the one the state names: the search (RUNNING), the report (DONE)."""
+    """Each phase after the one the state names: the search (RUNNING), the report (DONE);
+    at any phase, the records this node's outbox lacks (rebuilt from the ledger) are sent."""
     rebuild = _recorder(state).outbox_is_new()  # before the parent run is written to it
     _ensure_parent(state, spec)
     if state.phase == RUNNING:

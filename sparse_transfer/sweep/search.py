@@ -136,6 +136,8 @@ class CellSearch(Searcher):
             )
             self._load_finals(index, plan)
             self._maybe_plan_finals(index)
+            if plan.search_over:  # over before this start
+                self._settle(plan)
             self._reopen(index)
 
     def _search_study(self, index: int) -> optuna.Study:
@@ -168,13 +170,13 @@ class CellSearch(Searcher):
         for trial in self.ledger.trials(plan.search):
             key = TrialKey(index, SEARCH, trial.number)
             plan.deaths += trial.user_attrs.get("deaths", 0)
+            if trial.state in TOLD:
+                self.budget.tell(trial.user_attrs.get("outcome", {}))
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 plan.done += 1
                 self.failures.succeeded()
-                self.budget.tell(trial.user_attrs.get("outcome", {}))
             elif trial.state == TrialState.FAIL:
                 self._search_failed(plan, trial.user_attrs.get("outcome", {}))
-                self.budget.tell(trial.user_attrs.get("outcome", {}))
             elif trial.state == TrialState.RUNNING:
                 plan.running += 1
                 if "pruned_at" in trial.user_attrs:  # decided, but the tell was lost

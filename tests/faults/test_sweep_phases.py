@@ -5,7 +5,6 @@ back. A real sweep core (local Ray Tune, ledger) around the stand-in transfer lo
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from mlflow_process import MlflowServer
 from sweep_helpers import parent_runs
 
 from sparse_transfer.sweep import runner
-from sparse_transfer.tracking.outbox import Outbox
+from sparse_transfer.tracking import outbox as outbox_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -167,7 +166,7 @@ def test_records_queued_by_a_driver_whose_disk_is_lost_are_rebuilt_from_the_ledg
             assert saved["phase"] == runner.REPORTED
         # The driver's machine is gone, and its outbox's sender with it (in this process, its
         # thread would go on sending from the deleted file's open handle).
-        for box in [o for o in gc.get_objects() if isinstance(o, Outbox)]:
+        for box in list(outbox_module._open.values()):  # every outbox this process opened
             box.close()
         outbox = state.sweep_dir / "mlflow-outbox.sqlite"
         for path in state.sweep_dir.glob("mlflow-outbox.sqlite*"):
