@@ -12,7 +12,7 @@ from sparse_transfer.config import SweepSpec, Upstream
 __all__ = ["Cell", "plan_cells"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per cell, 100,000s of them
 class Cell:
     upstream: str
     dataset: str

@@ -13,9 +13,9 @@ each told trial's outcome and each trial's death counts, read again at every sta
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sparse_transfer.sweep.plans import CellPlan
+from sparse_transfer.sweep.plans import CellPlan, TrialKey
 
 __all__ = [
     "CELL_DEATHS",
@@ -54,6 +54,15 @@ class Failures:
     own_failures: int = 0  # trials told FAIL with an error
     first_error: str = ""
     fail_fast: bool = False
+    reached: dict[TrialKey, int] = field(default_factory=dict)  # the last epoch each running
+    # trial reported: a death after progress is not held against it
+
+    def reported(self, key: TrialKey, epoch: int) -> None:
+        self.reached[key] = max(self.reached.get(key, 0), epoch)
+
+    def forget(self, key: TrialKey) -> None:
+        """The trial is told: never asked about again (bounded state)."""
+        self.reached.pop(key, None)
 
     def succeeded(self) -> None:
         self.successes += 1
@@ -82,9 +91,9 @@ class Failures:
         if self.successes == 0 and self.own_failures >= FAIL_FAST_AFTER:
             self.fail_fast = True
 
-    def died(self, plan: CellPlan, attrs: dict, reached: int) -> Death:
-        """A worker death of a trial whose ledger attributes are `attrs`, after it reported
-        epoch `reached`."""
+    def died(self, plan: CellPlan, key: TrialKey, attrs: dict) -> Death:
+        """A worker death of the trial `key`, whose ledger attributes are `attrs`."""
+        reached = self.reached.get(key, 0)
         progressed = reached > attrs.get("died_at", 0)
         in_a_row = 1 if progressed else attrs.get("deaths_in_a_row", 0) + 1
         counts = {

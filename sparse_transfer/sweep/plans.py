@@ -52,13 +52,13 @@ class TrialKey:
         return f"c{self.cell:04d}-{self.phase}-{self.number:05d}"
 
 
-@dataclass
+@dataclass(slots=True)  # one per cell: no dict of attributes each
 class CellPlan:
     cell: Cell
     searched: dict[str, BaseDistribution]
     fixed: dict
-    search: optuna.Study | None = None
-    final: optuna.Study | None = None
+    # the search study's sampler while the search goes on (studies.py opens the studies)
+    sampler: optuna.samplers.BaseSampler | None = None
     done: int = 0  # search trials told COMPLETE or PRUNED
     running: int = 0  # search trials asked and not told
     failures: int = 0  # search trials told FAIL for their own reasons

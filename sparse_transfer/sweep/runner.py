@@ -260,7 +260,7 @@ def _search(state: SweepState, spec: SweepSpec, *, log, rebuild: bool = False) -
         )
     if not search.finished:
         raise SweepInterrupted(
-            f"interrupted with {len(search.orphans) + len(search.live)} trials in flight; "
+            f"interrupted with {len(search.in_flight())} trials in flight; "
             f"finish the sweep with `sparse-transfer resume {state.location}`"
         )
     state.failed_cells = search.failed_cells()

@@ -12,11 +12,19 @@ from sparse_transfer.sweep.failures import (
     INFRASTRUCTURE_RETRIES,
     Failures,
 )
-from sparse_transfer.sweep.plans import CellPlan
+from sparse_transfer.sweep.plans import SEARCH, CellPlan, TrialKey
+
+FIRST, OTHER = TrialKey(0, SEARCH, 0), TrialKey(0, SEARCH, 1)
 
 
 def _plan() -> CellPlan:
     return CellPlan(Cell("u", "digits_5to9", "full", "quickstart_cnn", "gmp", 0.9, "x"), {}, {})
+
+
+def _died(failures: Failures, plan: CellPlan, attrs: dict, reached: int, key=FIRST):
+    """The trial reported epoch `reached`, then its worker died."""
+    failures.reported(key, reached)
+    return failures.died(plan, key, attrs)
 
 
 def test_a_cell_fails_by_name_once_past_its_own_failures_and_deaths_do_not_count():
@@ -52,15 +60,15 @@ def test_deaths_retry_while_the_trial_progresses_then_fail_it_then_its_cell():
     failures, plan = Failures(max_failures_per_cell=2), _plan()
     attrs: dict = {}
     for epoch in range(1, 4):  # died after getting further each time: always a first death
-        death = failures.died(plan, attrs, reached=epoch)
+        death = _died(failures, plan, attrs, epoch)
         attrs = death.counts
         assert (death.retry, death.trial_fails, death.cell_fails) == (1, "", "")
     assert attrs == {"deaths": 3, "deaths_in_a_row": 1, "died_at": 3}
     for n in range(2, INFRASTRUCTURE_RETRIES + 1):  # died again at the same epoch
-        death = failures.died(plan, attrs, reached=3)
+        death = _died(failures, plan, attrs, 3)
         attrs = death.counts
         assert death.retry == n
-    death = failures.died(plan, attrs, reached=3)
+    death = _died(failures, plan, attrs, 3)
     assert death.retry == 0 and death.cell_fails == ""
     assert (
         death.trial_fails
@@ -68,9 +76,9 @@ def test_deaths_retry_while_the_trial_progresses_then_fail_it_then_its_cell():
     )
 
     while plan.deaths < CELL_DEATHS:
-        failures.died(plan, {}, reached=1)
-    death = failures.died(plan, {}, reached=1)
+        _died(failures, plan, {}, 1, OTHER)
+    death = _died(failures, plan, {}, 1, OTHER)
     expected = f"its trials' workers died {CELL_DEATHS + 1} times (limit {CELL_DEATHS})"
     assert (death.retry, death.trial_fails, death.cell_fails) == (0, expected, expected)
     plan.failed = expected
-    assert failures.died(plan, {}, reached=1).cell_fails == "", "a cell fails once"
+    assert _died(failures, plan, {}, 1, OTHER).cell_fails == "", "a cell fails once"

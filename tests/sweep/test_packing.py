@@ -45,7 +45,7 @@ def test_final_run_order_reads_each_cells_epochs(tmp_path):
     search = bare_search(
         tmp_path, cells, {"epochs": 10}, record=False, start=False, seeds=[0], max_concurrent=9
     )
-    search.plans[1].fixed["epochs"] = 100
+    search.plans[1].fixed = {**search.plans[1].fixed, "epochs": 100}  # shared by equal spaces
     search.start()
     assert [search.suggest(f"t{i}")["trial"]["dataset"] for i in range(2)] == [
         "flowers102",

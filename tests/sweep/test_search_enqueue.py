@@ -66,6 +66,6 @@ def test_a_resumed_study_is_not_enqueued_again(tmp_path):
     searcher.suggest("t0")  # the first cell asks its first trial
     searcher.ledger.close()
     again = _searcher(spec, tmp_path)  # a new driver over the same ledger
-    study = again.plans[0].search
+    study = again.studies.search(again.plans[0])
     waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert len(study.trials) == 2 and len(waiting) == 1  # one asked, one still enqueued

@@ -13,6 +13,7 @@ from ledger_helpers import bare_search
 from sparse_transfer.config.space import LogUniform
 from sparse_transfer.sweep.cells import Cell
 from sparse_transfer.sweep.failures import CELL_DEATHS, INFRASTRUCTURE_RETRIES
+from sparse_transfer.sweep.plans import SEARCH
 from sparse_transfer.sweep.search import CellSearch
 
 EPOCHS = 20
@@ -36,7 +37,7 @@ def _attempt(search: CellSearch, n: int, epochs: range) -> str:
 
 def _state(search: CellSearch) -> str:
     (plan,) = search.plans
-    (trial,) = search.ledger.trials(plan.search)
+    (trial,) = search.studies.trials(plan, SEARCH)
     return trial.state.name
 
 
@@ -65,7 +66,7 @@ def test_deaths_that_get_nowhere_fail_the_trial_by_reason(tmp_path):
     for n in range(1, INFRASTRUCTURE_RETRIES + 1):
         _attempt(search, n, range(1, 4))  # from its saved state at 0: no further
     (plan,) = search.plans
-    (trial,) = search.ledger.trials(plan.search)
+    (trial,) = search.studies.trials(plan, SEARCH)
     assert trial.state.name == "FAIL"
     assert trial.user_attrs["outcome"] == {
         "failure": "infrastructure",
@@ -101,4 +102,5 @@ def test_a_cell_whose_every_attempt_dies_fails_by_name(tmp_path):
     (plan,) = search.plans
     assert plan.failed.startswith(f"its trials' workers died {CELL_DEATHS + 1} times")
     assert search.failed_cells() == {plan.cell.id: plan.failed}
-    assert plan.search.user_attrs["failed"] == plan.failed  # in the ledger, for the report
+    failed = search.studies.search(plan).user_attrs["failed"]
+    assert failed == plan.failed  # in the ledger, for the report
