@@ -20,28 +20,29 @@ def test_the_installed_version_is_the_pinned_one(package: str) -> None:
 
 
 def test_the_private_names_relied_on_exist(tmp_path) -> None:
-    import optuna
     from ray.tune.execution import class_cache
 
     assert isinstance(class_cache.ENV_VARS_TO_PROPAGATE, set)
-    storage = optuna.storages.InMemoryStorage()
-    optuna.create_study(storage=storage, study_name="s")
-    (study,) = storage.get_all_studies()
-    assert isinstance(study._study_id, int)
 
 
 def test_the_journal_replay_the_ledger_subclasses_is_as_checked() -> None:
-    """sweep/ledger.py's `_NamedReplay` replaces Optuna 5.1.0's `_apply_create_study` and
-    its storage's `__init__` and `create_new_study`, relying on these names."""
+    """sweep/ledger.py's `_NamedReplay` replaces Optuna 5.1.0's `_apply_create_study`,
+    extends its `_apply_set_trial_param`, and replaces its storage's `__init__` and
+    `create_new_study`, relying on these names."""
     import inspect
 
     from optuna.storages import JournalStorage
     from optuna.storages.journal import _storage
 
     replay = _storage.JournalStorageReplayResult("w-")
-    for name in ("_studies", "_study_id_to_trial_ids", "_next_study_id", "log_number_read"):
+    for name in ("_studies", "_trials", "_study_id_to_trial_ids", "_next_study_id"):
         assert hasattr(replay, name), name
-    for name in ("_apply_create_study", "_apply_delete_study", "_is_issued_by_this_worker"):
+    for name in (
+        "_apply_create_study",
+        "_apply_delete_study",
+        "_apply_set_trial_param",
+        "_is_issued_by_this_worker",
+    ):
         assert callable(getattr(replay, name)), name
     assert _storage.JournalOperation.CREATE_STUDY is not None
     init = inspect.getsource(JournalStorage.__init__)

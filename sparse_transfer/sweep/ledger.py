@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.storages import JournalStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 from optuna.storages.journal import BaseJournalBackend
@@ -290,18 +291,41 @@ def _is_prefix(store: Storage, parts: tuple, path: Path, pieces: list) -> bool:
     return True
 
 
+_NO_ATTRS: dict[str, Any] = {}  # see _NamedReplay._apply_create_trial: never changed
+
+
 class _NamedReplay(JournalStorageReplayResult):
     """Optuna's replayed journal state, with its studies' ids kept by name. Optuna's own
     replay checks a new study's name against a list of every study's name, so opening a
     sweep's studies (two per cell) cost O(cells^2): 7 of 52 CPU seconds at 2,500 cells. A
-    ledger's studies are never renamed. Private: `JournalStorageReplayResult`, its
-    `_apply_create_study`/`_apply_delete_study`, `_studies`, `_study_id_to_trial_ids`,
-    `_next_study_id` and `_is_issued_by_this_worker`, checked against Optuna 5.1.0 on
-    2026-12-03 (tests/test_internals.py)."""
+    ledger's studies are never renamed. Trials with equal distributions share one
+    distribution object (Optuna's replay parses one per trial and parameter: about 0.15 kB a
+    trial at 100,000 trials). Private: `JournalStorageReplayResult`, its
+    `_apply_create_study`/`_apply_delete_study`/`_apply_set_trial_param`, `_studies`,
+    `_trials`, `_study_id_to_trial_ids`, `_next_study_id` and `_is_issued_by_this_worker`,
+    checked against Optuna 5.1.0 on 2026-12-03 (tests/test_internals.py)."""
 
     def __init__(self, worker_id_prefix: str) -> None:
         super().__init__(worker_id_prefix)
         self.ids: dict[str, int] = {}
+        self.distributions: dict[str, BaseDistribution] = {}  # by their JSON
+
+    def _apply_create_trial(self, log: dict[str, Any]) -> None:  # Optuna's, then shared
+        super()._apply_create_trial(log)
+        trial = self._trials.get(len(self._trials) - 1)
+        if trial is not None and not trial.system_attrs:
+            # Optuna's replay never changes a trial's attributes in place (each change makes
+            # a new dict), so trials without any can share one empty dict.
+            trial.system_attrs = _NO_ATTRS
+
+    def _apply_set_trial_param(self, log: dict[str, Any]) -> None:  # Optuna's, then shared
+        super()._apply_set_trial_param(log)
+        trial = self._trials.get(log["trial_id"])
+        name = log["param_name"]
+        if trial is not None and name in trial.distributions:
+            # Optuna's replay has just made this trial's dict of distributions: its own
+            shared = self.distributions.setdefault(log["distribution"], trial.distributions[name])
+            trial.distributions[name] = shared
 
     def _apply_create_study(self, log: dict[str, Any]) -> None:  # Optuna's, with `ids`
         name = log["study_name"]
