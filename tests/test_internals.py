@@ -27,8 +27,8 @@ def test_the_private_names_relied_on_exist(tmp_path) -> None:
 
 def test_the_journal_replay_the_ledger_subclasses_is_as_checked() -> None:
     """sweep/ledger.py's `_NamedReplay` replaces Optuna 5.1.0's `_apply_create_study`,
-    extends its `_apply_set_trial_param`, and replaces its storage's `__init__` and
-    `create_new_study`, relying on these names."""
+    extends its `_apply_create_trial` and `_apply_set_trial_param`, and replaces its
+    storage's `__init__` and `create_new_study`, relying on these names."""
     import inspect
 
     from optuna.storages import JournalStorage
@@ -40,6 +40,7 @@ def test_the_journal_replay_the_ledger_subclasses_is_as_checked() -> None:
     for name in (
         "_apply_create_study",
         "_apply_delete_study",
+        "_apply_create_trial",
         "_apply_set_trial_param",
         "_is_issued_by_this_worker",
     ):

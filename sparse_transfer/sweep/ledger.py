@@ -300,8 +300,9 @@ class _NamedReplay(JournalStorageReplayResult):
     sweep's studies (two per cell) cost O(cells^2): 7 of 52 CPU seconds at 2,500 cells. A
     ledger's studies are never renamed. Trials with equal distributions share one
     distribution object (Optuna's replay parses one per trial and parameter: about 0.15 kB a
-    trial at 100,000 trials). Private: `JournalStorageReplayResult`, its
-    `_apply_create_study`/`_apply_delete_study`/`_apply_set_trial_param`, `_studies`,
+    trial at 100,000 trials), and trials without system attributes one empty dict.
+    Private: `JournalStorageReplayResult`, its `_apply_create_study`/`_apply_delete_study`/
+    `_apply_create_trial`/`_apply_set_trial_param`, `_studies`,
     `_trials`, `_study_id_to_trial_ids`, `_next_study_id` and `_is_issued_by_this_worker`,
     checked against Optuna 5.1.0 on 2026-12-03 (tests/test_internals.py)."""
 
