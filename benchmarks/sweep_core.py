@@ -175,7 +175,7 @@ def overhead(trials: int, repeats: int, concurrency: int) -> None:
 
 def driver(sizes: list[int], record_mlflow: bool) -> None:
     import optuna
-    from ledger_helpers import bare_search
+    from ledger_helpers import bare_search, drive
 
     from sparse_transfer.config.space import LogUniform
     from sparse_transfer.sweep.cells import Cell
@@ -211,21 +211,13 @@ def driver(sizes: list[int], record_mlflow: bool) -> None:
                 stdout, sys.stdout = sys.stdout, quiet
                 started = time.process_time()
                 search.start()
-                done, ids = 0, 0
-                while not search.finished:
-                    live = []
-                    while (config := search.suggest(f"t{ids}")) not in (None, "FINISHED"):
-                        live.append((f"t{ids}", config["trial"]))
-                        ids += 1
-                    for trial_id, config in live:
-                        result = {}
-                        for epoch in range(1, EPOCHS + 1):
-                            lr = config["hparams"]["lr"]
-                            result = {"epoch": epoch, "val_top1": 500 * lr * epoch / EPOCHS}
-                            if search.record(trial_id, result):
-                                break
-                        search.on_trial_complete(trial_id, result)
-                        done += 1
+                done = drive(
+                    search,
+                    lambda config, epoch: {
+                        "epoch": epoch,
+                        "val_top1": 500 * config["hparams"]["lr"] * epoch / EPOCHS,
+                    },
+                )
                 if record_mlflow:  # the outbox's thread sends on: count all its work
                     search.events.recorder.drain()
                 cpu = time.process_time() - started
@@ -250,7 +242,7 @@ def _scale_one(size: int) -> None:
     import resource
 
     import optuna
-    from ledger_helpers import bare_search
+    from ledger_helpers import bare_search, drive
 
     from sparse_transfer.config.space import LogUniform
     from sparse_transfer.sweep.cells import Cell
@@ -277,19 +269,13 @@ def _scale_one(size: int) -> None:
         base_rss = _rss_mb()
         started = time.process_time()
         search.start()
-        done, ids = 0, 0
-        while not search.finished:
-            live = []
-            while (config := search.suggest(f"t{ids}")) not in (None, "FINISHED"):
-                live.append((f"t{ids}", config["trial"]))
-                ids += 1
-            for trial_id, config in live:
-                result = {}
-                for epoch in range(1, 5):
-                    result = {"epoch": epoch, "val_top1": 100 * config["hparams"]["lr"] * epoch}
-                    search.record(trial_id, result)
-                search.on_trial_complete(trial_id, result)
-                done += 1
+        done = drive(
+            search,
+            lambda config, epoch: {
+                "epoch": epoch,
+                "val_top1": 100 * config["hparams"]["lr"] * epoch,
+            },
+        )
         cpu = time.process_time() - started
         rss = _rss_mb()
         search.ledger.close()

@@ -118,6 +118,26 @@ def bare_search(
     return search
 
 
+def drive(search, result_of) -> int:
+    """Tune's calls, made until the searcher is finished: each trial it hands out reports
+    `result_of(config, epoch)` for each of its epochs, up to one where its cell's pruner stops
+    it, then completes. The number of trials handed out."""
+    handed = 0
+    while not search.finished:
+        live = []
+        while (config := search.suggest(f"t{handed}")) not in (None, "FINISHED"):
+            live.append((f"t{handed}", config["trial"]))
+            handed += 1
+        for trial_id, config in live:
+            result = {}
+            for epoch in range(1, int(config["hparams"]["epochs"]) + 1):
+                result = result_of(config, epoch)
+                if search.record(trial_id, result):
+                    break
+            search.on_trial_complete(trial_id, result)
+    return handed
+
+
 def make_sweep(tmp_path: Path, monkeypatch, behaviour: dict, **changes):
     """A fresh sweep over 2 upstream models x digits_5to9 x linear (2 cells), unstarted."""
     raw = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 
 import optuna
-from ledger_helpers import bare_search
+from ledger_helpers import bare_search, drive
 
 from sparse_transfer.config.space import LogUniform
 from sparse_transfer.sweep.cells import Cell
@@ -40,20 +40,12 @@ def test_the_searcher_keeps_no_optuna_object_per_cell_and_nothing_per_told_trial
         seeds=[0],
     )
     assert _live(optuna.samplers.TPESampler) - samplers_before == CELLS  # one per searching cell
-    ids = 0
-    while not search.finished:
-        live = []
-        while (config := search.suggest(f"t{ids}")) not in (None, "FINISHED"):
-            live.append((f"t{ids}", config["trial"]))
-            ids += 1
-        for trial_id, config in live:
-            result = {}
-            for epoch in range(1, int(config["hparams"]["epochs"]) + 1):
-                result = {"epoch": epoch, "val_top1": 100 * config["hparams"]["lr"] * epoch}
-                if config["phase"] == "final":
-                    result["test_top1"] = result["val_top1"]
-                search.record(trial_id, result)
-            search.on_trial_complete(trial_id, result)
+
+    def result_of(config: dict, epoch: int) -> dict:
+        score = 100 * config["hparams"]["lr"] * epoch
+        return {"epoch": epoch, "val_top1": score, "test_top1": score}
+
+    ids = drive(search, result_of)
     assert ids == CELLS * (3 + 1)
     assert _live(optuna.Study) == studies_before  # studies are opened by name when asked
     assert _live(optuna.samplers.TPESampler) == samplers_before  # every search is over
