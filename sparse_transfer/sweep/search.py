@@ -210,12 +210,8 @@ class CellSearch(Searcher):
     def _config(self, key: TrialKey) -> dict:
         plan = self.plans[key.cell]
         trial = self.studies.frozen(plan, key)
-        if key.phase == SEARCH:
-            hparams = {**HYPERPARAMETERS, **plan.fixed, **trial.params}
-            seed = self.settings.seed
-        else:
-            hparams, seed = trial.user_attrs["hparams"], trial.user_attrs["seed"]
-        hparams = {**HYPERPARAMETERS, **hparams}
+        hparams = self.studies.hparams(plan, key, trial)
+        seed = self.settings.seed if key.phase == SEARCH else trial.user_attrs["seed"]
         config = {
             **self.base_config,
             **self.base_config.get(BY_DATASET, {}).get(plan.cell.dataset, {}),

@@ -66,19 +66,19 @@ class Studies:
     def trials(self, plan: CellPlan, phase: str, states=None) -> list[FrozenTrial]:
         if phase == SEARCH and not plan.searched:
             return []
-        storage = self.ledger.storage
-        study_id = storage.get_study_id_from_name(
-            self.ledger.study_name(plan.cell.id, final=phase == FINAL)
-        )
-        return storage.get_all_trials(study_id, deepcopy=False, states=states)
+        study_id = self._study_id(plan, phase)
+        return self.ledger.storage.get_all_trials(study_id, deepcopy=False, states=states)
 
     def storage_id(self, plan: CellPlan, key: TrialKey) -> int:
         if key not in self._ids:
-            storage = self.ledger.storage
-            name = self.ledger.study_name(plan.cell.id, final=key.phase == FINAL)
-            study_id = storage.get_study_id_from_name(name)
-            self._ids[key] = storage.get_trial_id_from_study_id_trial_number(study_id, key.number)
+            self._ids[key] = self.ledger.storage.get_trial_id_from_study_id_trial_number(
+                self._study_id(plan, key.phase), key.number
+            )
         return self._ids[key]
+
+    def _study_id(self, plan: CellPlan, phase: str) -> int:
+        name = self.ledger.study_name(plan.cell.id, final=phase == FINAL)
+        return self.ledger.storage.get_study_id_from_name(name)
 
     def forget(self, key: TrialKey) -> None:
         """The trial is told: never looked up by key again (bounded state)."""
@@ -87,8 +87,11 @@ class Studies:
     def frozen(self, plan: CellPlan, key: TrialKey) -> FrozenTrial:
         return self.ledger.storage.get_trial(self.storage_id(plan, key))
 
-    def hparams(self, plan: CellPlan, key: TrialKey) -> dict:
-        trial = self.frozen(plan, key)
+    def hparams(self, plan: CellPlan, key: TrialKey, trial: FrozenTrial | None = None) -> dict:
+        """The trial's hyperparameters, every default filled in (`trial`: its frozen trial,
+        when the caller has it already)."""
+        if trial is None:
+            trial = self.frozen(plan, key)
         if key.phase == FINAL:
             return {**HYPERPARAMETERS, **trial.user_attrs["hparams"]}
         return {**HYPERPARAMETERS, **plan.fixed, **trial.params}
