@@ -188,7 +188,7 @@ def sync_sweep(location: str | Path, *, log=print, take_over: bool = False) -> i
     """Send the MLflow records the sweep's outbox holds; how many still wait."""
     state = SweepState.load(location)
     with _lease(state, take_over=take_over):
-        return send_records(state, log=log, wait_s=None)
+        return send_records(state, log=log, patient=True)
 
 
 def _lease(state: SweepState, take_over: bool = False):
@@ -305,14 +305,12 @@ def _report(state: SweepState, spec: SweepSpec, *, log) -> None:
     state.save()
 
 
-def send_records(state: SweepState, *, log, wait_s: float | None = _RECORDS_WAIT_S) -> int:
-    """Wait up to `wait_s` (None: while MLflow answers) for the outbox to reach MLflow; say
-    what it refused and what still waits. The number still waiting."""
+def send_records(state: SweepState, *, log, patient: bool = False) -> int:
+    """Wait for the outbox to reach MLflow, up to `_RECORDS_WAIT_S` at a sweep's end or
+    `_SYNC_PATIENCE_S` when `patient` (`sync`); say what it refused and what still waits. The
+    number still waiting."""
     recorder = _recorder(state)
-    if wait_s is None:
-        recorder.drain(timeout=_SYNC_PATIENCE_S, log=log)
-    else:
-        recorder.drain(timeout=wait_s, log=log)
+    recorder.drain(timeout=_SYNC_PATIENCE_S if patient else _RECORDS_WAIT_S, log=log)
     for run_key, kind, error in recorder.box.refused():
         log(f"mlflow refused {kind} for {run_key}: {error[:300]}")
     left = recorder.box.pending()
