@@ -30,8 +30,17 @@ $(SPEED_ENV)/bin/.installed: Makefile
 quickstart: $(BIN)/.installed
 	$(BIN)/sparse-transfer quickstart
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file on one of them and
+# the slow files first; much of a sweep test's time is waiting (on Ray, servers, killed
+# workers), which the other worker fills. Tests marked `serial` measure time or speed, so
+# they run afterwards with the machine to themselves. Both passes always run.
+TEST_WORKERS ?= 2
+
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		-m "not serial"; parallel=$$?; \
+	$(BIN)/python -m pytest -m serial; serial=$$?; \
+	test $$parallel = 0 && test $$serial = 0
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check sparse_transfer tests

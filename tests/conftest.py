@@ -13,6 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end files first (a stable sort: files keep their order): `make test`
+    hands whole files to its workers in this order, so the longest start early rather than
+    finishing the run on one worker while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def ray_runtime():
     """One real local Ray instance for the in-process sweep tests (2 CPUs, like CI)."""

@@ -177,6 +177,7 @@ def test_unknown_mode_echoes_the_value_and_lists_the_valid_ones(tmp_path):
     assert "unknown mode 'fulll'" in message and "full, linear, prune" in message
 
 
+@pytest.mark.serial
 def test_a_huge_spec_is_refused_before_it_is_parsed(tmp_path):
     path = tmp_path / "huge.yaml"
     path.write_text(yaml.safe_dump(VALID) + "description: " + "x" * (5 << 20) + "\n")
@@ -247,6 +248,7 @@ def _laughs(levels: int) -> str:
     ],
     ids=["billion-laughs", "deep", "self-reference"],
 )
+@pytest.mark.serial
 def test_yaml_that_expands_or_nests_without_end_is_refused_at_once(tmp_path, text, expected):
     path = tmp_path / "spec.yaml"
     path.write_text(text)

@@ -18,7 +18,8 @@ from ledger_helpers import go, make_sweep
 from optuna.trial import TrialState
 from sweep_helpers import child_runs, ledger_trials
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# serial: the overhead it prints is a ratio of two timings, read on a machine it has alone
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(1200)]
 CELLS, PER_CELL, EVERY_S = 30, 10, 10.0
 
 

@@ -86,6 +86,7 @@ def bomb(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.serial
 def test_a_zip_bomb_is_refused_before_it_is_inflated(bomb):
     started = time.perf_counter()
     with pytest.raises(UnsafeCheckpointError, match="declares 2147483648 bytes.*zip bomb"):

@@ -39,6 +39,7 @@ def speed_env():
         pytest.skip(why)
 
 
+@pytest.mark.serial
 def test_deepsparse_is_checked_and_a_95_percent_resnet_is_faster_than_dense(tmp_path):
     spec = tmp_path / "zoo_small_resnet.yaml"
     spec.write_text(ZOO.replace("STORAGE", str(tmp_path / "runs")))
