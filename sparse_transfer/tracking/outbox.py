@@ -217,6 +217,10 @@ class Outbox:
         with _lock:
             if _open.get(self.path) is self:
                 del _open[self.path]  # the next recorder opens the file afresh
+        with self._write:
+            self._conn.close()
+        if not self._thread.is_alive():  # a drainer stuck in a send keeps its own
+            self._dconn.close()
 
     def _drain_once(self, sender: _Sender, backoff: float) -> float:
         """Send the next batch; the backoff to use after it."""
