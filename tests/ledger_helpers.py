@@ -76,11 +76,19 @@ class _Silent:
 
 
 def bare_search(
-    root: Path, cells: list, space: dict, *, record: bool = True, start: bool = True, **settings
+    root: Path,
+    cells: list,
+    space: dict,
+    *,
+    record: bool = True,
+    start: bool = True,
+    outbox: str = "outbox",
+    **settings,
 ):
     """The real searcher over the real ledger and MLflow record (SQLite and its outbox under
     `root`), with no Tune: the caller makes Tune's calls (suggest, record, on_trial_complete),
-    so it decides which trial dies or reports when. `settings` override Settings' defaults."""
+    so it decides which trial dies or reports when. `settings` override Settings' defaults;
+    another `outbox` name is another machine's disk."""
     from sparse_transfer.storage import Storage
     from sparse_transfer.sweep.events import TrialEvents
     from sparse_transfer.sweep.ledger import Ledger
@@ -100,7 +108,7 @@ def bare_search(
     ledger = Ledger(root, None, (), "s")
     events = _Silent()
     if record:
-        recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "e", "s", root / "outbox")
+        recorder = SweepRecorder(f"sqlite:///{root / 'mlflow.db'}", "e", "s", root / outbox)
         events = TrialEvents(
             recorder,
             ledger,

@@ -226,6 +226,10 @@ class CellSearch(Searcher):
         if key.phase == SEARCH:
             config["optuna_trial"] = key.number
         self.events.started(str(key), config)
+        # The epochs the ledger holds, queued again: a trial going on after a crash may be on
+        # another machine, whose outbox never had them (the recorder skips what it has).
+        for step, value in sorted(trial.intermediate_values.items()):
+            self.events.epoch(str(key), {M.EPOCH: step, self.settings.metric: value})
         return config
 
     # -- results -------------------------------------------------------------------------
@@ -389,11 +393,7 @@ class CellSearch(Searcher):
                 for trial in self.studies.trials(plan, phase, states=TOLD):
                     key = TrialKey(index, phase, trial.number)
                     if rebuild or str(key) in open_keys:
-                        self._config(key)
-                        for step, value in sorted(trial.intermediate_values.items()):
-                            self.events.epoch(
-                                str(key), {M.EPOCH: step, self.settings.metric: value}
-                            )
+                        self._config(key)  # its run, and its scores per epoch
                         outcome = trial.user_attrs.get("outcome", {})
                         self.events.told(str(key), phase, trial.state.name, outcome, quiet=True)
                         self.studies.forget(key)
