@@ -5,6 +5,7 @@ resume)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -89,9 +90,11 @@ def test_stopped_sweep_resumes_with_every_trial_exactly_once(zoo_dir, tmp_path, 
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "mean delta" in resumed.stdout  # the summary table is printed at the end
-    # The progress counter goes on from the trials told before the stop.
+    # The progress counter goes on from the trials told before the stop. The first line may
+    # be a final run's (finals start before the search ends): count both phases.
     first = next(line for line in resumed.stdout.splitlines() if line.startswith("[search "))
-    assert int(first.split()[1].split("/")[0]) > len(before), first
+    counts = re.findall(r"(?:search|final) (\d+)/\d+", first.split("]")[0])
+    assert sum(map(int, counts)) > len(before), first
 
     runs = child_runs(state["tracking_uri"], "small", state["sweep_id"])
     trial_ids = [r.data.tags["trial_id"] for r in runs]
