@@ -50,14 +50,14 @@ def _ledger_lines(s3, sweep_prefix: str) -> list[dict]:
 
 
 def _told_search_trials(lines: list[dict]) -> int:
-    """Search trials the ledger holds as told (COMPLETE, PRUNED or FAIL), from its operations:
-    study ids count up with CREATE_STUDY, trial ids with CREATE_TRIAL."""
+    """Search trials the ledger holds as told, from its operations: study ids count up with
+    CREATE_STUDY (0), trial ids with CREATE_TRIAL (4); SET_TRIAL_STATE_VALUES (6) tells."""
     studies = [line["study_name"] for line in lines if line["op_code"] == 0]
     study_of = [line["study_id"] for line in lines if line["op_code"] == 4]
     told = {
         line["trial_id"]
         for line in lines
-        if line["op_code"] == 6 and line["state"] in (1, 2, 3)  # SET_TRIAL_STATE_VALUES
+        if line["op_code"] == 6 and TrialState(line["state"]).is_finished()
     }
     return sum(not studies[study_of[trial]].endswith("/final") for trial in told)
 
