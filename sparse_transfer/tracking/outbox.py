@@ -38,7 +38,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-__all__ = ["EXPERIMENT_TAGS", "Outbox", "open_outbox"]
+from sparse_transfer.tracking.experiments import EXPERIMENT_TAGS, find_or_create_experiment
+
+__all__ = ["Outbox", "open_outbox"]
 
 # MLflow's own HTTP retries back off for about two minutes before they give up, on the
 # caller's thread. The queue retries forever instead, so one short attempt per send is enough.
@@ -50,18 +52,6 @@ _MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.5, 5.0
 _WAIT_NOTE_S = 30.0  # how often a waiting drain says what it waits for
 _TRANSIENT_HTTP = {408, 429}
-# A new experiment's description, and its kind: "machine learning" makes MLflow 3's UI open
-# the runs table, not the GenAI overview (traces, token usage).
-EXPERIMENT_TAGS = {
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": (
-        "sparse-transfer sweeps: one parent run per sweep, one child run per trial. "
-        "Reported accuracies come from the final runs only: filter with "
-        "`tags.phase = 'final'`, group by `tags.method` and `tags.sparsity`, and compare "
-        "`test_top1` per `tags.dataset` and `tags.mode`. One cell's search: "
-        "`tags.phase = 'search' and tags.cell = '<upstream>/<dataset>/<mode>'`."
-    ),
-}
 _KINDS = ("metrics", "tags", "artifact", "status")  # besides "open"
 
 _SCHEMA = """
@@ -344,11 +334,8 @@ class _Sender:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(self.box.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found
-                else self.client.create_experiment(self.box.experiment, tags=EXPERIMENT_TAGS)
+            self._experiment_id = find_or_create_experiment(
+                self.client, self.box.tracking_uri, self.box.experiment, EXPERIMENT_TAGS
             )
         return self._experiment_id
 

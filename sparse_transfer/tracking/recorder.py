@@ -22,7 +22,8 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from sparse_transfer.tracking.outbox import EXPERIMENT_TAGS, Outbox, is_transient, open_outbox
+from sparse_transfer.tracking.experiments import EXPERIMENT_TAGS, find_or_create_experiment
+from sparse_transfer.tracking.outbox import Outbox, is_transient, open_outbox
 
 __all__ = ["OUTBOX_FILE", "SweepRecorder", "TrackingUnavailable", "default_tracking_uri"]
 
@@ -86,11 +87,8 @@ class SweepRecorder:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found
-                else self.client.create_experiment(self.experiment, tags=EXPERIMENT_TAGS)
+            self._experiment_id = find_or_create_experiment(
+                self.client, self.tracking_uri, self.experiment, EXPERIMENT_TAGS
             )
         return self._experiment_id
 

@@ -13,6 +13,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from sparse_transfer.tracking.experiments import RUNS_KIND, find_or_create_experiment
+
 __all__ = ["log_speed"]
 
 _METRICS = (
@@ -35,10 +37,10 @@ def log_speed(tracking_uri: str, experiment: str, table: pd.DataFrame, meta: dic
     """Record a speed table; returns the parent run id. Rows without numbers (failed, wrong,
     unavailable) are runs too, marked FAILED, so nothing measured is missing from MLflow."""
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    # the UI opens an untagged experiment on its GenAI overview; this one holds runs
-    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    experiment_id = find_or_create_experiment(client, tracking_uri, experiment)
+    # an experiment made elsewhere (the UI, another tool) may lack the kind that opens runs
+    for key, value in RUNS_KIND.items():
+        client.set_experiment_tag(experiment_id, key, value)
     parent = client.create_run(
         experiment_id,
         tags={"role": "speed", "spec": meta["spec_name"], MLFLOW_RUN_NAME: "speed"},

@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from sparse_transfer.tracking.experiments import find_or_create_experiment
+
 __all__ = ["log_zoo_build"]
 
 _METRICS = ("sparsity", "target_sparsity", "upstream_val_top1", "dense_flops", "sparse_flops")
@@ -18,8 +20,7 @@ _METRICS = ("sparsity", "target_sparsity", "upstream_val_top1", "dense_flops", "
 def log_zoo_build(tracking_uri: str, experiment: str, zoo: str, built: list[dict]) -> str:
     """Record the entries a `zoo build` made; returns the parent run id."""
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = find_or_create_experiment(client, tracking_uri, experiment)
     parent = client.create_run(
         experiment_id,
         tags={"role": "zoo", "zoo": zoo, "stage": "upstream", MLFLOW_RUN_NAME: f"zoo/{zoo}"},
