@@ -2,7 +2,9 @@
 
     python benchmarks/gpu.py                      # on a GPU: the full table (a few minutes)
     python benchmarks/gpu.py --device cpu         # this project's CPU: host cost and masks
-    python benchmarks/gpu.py --device cpu --quick # the same, small (the test suite runs it)
+    python benchmarks/gpu.py --device cpu --quick --table --workers 1
+                                                  # the same, small, then the GPU table's code
+                                                  # at tiny sizes (the test suite runs it)
 
 Every ratio compares rates measured in this run, on the same generated data:
 - model steps: dense vs 90%-masked ResNet-50 and MobileNetV1 in fp32-strict, fp32 (TF32) and
@@ -68,6 +70,26 @@ SIZES = {"0.2MP": (375, 500), "0.8MP": (768, 1024)}
 HP = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """The table's sizes: a GPU's, or the smallest that runs every row (the suite's CPU run,
+    which keeps the table's code from rotting where no GPU is)."""
+
+    batch: int
+    image: int  # the model rows' input side
+    steps: int  # timed steps per model row, after `warmup`
+    warmup: int
+    loader_batches: int  # timed batches per loader row, after the first
+    compile_arch: str
+    cifar_arrays: int
+
+
+TABLE = Sizes(batch=256, image=224, steps=30, warmup=10, loader_batches=30,
+              compile_arch="resnet50", cifar_arrays=4096)  # fmt: skip
+TINY = Sizes(batch=4, image=112, steps=3, warmup=1, loader_batches=4,
+             compile_arch="resnet18", cifar_arrays=64)  # fmt: skip
+
+
 @dataclass
 class Config:
     device: torch.device
@@ -77,6 +99,10 @@ class Config:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def sizes(self) -> Sizes:
+        return TINY if self.quick else TABLE
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -192,6 +218,8 @@ def old_loader(root: Path | None, arrays, config: Config, batch: int):
             num_workers=config.workers,
             pin_memory=config.cuda,
         )
+        if len(loader) == 0:
+            raise ValueError(f"{len(data)} images make no batch of {batch}")
         for images, labels in loader:
             yield images.to(config.device, non_blocking=True), labels
 
@@ -274,8 +302,10 @@ def inputs(config: Config, batch: int, size: int):
     return x, torch.randint(0, 100, (batch,), device=config.device)
 
 
-def masked_dense(arch: str, config: Config, batch: int, size: int, precision: str):
-    """(dense, masked) seconds per step, interleaved."""
+def masked_dense(
+    arch: str, config: Config, batch: int, size: int, precision: str, steps: tuple[int, int]
+):
+    """(dense, masked) seconds per step, interleaved; `steps`: (timed, warm-up)."""
     configure_device(config.device, precision)
     autocast = autocast_dtype(config.device, precision)
     x, y = inputs(config, batch, size)
@@ -285,8 +315,7 @@ def masked_dense(arch: str, config: Config, batch: int, size: int, precision: st
         runs.append(
             (forward, make_optimizer(model.parameters(), HP, config.device), masks, autocast)
         )
-    steps, warmup = (3, 1) if config.quick else ((8, 2) if not config.cuda else (30, 10))
-    return timed_steps(runs, x, y, steps, warmup, _sync(config))
+    return timed_steps(runs, x, y, *steps, _sync(config))
 
 
 def eval_rate(arch: str, config: Config, batch: int, precision: str) -> float:
@@ -294,20 +323,21 @@ def eval_rate(arch: str, config: Config, batch: int, precision: str) -> float:
     autocast = autocast_dtype(config.device, precision)
     model, _, _ = build(arch, config, None)
     model.eval()
-    x, _ = inputs(config, batch, 224)
+    x, _ = inputs(config, batch, config.sizes.image)
     sync = _sync(config)
+    timed = 2 * config.sizes.steps // 3
     with (
         torch.no_grad(),
         torch.autocast(config.device.type, autocast, enabled=autocast is not None),
     ):
-        for _ in range(5):
+        for _ in range(config.sizes.warmup):
             model(x)
         sync()
         started = time.perf_counter()
-        for _ in range(20):
+        for _ in range(timed):
             model(x)
         sync()
-    return 20 * batch / (time.perf_counter() - started)
+    return timed * batch / (time.perf_counter() - started)
 
 
 def head_rate(arch: str, config: Config, batch: int = 64) -> float:
@@ -321,8 +351,9 @@ def head_rate(arch: str, config: Config, batch: int = 64) -> float:
     features = torch.randn(batch, width.in_features, device=config.device)
     labels = torch.randint(0, 100, (batch,), device=config.device)
     optimizer = make_optimizer(head.parameters(), HP, config.device)
+    steps = 20 if config.quick else 200
     (seconds,) = timed_steps(
-        [(head, optimizer, None, None)], features, labels, 200, 20, _sync(config)
+        [(head, optimizer, None, None)], features, labels, steps, steps // 10, _sync(config)
     )
     return batch / seconds
 
@@ -401,7 +432,8 @@ def run_cpu(config: Config) -> None:
     torch.set_num_threads(threads)
     print(f"host cost per image new/old: {new_total / old_total:.3f}")
     arch, batch, size = ("resnet18", 4, 64) if config.quick else ("resnet50", 8, 224)
-    dense, masked = masked_dense(arch, config, batch, size, "fp32-strict")
+    steps = (3, 1) if config.quick else (8, 2)
+    dense, masked = masked_dense(arch, config, batch, size, "fp32-strict", steps)
     print(
         f"{arch} batch {batch} at {size}px, CPU fp32: dense {dense * 1e3:.0f} ms/step, "
         f"90% masked {masked * 1e3:.0f} ms/step"
@@ -427,36 +459,35 @@ def row(name: str, seconds: float, batch: int, flops: float | None, peak: float 
     return f"  {name:<38} {rate:9.0f} img/s {seconds * 1e3:8.1f} ms/step  MFU {mfu}"
 
 
-def run_gpu(config: Config) -> None:
-    name = torch.cuda.get_device_name()
+def device_name(config: Config) -> str:
+    return torch.cuda.get_device_name() if config.cuda else f"CPU ({os.cpu_count()} cores)"
+
+
+def run_table(config: Config) -> None:
+    """The table. On a CPU (`--table`, tiny sizes) it runs the same code as a check: its
+    numbers say nothing of a GPU."""
+    name = device_name(config)
     peaks = next((p for k, p in PEAKS.items() if k in name), None)
+    sizes, batch = config.sizes, config.sizes.batch
     print(f"device: {name}, torch {torch.__version__}, loader workers {config.workers}")
-    batch = 64 if config.quick else 256
+    if not config.cuda:
+        print("  (the GPU table's code at tiny sizes on a CPU: a check, not a measurement)")
     model_rates: dict[tuple, float] = {}
     print("training steps (dense vs 90% masked; images/s, ms/step, MFU)")
-    for arch in ("resnet50", "mobilenetv1"):
+    for arch in ARCH_NAMES:
         model, _, _ = build(arch, config, None)
-        flops = step_flops(model, inputs(config, batch, 224)[0])
+        flops = step_flops(model, inputs(config, batch, sizes.image)[0])
         del model
-        for index, precision in enumerate(("fp32-strict", "fp32", "bf16")):
-            dense, masked = masked_dense(arch, config, batch, 224, precision)
+        for index, precision in enumerate(PRECISIONS):
+            steps = (sizes.steps, sizes.warmup)
+            dense, masked = masked_dense(arch, config, batch, sizes.image, precision, steps)
             peak = peaks[index] if peaks else None
             model_rates[arch, precision, False] = batch / dense
             model_rates[arch, precision, True] = batch / masked
             print(row(f"{arch} {precision} dense", dense, batch, flops, peak))
             print(row(f"{arch} {precision} masked", masked, batch, flops, peak))
             print(f"  {arch} {precision} masked/dense: {dense / masked:.3f}")
-    configure_device(config.device, "bf16")
-    x, y = inputs(config, batch, 224)
-    runs = []
-    for compiled in (False, True):
-        model, forward, masks = build("resnet50", config, 0.9, compiled)
-        runs.append(
-            (forward, make_optimizer(model.parameters(), HP, config.device), masks, torch.bfloat16)
-        )
-    eager, compiled_s = timed_steps(runs, x, y, 20, 10, _sync(config))
-    print(row("resnet50 bf16 masked, eager", eager, batch, None, None))
-    print(row("resnet50 bf16 masked, torch.compile", compiled_s, batch, None, None))
+    compiled_rows(config)
     evals = {(a, p): eval_rate(a, config, batch, p) for a in ARCH_NAMES for p in PRECISIONS}
     for (arch, precision), rate in evals.items():
         print(f"  eval forward {arch} {precision}: {rate:9.0f} img/s")
@@ -476,15 +507,34 @@ ARCH_NAMES = ("resnet50", "mobilenetv1")
 PRECISIONS = ("fp32-strict", "fp32", "bf16")
 
 
+def compiled_rows(config: Config) -> None:
+    """torch.compile on/off, 90% masked, bf16 (as `resources.compile: true` trains)."""
+    sizes = config.sizes
+    configure_device(config.device, "bf16")
+    autocast = autocast_dtype(config.device, "bf16")
+    x, y = inputs(config, sizes.batch, sizes.image)
+    runs = []
+    for compiled in (False, True):
+        model, forward, masks = build(sizes.compile_arch, config, 0.9, compiled)
+        optimizer = make_optimizer(model.parameters(), HP, config.device)
+        runs.append((forward, optimizer, masks, autocast))
+    eager, compiled_s = timed_steps(runs, x, y, sizes.steps, sizes.warmup, _sync(config))
+    arch = sizes.compile_arch
+    print(row(f"{arch} bf16 masked, eager", eager, sizes.batch, None, None))
+    print(row(f"{arch} bf16 masked, torch.compile", compiled_s, sizes.batch, None, None))
+
+
 def gpu_loaders(config: Config, batch: int, roots: dict[str, Path]) -> dict:
     """(old, new) loader images/s per dataset kind."""
     out = {}
     print(f"loader alone, {config.workers} workers (old: PIL in workers; new: bytes + device)")
     rng = np.random.default_rng(0)
-    arrays = [rng.integers(0, 255, (32, 32, 3), np.uint8) for _ in range(4096)]
+    arrays = [
+        rng.integers(0, 255, (32, 32, 3), np.uint8) for _ in range(config.sizes.cifar_arrays)
+    ]
     for kind in ("cifar", *SIZES):
         root, data = roots.get(kind), (arrays if kind == "cifar" else None)
-        batches = 8 if config.quick else 30
+        batches = config.sizes.loader_batches
         old = loader_rate(old_loader(root, data, config, batch), batches, _sync(config))
         new = loader_rate(new_loader(root, data, config, batch), batches, _sync(config))
         out[kind] = (old, new)
@@ -497,46 +547,61 @@ def gpu_loaders(config: Config, batch: int, roots: dict[str, Path]) -> dict:
 def end_to_end(config: Config, batch: int, roots: dict[str, Path]) -> None:
     print("end to end through FileSource (resnet50 bf16, 90% masked)")
     configure_device(config.device, "bf16")
+    autocast, sync = autocast_dtype(config.device, "bf16"), _sync(config)
     for kind in SIZES:
         model, forward, masks = build("resnet50", config, 0.9)
         optimizer = make_optimizer(model.parameters(), HP, config.device)
         source = new_loader(roots[kind], None, config, batch)
         seen, started = 0, time.perf_counter()
         for index, (x, y) in enumerate(source):
-            if index == 2:
-                torch.cuda.synchronize()
+            if index == 2:  # after the workers' start and cuDNN's autotuning
+                sync()
                 seen, started = 0, time.perf_counter()
-            train_step(forward, x, y % 100, optimizer, masks=masks, autocast_dtype=torch.bfloat16)
+            train_step(forward, x, y % 100, optimizer, masks=masks, autocast_dtype=autocast)
             seen += len(y)
-            if index >= (6 if config.quick else 25):
+            if index >= 2 + config.sizes.loader_batches:
                 break
-        torch.cuda.synchronize()
+        sync()
         print(f"  {kind}: {seen / (time.perf_counter() - started):8.0f} img/s")
 
 
 def shared(config: Config) -> None:
-    """Two trials on one GPU: two processes stepping at once, their summed rate."""
-    command = [sys.executable, __file__, "--step-worker"]
+    """Two trials on one device: two processes stepping at once, their summed rate."""
+    command = [sys.executable, __file__, "--step-worker", "--device", config.device.type]
+    command += ["--quick"] if config.quick else []
     alone = float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     together = sum(float(p.communicate()[0]) for p in procs)
-    mps = "on" if os.environ.get("CUDA_MPS_PIPE_DIRECTORY") else "unknown (see infra/README.md)"
+    if not config.cuda:
+        mps = "n/a on a CPU"
+    elif os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+        mps = "on"
+    else:
+        mps = "unknown (see infra/README.md)"
     print(
-        f"two trials sharing one GPU (resnet50 bf16 masked, batch 64; MPS {mps}): "
-        f"{together:.0f} img/s together vs {alone:.0f} alone ({together / alone:.2f}x)"
+        f"two trials sharing one device (resnet50 bf16 masked, batch {step_batch(config)}; "
+        f"MPS {mps}): {together:.0f} img/s together vs {alone:.0f} alone "
+        f"({together / alone:.2f}x)"
     )
 
 
-def step_worker() -> None:
-    config = Config(torch.device("cuda"), False, 0)
+def step_batch(config: Config) -> int:
+    return min(64, config.sizes.batch)
+
+
+def step_worker(config: Config) -> None:
+    """One trial's training steps, alone in its process; prints its images/s."""
     configure_device(config.device, "bf16")
+    batch = step_batch(config)
     model, forward, masks = build("resnet50", config, 0.9)
-    x, y = inputs(config, 64, 224)
+    x, y = inputs(config, batch, config.sizes.image)
     optimizer = make_optimizer(model.parameters(), HP, config.device)
+    autocast = autocast_dtype(config.device, "bf16")
+    steps, warmup = (config.sizes.steps, config.sizes.warmup)
     (seconds,) = timed_steps(
-        [(forward, optimizer, masks, torch.bfloat16)], x, y, 40, 10, torch.cuda.synchronize
+        [(forward, optimizer, masks, autocast)], x, y, 4 * steps // 3, warmup, _sync(config)
     )
-    print(64 / seconds)
+    print(batch / seconds)
 
 
 def verdicts(model_rates, loaders) -> None:
@@ -580,18 +645,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None)
     parser.add_argument("--quick", action="store_true", help="small sizes (the test suite)")
-    parser.add_argument("--workers", type=int, default=7, help="loader workers (GPU runs)")
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="on a CPU with --quick: run the GPU table's code too, at tiny sizes (a check)",
+    )
+    parser.add_argument("--workers", type=int, default=7, help="loader workers")
     parser.add_argument("--step-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.step_worker:
-        step_worker()
-        return
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    if args.table and device.type == "cpu" and not args.quick:
+        parser.error("--table on a CPU needs --quick: the GPU table's sizes take hours there")
     config = Config(device, args.quick, args.workers)
+    if args.step_worker:
+        step_worker(config)
+        return
     started = time.perf_counter()
-    (run_gpu if config.cuda else run_cpu)(config)
+    if config.cuda:
+        run_table(config)
+    else:
+        run_cpu(config)
+        if args.table:
+            run_table(config)
     print(f"benchmark time: {time.perf_counter() - started:.0f} s on {device.type}")
 
 
