@@ -13,7 +13,14 @@ from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image
 
 from sparse_transfer.data.paper import PAPER_DATASETS
-from sparse_transfer.data.paper.batched import BatchTransform, crop_box, decode, read_raw
+from sparse_transfer.data.paper.batched import (
+    BatchTransform,
+    crop_box,
+    decode,
+    device_ready,
+    read_raw,
+)
+from sparse_transfer.data.paper.registry import DatasetLayoutError
 from sparse_transfer.data.source import FileSource
 from sparse_transfer.models.catalog import Preprocessing
 
@@ -94,9 +101,62 @@ def test_raw_reading_keeps_jpeg_bytes_and_decodes_the_rest(tmp_path):
     array = np.full((32, 32, 3), 9, np.uint8)
     raws = [read_raw(s, "d") for s in (jpeg, png, cmyk, array)]
     assert raws[0].dim() == 1 and raws[1].shape == (3, 4, 5) and raws[3].shape == (3, 32, 32)
+    assert raws[2].shape == (3, 3, 6)  # nvJPEG's batch would refuse CMYK: decoded on the host
     images = decode(raws, [jpeg, png, cmyk, None], "d", torch.device("cpu"))
     assert [i.shape[0] for i in images] == [3, 3, 3, 3]
     assert images[2].shape == (3, 3, 6)
+
+
+def test_only_baseline_jpegs_are_left_for_the_devices_batched_decoder(tmp_path):
+    """nvJPEG decodes baseline JPEGs as one batch in hardware; anything else it decodes one
+    by one with a host stage in the trial's process. The loader worker decodes those instead,
+    to the same pixels."""
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)
+    files = {
+        "baseline": dict(quality=90),
+        "progressive": dict(quality=90, progressive=True),
+        "optimized": dict(quality=90, optimize=True),  # still baseline: custom Huffman tables
+        "gray": dict(quality=90),
+        "exif": dict(quality=90, exif=b"Exif\x00\x00" + b"x" * 300),  # a segment to skip
+    }
+    for name, options in files.items():
+        image = Image.fromarray(pixels).convert("L" if name == "gray" else "RGB")
+        image.save(tmp_path / f"{name}.jpg", **options)
+    raws = {p.stem: read_raw(p, "d") for p in sorted(tmp_path.glob("*.jpg"))}
+    assert {k: v.dim() for k, v in raws.items()} == {
+        "baseline": 1,
+        "exif": 1,
+        "gray": 1,
+        "optimized": 1,
+        "progressive": 3,
+    }
+    progressive = tmp_path / "progressive.jpg"
+    expected = decode_image(str(progressive), mode=ImageReadMode.RGB)
+    assert torch.equal(raws["progressive"], expected)
+    (got,) = decode([raws["progressive"]], [progressive], "d", torch.device("cpu"))
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff\xd8",
+        b"\xff\xd8\xff\xe0\x00",  # a segment cut short
+        b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x11\x08",  # a frame header cut short
+        b"\xff\xd8junk",
+        b"\x89PNG\r\n",
+    ],
+)
+def test_a_broken_or_foreign_header_is_never_left_for_the_device(data):
+    assert device_ready(data) is False
+
+
+def test_a_broken_jpeg_is_named_by_the_worker_that_reads_it(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 40)
+    with pytest.raises(DatasetLayoutError, match="broken.jpg"):
+        read_raw(broken, "d")
 
 
 def source(root: Path, workers: int = 0, size: int = 32) -> FileSource:

@@ -5,6 +5,12 @@ The host only reads each image's bytes (`read_raw`); decoding (nvJPEG through
 and normalizing run as one batch on the device (`BatchTransform`). The same code runs on a
 CPU, where the loader workers run it instead of the trial's process.
 
+Only baseline JPEGs (8-bit, one or three components) are left for the device: they are what
+nvJPEG decodes as one batch on the GPU's hardware decoder. Any other file (a progressive JPEG,
+CMYK, PNG) is decoded by the loader worker that reads it: nvJPEG would decode it one image at
+a time with a Huffman stage on the host, in the trial's own process (torchvision's
+`decode_jpegs_cuda`, read on 2026-12-04), on the training loop's critical path.
+
 The distributions are torchvision's, drawn from a generator the caller seeds: for each image
 in order, `RandomResizedCrop.get_params` (scale (0.08, 1), ratio (3/4, 4/3), ten tries, then
 the centre fallback) and then `RandomHorizontalFlip`'s draw, exactly as torchvision's own
@@ -25,25 +31,51 @@ import torch
 from sparse_transfer.data.paper.registry import DatasetLayoutError, ImageSource
 from sparse_transfer.models.catalog import Preprocessing
 
-__all__ = ["BatchTransform", "crop_box", "decode", "read_raw"]
+__all__ = ["BatchTransform", "crop_box", "decode", "device_ready", "read_raw"]
 
 JPEG_MAGIC = b"\xff\xd8"
+BASELINE = 0xC0  # SOF0: baseline DCT, Huffman coded
+# Every start-of-frame marker (SOF0-SOF15 less DHT, JPG and DAC, which share the range).
+FRAME_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 SCALE = (0.08, 1.0)
 RATIO = (3 / 4, 4 / 3)
 
 
 def read_raw(source: ImageSource, dataset: str) -> torch.Tensor:
-    """What the host does per image: a JPEG's bytes (1-d uint8), else the decoded image
-    (3-d uint8 CHW): arrays held inline (CIFAR) and the rare PNG/GIF/CMYK file."""
+    """What the host does per image: a baseline JPEG's bytes (1-d uint8), else the decoded
+    image (3-d uint8 CHW): arrays held inline (CIFAR), progressive or CMYK JPEGs, PNG/GIF."""
     if isinstance(source, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)
     try:
         data = Path(source).read_bytes()
     except OSError as err:
         raise DatasetLayoutError(f"dataset {dataset!r}: cannot read {source}: {err}") from None
-    if data[:2] == JPEG_MAGIC:
+    if device_ready(data):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    if data[:2] == JPEG_MAGIC:
+        return _decode_one(torch.frombuffer(bytearray(data), dtype=torch.uint8), source, dataset)
     return _decode_with_pil(source, dataset)
+
+
+def device_ready(data: bytes) -> bool:
+    """Whether `data` is a baseline JPEG of 8-bit samples and one or three components, read
+    from its frame header (the first start-of-frame segment)."""
+    if data[:2] != JPEG_MAGIC:
+        return False
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return False  # not a marker where one must be: leave it to a decoder's error
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in FRAME_MARKERS:
+            header = data[at + 4 : at + 10]  # precision, height, width, components
+            eight_bit = len(header) == 6 and header[0] == 8
+            return marker == BASELINE and eight_bit and header[5] in (1, 3)
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
 
 
 def _decode_with_pil(source: Path, dataset: str) -> torch.Tensor:
@@ -78,8 +110,12 @@ def decode(
     return out
 
 
-def _decode_one(raw: torch.Tensor, source: ImageSource, dataset: str, device: torch.device):
+def _decode_one(
+    raw: torch.Tensor, source: ImageSource, dataset: str, device: torch.device | None = None
+) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = device or torch.device("cpu")
 
     try:
         return decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
