@@ -558,25 +558,6 @@ def _sweep_results(sweep: str, tracking_uri: str | None):
     return load_final_runs(uri, experiment, sweep_id=sweep_id), source
 
 
-@app.command(short_help="Measure full-finetuning speed with and without masks.")
-def bench(
-    arch: Annotated[str, typer.Option(help="Architecture to train.")] = "resnet50",
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
-    steps: Annotated[int, typer.Option(help="Timed steps (after 2 warm-up steps).")] = 10,
-    image_size: Annotated[int, typer.Option(help="Input resolution.")] = 224,
-    workers: Annotated[int, typer.Option(help="Data-loader worker processes.")] = 4,
-    device: Annotated[str | None, typer.Option(help="cuda or cpu; default: cuda if any.")] = None,
-) -> None:
-    """Full-finetuning images/s with masks vs without, and data loader vs model, side by side."""
-    from sparse_transfer.transfer.bench import run_bench
-
-    result = run_bench(
-        arch, batch_size, steps, image_size=image_size, workers=workers, device=device
-    )
-    for line in result.lines():
-        typer.echo(line)
-
-
 @app.command(short_help="Time every upstream model on each inference engine.")
 def speed(
     spec: Annotated[

@@ -20,7 +20,6 @@ COMMANDS = [
     ["quickstart"],
     ["resume"],
     ["report"],
-    ["bench"],
     ["zoo", "build"],
     ["zoo", "list"],
     ["checkpoint", "list"],

@@ -249,7 +249,7 @@ def test_the_tf_variant_shares_resnet50s_keys_and_is_never_inferred():
 
 @pytest.mark.slow
 def test_the_tf_variant_exports_to_onnx_and_runs_there(tmp_path):
-    """As the bench and the DeepSparse speed measurement export: opset 13, TorchScript path."""
+    """As the DeepSparse speed measurement exports: opset 13, TorchScript path."""
     ort = pytest.importorskip("onnxruntime")
     model = ARCHS.get("resnet50_tf").build(10).eval()
     x = torch.randn(1, 3, 224, 224)
@@ -262,10 +262,13 @@ def test_the_tf_variant_exports_to_onnx_and_runs_there(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_bench_runs_the_tf_variant():
-    from sparse_transfer.transfer.bench import _model_rate
+def test_the_tf_variant_takes_a_training_step():
+    from sparse_transfer.transfer.loop import make_optimizer, train_step
 
-    assert _model_rate("resnet50_tf", 1, 1, 0, 64, "cpu", sparsity=None) > 0
+    model = ARCHS.get("resnet50_tf").build(10)
+    optimizer = make_optimizer(model.parameters(), {"lr": 0.1, "momentum": 0.9, "weight_decay": 0})
+    loss = train_step(model, torch.randn(2, 3, 64, 64), torch.tensor([0, 1]), optimizer)
+    assert torch.isfinite(loss)
 
 
 # --- STR's full-finetuning head -------------------------------------------------------------
