@@ -155,18 +155,50 @@ def host_costs(root: Path, config: Config) -> tuple[float, float]:
     old_s = time_per_image(lambda: [old[i] for i in range(n)], n, repeats)
     raw = RawBatches(split, None)  # what a worker does for a GPU trial: read the bytes
     plan = (list(range(n)), 0)
-    raws, sources, _, _ = raw[plan]
-    shapes = [image.shape[-2:] for image in decode(raws, sources, "b", torch.device("cpu"))]
+    read_s = time_per_image(lambda: raw[plan], n, repeats)
+    # the trial's process then draws the crops and launches the transform's kernels
+    _, launch_s = dispatch_costs(root, config)
+    return old_s, read_s + launch_s
 
-    def new_host_stage():
-        raw[plan]
-        generator = torch.Generator().manual_seed(0)
-        for h, w in shapes:  # the random draws stay on the host too
-            crop_box(h, w, generator)
-            torch.rand(1, generator=generator)
 
-    new_s = time_per_image(new_host_stage, n, repeats)
-    return old_s, new_s
+def meta_batch(root: Path, size: int = 256) -> list[torch.Tensor]:
+    """A training batch of the folder's image shapes (repeated) on the meta device, where
+    running the transform is all its Python and dispatch and no kernel."""
+    split = PAPER_DATASETS.get("image_folder").open(root, "trainval")
+    sources = [s for s, _ in split.samples]
+    raws = [read_raw(s, "b") for s in sources]
+    shapes = [image.shape for image in decode(raws, sources, "b", torch.device("cpu"))]
+    return [
+        torch.empty(shapes[i % len(shapes)], dtype=torch.uint8, device="meta") for i in range(size)
+    ]
+
+
+def dispatch_costs(root: Path, config: Config) -> tuple[float, float]:
+    """Host seconds per training image to launch the device stage (a batch of 256, meta
+    device): torchvision's `resized_crop` and flip image by image, vs `BatchTransform`."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    pre = Preprocessing()
+    images = meta_batch(root)
+    size, mode = [pre.input_size] * 2, InterpolationMode(pre.interpolation)
+
+    def torchvision_functional():
+        generator, out = torch.Generator().manual_seed(0), []
+        for image in images:
+            top, left, h, w = crop_box(image.shape[-2], image.shape[-1], generator)
+            image = F.resized_crop(image, top, left, h, w, size, mode, antialias=True)
+            out.append(image.flip(-1) if torch.rand(1, generator=generator) < 0.5 else image)
+        torch.stack(out).float()
+
+    def batch_transform():
+        BatchTransform(pre, train=True)(images, torch.Generator().manual_seed(0))
+
+    repeats = 2 if config.quick else 5
+    return (
+        time_per_image(torchvision_functional, len(images), repeats),
+        time_per_image(batch_transform, len(images), repeats),
+    )
 
 
 def test_transform_deviation(root: Path) -> float:
@@ -425,8 +457,14 @@ def run_cpu(config: Config) -> None:
             old_total, new_total = old_total + old_s, new_total + new_s
             print(
                 f"  {kind} JPEG: old (PIL decode+transforms) {old_s * 1e3:7.2f} ms, "
-                f"new (read bytes, draw crops) {new_s * 1e3:7.3f} ms"
+                f"new (read bytes, launch the device stage) {new_s * 1e3:7.3f} ms"
             )
+        functional_s, batch_s = dispatch_costs(roots["0.2MP"], config)
+        print(
+            "launching the device stage's transforms per image (meta device: Python and "
+            f"dispatch):\n  torchvision resized_crop + flip {functional_s * 1e3:.3f} ms, "
+            f"BatchTransform {batch_s * 1e3:.3f} ms ({batch_s / functional_s:.2f}x)"
+        )
         deviation = test_transform_deviation(roots["0.2MP"])
         print(f"test transform, new vs PIL: mean |difference| {deviation:.3f} of 255 levels")
     torch.set_num_threads(threads)

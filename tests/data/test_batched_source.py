@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision import transforms as T
 from torchvision.io import ImageReadMode, decode_image
 
@@ -75,6 +76,34 @@ def test_train_batch_equals_torchvisions_transforms_image_by_image(tmp_path, int
     expected = torch.stack([reference(image) for image in images])
     batch = BatchTransform(pre, train=True)(images, torch.Generator().manual_seed(5))
     torch.testing.assert_close(batch, expected, atol=1e-6, rtol=0)
+
+
+class _DeviceKernels(TorchDispatchMode):
+    """Counts the operators that would launch a kernel on the images' device: ops on a meta
+    tensor that are not views. (`torch.utils._python_dispatch.TorchDispatchMode` and
+    `OpOverload.is_view`: private, checked against torch 2.14.1 on 2026-12-04.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if any(t.device.type == "meta" for t in tensors) and not func.is_view:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_crop_launches_two_kernels_per_image():
+    """The host's cost of the device stage grows with its launches per image: to float and
+    one antialiased resize; rounding, flips and normalization are launched once per batch."""
+    counts = {}
+    for n in (8, 16):
+        images = [torch.zeros(3, 300, 400, dtype=torch.uint8, device="meta") for _ in range(n)]
+        with _DeviceKernels() as kernels:
+            BatchTransform(Preprocessing(), train=True)(images, torch.Generator().manual_seed(0))
+        counts[n] = kernels.count
+    assert (counts[16] - counts[8]) / 8 == 2
 
 
 def test_test_transform_is_exact(tmp_path):
