@@ -94,25 +94,33 @@ class _DeviceKernels(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_a_training_crop_launches_two_kernels_per_image():
+@pytest.mark.parametrize("train", [True, False])
+def test_each_image_launches_two_kernels(train):
     """The host's cost of the device stage grows with its launches per image: to float and
     one antialiased resize; rounding, flips and normalization are launched once per batch."""
     counts = {}
     for n in (8, 16):
         images = [torch.zeros(3, 300, 400, dtype=torch.uint8, device="meta") for _ in range(n)]
         with _DeviceKernels() as kernels:
-            BatchTransform(Preprocessing(), train=True)(images, torch.Generator().manual_seed(0))
+            BatchTransform(Preprocessing(), train=train)(images, torch.Generator().manual_seed(0))
         counts[n] = kernels.count
     assert (counts[16] - counts[8]) / 8 == 2
 
 
-def test_test_transform_is_exact(tmp_path):
-    images = decoded(write_folder(tmp_path, 7))
-    pre = Preprocessing()
+@pytest.mark.parametrize(
+    "interpolation,input_size,resize_size",
+    [("bilinear", 224, 256), ("bicubic", 224, 256), ("bilinear", 300, 256)],  # last: padded
+)
+def test_test_transform_is_exact(tmp_path, interpolation, input_size, resize_size):
+    sizes = [*SIZES, (256, 300)]  # the last is already at its resized size: not resampled
+    images = decoded(write_folder(tmp_path, len(sizes), sizes))
+    pre = Preprocessing(
+        interpolation=interpolation, input_size=input_size, resize_size=resize_size
+    )
     reference = T.Compose(
         [
-            T.Resize(256, antialias=True),
-            T.CenterCrop(224),
+            T.Resize(resize_size, T.InterpolationMode(interpolation), antialias=True),
+            T.CenterCrop(input_size),
             T.ConvertImageDtype(torch.float),
             T.Normalize(pre.mean, pre.std),
         ]

@@ -15,8 +15,8 @@ The distributions are torchvision's, drawn from a generator the caller seeds: fo
 in order, `RandomResizedCrop.get_params` (scale (0.08, 1), ratio (3/4, 4/3), ten tries, then
 the centre fallback) and then `RandomHorizontalFlip`'s draw, exactly as torchvision's own
 tensor transforms draw them, so one seed gives the same crops through either path. Resizing is
-torchvision's tensor resize with antialiasing; the test transform (Resize + CenterCrop) is
-torchvision's own on the decoded image.
+torchvision's: antialiased, in float, rounded to 8 bits; the test transform is its Resize +
+CenterCrop. Both give torchvision's transforms' results exactly (tested).
 """
 
 from __future__ import annotations
@@ -154,10 +154,11 @@ class BatchTransform:
     """The paper's train or test transform of a decoded batch, then normalization: a float
     NCHW batch (channels_last on a GPU, where cuDNN runs fastest).
 
-    Training crops cost the host two kernel launches per image (to float, one antialiased
-    resize); rounding, flips and normalization run once per batch. The result is
-    torchvision's `resized_crop` + flip, which resizes in float and rounds to uint8 (tested
-    equal), without its per-image checks and casts: about a third of its host time per image.
+    Each image costs the host two kernel launches (to float, one antialiased resize);
+    rounding, flips and normalization run once per batch. The results are torchvision's
+    `resized_crop` + flip and `resize` + `center_crop`, which resize in float and round to
+    uint8 (tested equal), without their per-image checks and casts: about a third of their
+    host time per image (benchmarks/gpu.py).
     """
 
     preprocessing: Preprocessing
@@ -197,15 +198,35 @@ class BatchTransform:
         return batch
 
     def _test(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """torchvision's Resize + CenterCrop, image by image (once per final run)."""
-        from torchvision.transforms import InterpolationMode
+        """torchvision's Resize(resize_size) + CenterCrop(input_size), each image resized in
+        float and rounded as torchvision's uint8 result is, then cropped."""
+        pre = self.preprocessing
+        crops = []
+        for image in images:
+            height, width = image.shape[-2:]
+            size = _resized_shape(height, width, pre.resize_size)
+            resized = image[None].float()
+            if size != (height, width):  # torchvision returns an image of that size as is
+                resized = torch.nn.functional.interpolate(
+                    resized, size, mode=pre.interpolation, align_corners=False, antialias=True
+                )
+            crops.append(_center_crop(resized, pre.input_size))
+        return torch.cat(crops).round_().clamp_(0, 255)
+
+
+def _resized_shape(height: int, width: int, short: int) -> tuple[int, int]:
+    """torchvision's `Resize(short)` output size: the shorter side to `short`."""
+    if width <= height:
+        return int(short * height / width), short
+    return short, int(short * width / height)
+
+
+def _center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision's `center_crop` (a view; padded with zeros where the image is smaller)."""
+    height, width = batch.shape[-2:]
+    if size > height or size > width:
         from torchvision.transforms import functional as F
 
-        pre = self.preprocessing
-        mode = InterpolationMode(pre.interpolation)
-        size = [pre.input_size, pre.input_size]
-        out = [
-            F.center_crop(F.resize(image, pre.resize_size, mode, antialias=True), size)
-            for image in images
-        ]
-        return torch.stack(out).float()
+        return F.center_crop(batch, [size, size])
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return batch[..., top : top + size, left : left + size]
