@@ -44,6 +44,7 @@ from sparse_transfer.data.paper.batched import (  # noqa: E402
     crop_box,
     decode,
     read_raw,
+    unpack,
 )
 from sparse_transfer.data.source import FileSource, RawBatches  # noqa: E402
 from sparse_transfer.models import ARCHS  # noqa: E402
@@ -156,9 +157,43 @@ def host_costs(root: Path, config: Config) -> tuple[float, float]:
     raw = RawBatches(split, None)  # what a worker does for a GPU trial: read the bytes
     plan = (list(range(n)), 0)
     read_s = time_per_image(lambda: raw[plan], n, repeats)
-    # the trial's process then draws the crops and launches the transform's kernels
+    # the trial's process takes each batch from a worker, draws the crops and launches the
+    # transform's kernels
     _, launch_s = dispatch_costs(root, config)
-    return old_s, read_s + launch_s
+    return old_s, read_s + receive_cost(split, config) + launch_s
+
+
+class _TensorPerImage(RawBatches):
+    """A worker's batch as one tensor per image (as before `pack`)."""
+
+    def __getitem__(self, plan):
+        (flat, table), sources, labels, seed = super().__getitem__(plan)
+        return [image.clone() for image in unpack(flat, table)], sources, labels, seed
+
+
+def receive_cost(split, config: Config, packed: bool = True, batch: int = 256) -> float:
+    """Seconds per image the trial's process spends taking a batch of read bytes from a
+    loader worker (and unpacking it), with the worker ahead of it (every batch ready)."""
+    batches = 3 if config.quick else 10
+    plan = ([i % len(split) for i in range(batch)], 0)
+    loader = torch.utils.data.DataLoader(
+        (RawBatches if packed else _TensorPerImage)(split, None),
+        batch_size=None,
+        sampler=[plan] * (batches + 1),
+        num_workers=1,
+        prefetch_factor=batches + 1,
+    )
+    stream = iter(loader)
+    next(stream)
+    time.sleep(batches * batch * 0.2e-3 + 1.0)  # the worker reads every batch meanwhile
+    started = time.perf_counter()
+    for _ in range(batches):
+        payload, _, _, _ = next(stream)
+        if packed:
+            unpack(*payload)
+    seconds = time.perf_counter() - started
+    del stream  # the worker's shutdown is not part of a batch
+    return seconds / (batches * batch)
 
 
 def meta_batch(root: Path, size: int = 256) -> list[torch.Tensor]:
@@ -457,8 +492,15 @@ def run_cpu(config: Config) -> None:
             old_total, new_total = old_total + old_s, new_total + new_s
             print(
                 f"  {kind} JPEG: old (PIL decode+transforms) {old_s * 1e3:7.2f} ms, "
-                f"new (read bytes, launch the device stage) {new_s * 1e3:7.3f} ms"
+                f"new (read bytes, hand them over, launch the device stage) {new_s * 1e3:7.3f} ms"
             )
+        split = PAPER_DATASETS.get("image_folder").open(roots["0.8MP"], "trainval")
+        apart, packed = (receive_cost(split, config, packed) for packed in (False, True))
+        print(
+            "handing a batch of 256 read JPEGs (0.8MP) from a worker to the trial, per image:\n"
+            f"  a tensor per image {apart * 1e3:.3f} ms, packed {packed * 1e3:.3f} ms "
+            f"({packed / apart:.2f}x)"
+        )
         functional_s, batch_s = dispatch_costs(roots["0.2MP"], config)
         print(
             "launching the device stage's transforms per image (meta device: Python and "

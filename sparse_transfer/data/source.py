@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from sparse_transfer.data.paper import PAPER_DATASETS, ImageSplit, PaperDataset
-from sparse_transfer.data.paper.batched import BatchTransform, decode, read_raw
+from sparse_transfer.data.paper.batched import BatchTransform, decode, pack, read_raw, unpack
 from sparse_transfer.data.registry import DATASETS, Dataset
 from sparse_transfer.models.catalog import Preprocessing
 
@@ -93,7 +93,7 @@ class TensorSource:
     dataset: Dataset
     preprocessing: Mapping
     device: torch.device
-    _splits: dict[str, Batch] = field(default_factory=dict, repr=False)
+    _splits: dict[str, Batch] = field(default_factory=dict, repr=False, init=False)
 
     @property
     def name(self) -> str:
@@ -127,15 +127,19 @@ class TensorSource:
 class FileSource:
     """Image files read as whole batches: loader workers (started once per split, kept for
     every epoch) only read each image's bytes; decoding and the paper's transforms run on the
-    device (`sparse_transfer.data.paper.batched`). On a CPU the workers run that stage too."""
+    device (`sparse_transfer.data.paper.batched`). On a CPU the workers run that stage too.
+
+    `stage_in_workers`: where decoding and transforms run; None: in the workers on a CPU, in
+    the trial's process on a GPU. False on a CPU runs the GPU's arrangement there (tests)."""
 
     dataset: PaperDataset
     root: str
     preprocessing: Preprocessing
     device: torch.device
     workers: int = 0
+    stage_in_workers: bool | None = None
     _loaders: dict[tuple[str, bool, int], tuple[torch.utils.data.DataLoader, BatchPlan]] = field(
-        default_factory=dict, repr=False
+        default_factory=dict, repr=False, init=False
     )
 
     @property
@@ -154,7 +158,9 @@ class FileSource:
         if key not in self._loaders:  # opening lists (and checks) every file: once
             images = self.dataset.open(self.root, split)
             transform = self.transform(train)
-            on_host = self.device.type == "cpu"
+            on_host = self.stage_in_workers
+            if on_host is None:
+                on_host = self.device.type == "cpu"
             plan = BatchPlan(len(images), batch_size, train)
             loader = torch.utils.data.DataLoader(
                 RawBatches(images, transform if on_host else None),
@@ -174,7 +180,7 @@ class FileSource:
         transform = self.transform(train)
         for payload, sources, labels, seed in loader:
             if sources is not None:  # the device stage, here: decode and transform
-                images = decode(payload, sources, self.name, self.device)
+                images = decode(unpack(*payload), sources, self.name, self.device)
                 payload = transform(images, _batch_generator(seed))
             yield payload.to(self.device), labels.to(self.device, non_blocking=True)
 
@@ -200,8 +206,8 @@ class BatchPlan(torch.utils.data.Sampler):
 
 
 class RawBatches(torch.utils.data.Dataset):
-    """A split whose items are whole batches: (indices, seed) -> (raw images, their sources,
-    labels, seed); with `transform` (on a CPU) the decoded, transformed batch instead."""
+    """A split whose items are whole batches: (indices, seed) -> (raw images `pack`ed, their
+    sources, labels, seed); with `transform` (on a CPU) the decoded, transformed batch."""
 
     def __init__(self, images: ImageSplit, transform: BatchTransform | None) -> None:
         self.images, self.transform = images, transform
@@ -216,7 +222,7 @@ class RawBatches(torch.utils.data.Dataset):
         labels = torch.tensor([label for _, label in samples])
         raws = [read_raw(source, self.images.dataset) for source, _ in samples]
         if self.transform is None:
-            return raws, sources, labels, seed
+            return pack(raws), sources, labels, seed
         decoded = decode(raws, sources, self.images.dataset, torch.device("cpu"))
         return self.transform(decoded, _batch_generator(seed)), None, labels, seed
 

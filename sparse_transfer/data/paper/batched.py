@@ -31,7 +31,7 @@ import torch
 from sparse_transfer.data.paper.registry import DatasetLayoutError, ImageSource
 from sparse_transfer.models.catalog import Preprocessing
 
-__all__ = ["BatchTransform", "crop_box", "decode", "device_ready", "read_raw"]
+__all__ = ["BatchTransform", "crop_box", "decode", "device_ready", "pack", "read_raw", "unpack"]
 
 JPEG_MAGIC = b"\xff\xd8"
 BASELINE = 0xC0  # SOF0: baseline DCT, Huffman coded
@@ -90,6 +90,26 @@ def _decode_with_pil(source: Path, dataset: str) -> torch.Tensor:
             f"dataset {dataset!r}: {source} is not a readable image: {err}"
         ) from None
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+def pack(raws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's raw images as one flat uint8 tensor and a table of their shapes (one row per
+    image: (1, bytes, 0, 0) for a JPEG's bytes, (3, C, H, W) for a decoded image). A loader
+    worker hands the trial's process two tensors per batch, not one per image: each tensor
+    crosses the process boundary as its own shared-memory segment, and receiving 256 of them
+    costs the trial's process over ten times what two cost (benchmarks/gpu.py)."""
+    table = torch.tensor(
+        [[1, r.numel(), 0, 0] if r.dim() == 1 else [3, *r.shape] for r in raws], dtype=torch.long
+    )
+    return torch.cat([r.reshape(-1) for r in raws]), table
+
+
+def unpack(flat: torch.Tensor, table: torch.Tensor) -> list[torch.Tensor]:
+    """`pack`'s images again, as views of `flat`."""
+    rows = table.tolist()
+    sizes = [row[1] if row[0] == 1 else row[1] * row[2] * row[3] for row in rows]
+    pieces = flat.split(sizes)
+    return [p if row[0] == 1 else p.view(row[1:]) for p, row in zip(pieces, rows, strict=True)]
 
 
 def decode(
