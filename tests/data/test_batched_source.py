@@ -97,6 +97,21 @@ class _DeviceKernels(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _Copies(TorchDispatchMode):
+    """Counts copies from the host to the meta device (same private API as above)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        sources = [a for a in args if isinstance(a, torch.Tensor)]
+        if isinstance(result, torch.Tensor) and result.device.type == "meta":
+            self.count += any(t.device.type == "cpu" for t in sources)
+        return result
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_each_image_launches_two_kernels(train):
     """The host's cost of the device stage grows with its launches per image: to float and
@@ -279,6 +294,16 @@ def test_a_worker_hands_over_a_batch_as_two_tensors_that_unpack_to_its_images(tm
     assert [u.shape for u in unpacked] == [r.shape for r in raws]
     assert all(torch.equal(u, r) for u, r in zip(unpacked, raws, strict=True))
     assert all(u.is_contiguous() for u in unpacked)  # as nvJPEG needs its inputs
+
+
+def test_images_decoded_on_the_host_reach_the_device_in_one_copy():
+    """CIFAR's arrays arrive decoded: 256 of them were 256 host-to-device copies a batch."""
+    arrays = [torch.full((3, 32, 32), i, dtype=torch.uint8) for i in range(16)]
+    with _Copies() as copies:
+        images = decode(arrays, [None] * 16, "d", torch.device("meta"))
+    assert copies.count == 1
+    assert [i.shape for i in images] == [a.shape for a in arrays]
+    assert all(i.device.type == "meta" for i in images)
 
 
 def mixed_folder(root: Path) -> None:

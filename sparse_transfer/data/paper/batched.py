@@ -119,7 +119,10 @@ def decode(
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpegs = [i for i, r in enumerate(raws) if r.dim() == 1]
-    out = [r.to(device, non_blocking=True) if r.dim() == 3 else r for r in raws]
+    decoded = [i for i, r in enumerate(raws) if r.dim() == 3]
+    out = list(raws)
+    for i, image in zip(decoded, _to_device([raws[i] for i in decoded], device), strict=True):
+        out[i] = image
     if not jpegs:
         return out
     try:
@@ -129,6 +132,16 @@ def decode(
     for i, image in zip(jpegs, decoded, strict=True):
         out[i] = image
     return out
+
+
+def _to_device(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Images decoded on the host (CIFAR's arrays, a worker's decodes) on `device`, moved in
+    one copy, not one per image."""
+    if not images or device.type == "cpu":
+        return images
+    flat = torch.cat([image.reshape(-1) for image in images]).to(device, non_blocking=True)
+    pieces = flat.split([image.numel() for image in images])
+    return [piece.view(image.shape) for piece, image in zip(pieces, images, strict=True)]
 
 
 def _decode_one(
