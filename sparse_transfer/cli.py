@@ -648,7 +648,9 @@ def zoo_build(
     for name in names:
         store.download("zoo", *name.split("/"))
     if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        from sparse_transfer.sweep.cluster import ray_address
+
+        ray.init(address=ray_address(address), logging_level="WARNING", log_to_driver=False)
     built = build_zoo(zoo, store.local("zoo"), log=typer.echo, use_ray=True)
     for name in names:
         store.upload("zoo", *name.split("/"))

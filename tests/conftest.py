@@ -25,7 +25,13 @@ def ray_runtime():
     """One real local Ray instance for the in-process sweep tests (2 CPUs, like CI)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    ray.init(  # "local": never a cluster another test started (see tests/sweep/test_ray_address)
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 

@@ -23,6 +23,7 @@ from sparse_transfer.config.spec import Resources
 from sparse_transfer.speed.weights import sweep_speed
 from sparse_transfer.storage import Storage
 from sparse_transfer.sweep.cells import Cell, load_cells, plan_cells, save_cells
+from sparse_transfer.sweep.cluster import ray_address
 from sparse_transfer.sweep.events import TrialEvents
 from sparse_transfer.sweep.lease import hold_lease
 from sparse_transfer.sweep.ledger import LEDGER_FILE, Ledger, fetch_ledger
@@ -539,10 +540,13 @@ def _start_ray(address: str | None) -> None:
     )
     if ray.is_initialized():
         return
-    if address:  # an existing cluster: it has its own dashboard and logging settings
+    address = ray_address(address)
+    if address != "local":  # an existing cluster: it has its own dashboard and logging settings
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(
+            address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False
+        )
 
 
 def _base_config(state: SweepState, spec: SweepSpec) -> dict:
