@@ -3,13 +3,14 @@
 MLflow's SQL store puts a new experiment's artifacts under `./mlruns` of whatever directory the
 creating process happens to run in, so a study whose spec names `sqlite:////data/study/mlflow.db`
 would scatter its reports and checkpoints over the working directories of its drivers. For a
-SQLite store this project creates the experiment with its artifacts in `mlruns/` next to the
-database file (for the default `sqlite:///mlflow.db` that is still `./mlruns`). A tracking
+SQLite store this project creates the experiment with its artifacts in `mlruns/<experiment>/`
+next to the database file (for the default `sqlite:///mlflow.db`, under `./mlruns`). A tracking
 server decides for itself (`--artifacts-destination`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -32,14 +33,16 @@ EXPERIMENT_TAGS = {
 }
 
 
-def artifact_location(tracking_uri: str) -> str | None:
-    """`mlruns/` beside a SQLite store's file, as a file URI; None for any other store."""
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """`mlruns/<experiment>/` beside a SQLite store's file, as a file URI (the name made safe
+    for a folder); None for any other store."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     database = Path(tracking_uri.removeprefix("sqlite:///").partition("?")[0])
     if database.name in ("", ":memory:"):
         return None
-    return (database.resolve().parent / "mlruns").as_uri()
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", experiment).lstrip(".") or "_"
+    return (database.resolve().parent / "mlruns" / folder).as_uri()
 
 
 def find_or_create_experiment(
@@ -50,5 +53,5 @@ def find_or_create_experiment(
     if found is not None:
         return found.experiment_id
     return client.create_experiment(
-        name, artifact_location=artifact_location(tracking_uri), tags=tags
+        name, artifact_location=artifact_location(tracking_uri, name), tags=tags
     )

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from sparse_transfer.tracking import SweepRecorder
+from sparse_transfer.tracking.experiments import find_or_create_experiment
 
 SWEEP, EXPERIMENT = "replayed", "replay"
 
@@ -30,7 +31,7 @@ def _copy_outbox(source, target) -> None:
 def test_a_queue_sent_twice_records_everything_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.create_experiment(EXPERIMENT)
+    experiment = find_or_create_experiment(client, uri, EXPERIMENT)
     tags = {"sweep_id": SWEEP, "role": "sweep", MLFLOW_RUN_NAME: SWEEP}
     parent = client.create_run(experiment, tags=tags).info.run_id
 

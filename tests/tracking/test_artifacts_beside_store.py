@@ -34,10 +34,10 @@ def test_a_sweeps_artifacts_land_beside_its_sqlite_store(tmp_path, monkeypatch):
     recorder.close_parent(parent)
     assert recorder.drain(60)
 
-    assert _files(store / "mlruns") == ["report.html", "weights.safetensors"]
+    assert _files(store / "mlruns" / "study") == ["report.html", "weights.safetensors"]
     assert not list(elsewhere.iterdir())
     experiment = MlflowClient(uri).get_experiment_by_name("study")
-    assert experiment.artifact_location == (store / "mlruns").as_uri()
+    assert experiment.artifact_location == (store / "mlruns" / "study").as_uri()
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
@@ -60,15 +60,17 @@ def test_a_zoo_builds_records_land_beside_its_store_and_open_on_runs(tmp_path, m
         "params": {},
     }
     log_zoo_build(uri, "zoo", "quickstart", [meta])
-    assert _files(store / "mlruns") == ["metadata.json"]
+    assert _files(store / "mlruns" / "zoo") == ["metadata.json"]
     assert not (tmp_path / "mlruns").exists()
     experiment = MlflowClient(uri).get_experiment_by_name("zoo")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_only_a_sqlite_file_gets_a_location_of_ours(tmp_path, monkeypatch):
+def test_each_experiment_of_a_sqlite_store_gets_a_folder_of_its_own(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert artifact_location("sqlite:///mlflow.db") == (tmp_path / "mlruns").as_uri()
-    assert artifact_location("sqlite:////data/s/m.db?timeout=30") == "file:///data/s/mlruns"
-    assert artifact_location("http://mlflow:5000") is None
-    assert artifact_location("sqlite:///:memory:") is None
+    assert artifact_location("sqlite:///mlflow.db", "q") == (tmp_path / "mlruns" / "q").as_uri()
+    uri = "sqlite:////data/s/m.db?timeout=30"
+    assert artifact_location(uri, "a/b c") == "file:///data/s/mlruns/a_b_c"
+    assert artifact_location(uri, "..") == "file:///data/s/mlruns/_"  # never outside mlruns/
+    assert artifact_location("http://mlflow:5000", "q") is None
+    assert artifact_location("sqlite:///:memory:", "q") is None

@@ -14,6 +14,7 @@ import pytest
 
 from sparse_transfer import metrics as M
 from sparse_transfer.console import mlflow_ui_command, shell
+from sparse_transfer.tracking.experiments import find_or_create_experiment
 from sparse_transfer.tracking.runs_table import LOCAL_UI, ui_base
 
 CLI = [sys.executable, "-m", "sparse_transfer.cli"]
@@ -78,7 +79,7 @@ def _sweep(client, experiment_id, tmp_path: Path, sweep_id: str, start: int, bas
 def store(tmp_path: Path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment(EXPERIMENT)
+    experiment_id = find_or_create_experiment(client, uri, EXPERIMENT)
     first = _sweep(client, experiment_id, tmp_path, "sweep-old", 1_000_000, 90.0)
     second = _sweep(client, experiment_id, tmp_path, "sweep-new", 2_000_000, 80.0)
     return uri, experiment_id, first, second
@@ -146,7 +147,7 @@ def test_report_html_says_how_each_cell_got_its_numbers(store, tmp_path: Path) -
 def test_hours_not_logged_read_na(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment(EXPERIMENT)
+    experiment_id = find_or_create_experiment(client, uri, EXPERIMENT)
     for method, sparsity, top1 in (("dense", "0.0", 90.0), ("gmp", "0.9", 88.0)):
         tags = {
             "sweep_id": "s",

@@ -7,6 +7,7 @@ import pytest
 from mlflow.entities import RunStatus
 
 from sparse_transfer.analysis import RESULT_COLUMNS
+from sparse_transfer.tracking.experiments import find_or_create_experiment
 from sparse_transfer.tracking.runs_table import load_final_runs
 
 EXPERIMENT = "sweep-test"
@@ -45,7 +46,7 @@ def _tags(method: str, sparsity: str, dataset: str, seed: str, phase: str) -> di
 def tracking_uri(tmp_path: Path) -> str:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment(EXPERIMENT)
+    experiment_id = find_or_create_experiment(client, uri, EXPERIMENT)
     parent = client.create_run(experiment_id, tags={"phase": "sweep"}).info.run_id
     finals = [
         ("dense", "0.0", "cifar10", "21", 95.0),
@@ -64,7 +65,7 @@ def tracking_uri(tmp_path: Path) -> str:
         client, experiment_id, parent, failed, 10.0, status=RunStatus.to_string(RunStatus.FAILED)
     )
     client.set_terminated(parent)
-    client.create_experiment("empty-experiment")
+    find_or_create_experiment(client, uri, "empty-experiment")
     return uri
 
 
