@@ -541,12 +541,9 @@ def _start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = ray_address(address)
-    if address != "local":  # an existing cluster: it has its own dashboard and logging settings
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    else:
-        ray.init(
-            address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False
-        )
+    # an existing cluster has its own dashboard settings; a local instance runs without one
+    local = {"include_dashboard": False} if address == "local" else {}
+    ray.init(address=address, logging_level="WARNING", log_to_driver=False, **local)
 
 
 def _base_config(state: SweepState, spec: SweepSpec) -> dict:
