@@ -143,9 +143,9 @@ def time_per_image(run, images: int, repeats: int) -> float:
     return best / images
 
 
-def host_costs(root: Path, config: Config) -> tuple[float, float]:
-    """(old, new) host seconds per training image, one process with one thread (as in a
-    DataLoader worker), the same JPEGs."""
+def host_costs(root: Path, config: Config) -> dict:
+    """Host seconds per training image, one process with one thread (as in a DataLoader
+    worker), the same JPEGs: the old path's, the new one's (`new`) and the new one's parts."""
     pre = Preprocessing()
     old = PAPER_DATASETS.get("image_folder").open(
         root, "trainval", paper_transform(pre, train=True)
@@ -159,8 +159,16 @@ def host_costs(root: Path, config: Config) -> tuple[float, float]:
     read_s = time_per_image(lambda: raw[plan], n, repeats)
     # the trial's process takes each batch from a worker, draws the crops and launches the
     # transform's kernels
-    _, launch_s = dispatch_costs(root, config)
-    return old_s, read_s + receive_cost(split, config) + launch_s
+    functional_s, launch_s = dispatch_costs(root, config)
+    receive_s = receive_cost(split, config)
+    return {
+        "old": old_s,
+        "new": read_s + receive_s + launch_s,
+        "split": split,
+        "receive": receive_s,
+        "launch": launch_s,
+        "functional": functional_s,
+    }
 
 
 class _TensorPerImage(RawBatches):
@@ -487,21 +495,22 @@ def run_cpu(config: Config) -> None:
         roots = make_data(Path(folder), config)
         old_total = new_total = 0.0
         print("host stage per training image (one process, same JPEGs)")
-        for kind, root in roots.items():
-            old_s, new_s = host_costs(root, config)
-            old_total, new_total = old_total + old_s, new_total + new_s
+        costs = {kind: host_costs(root, config) for kind, root in roots.items()}
+        for kind, cost in costs.items():
+            old_total, new_total = old_total + cost["old"], new_total + cost["new"]
             print(
-                f"  {kind} JPEG: old (PIL decode+transforms) {old_s * 1e3:7.2f} ms, "
-                f"new (read bytes, hand them over, launch the device stage) {new_s * 1e3:7.3f} ms"
+                f"  {kind} JPEG: old (PIL decode+transforms) {cost['old'] * 1e3:7.2f} ms, "
+                "new (read bytes, hand them over, launch the device stage) "
+                f"{cost['new'] * 1e3:7.3f} ms"
             )
-        split = PAPER_DATASETS.get("image_folder").open(roots["0.8MP"], "trainval")
-        apart, packed = (receive_cost(split, config, packed) for packed in (False, True))
+        packed = costs["0.8MP"]["receive"]
+        apart = receive_cost(costs["0.8MP"]["split"], config, packed=False)
         print(
             "handing a batch of 256 read JPEGs (0.8MP) from a worker to the trial, per image:\n"
             f"  a tensor per image {apart * 1e3:.3f} ms, packed {packed * 1e3:.3f} ms "
             f"({packed / apart:.2f}x)"
         )
-        functional_s, batch_s = dispatch_costs(roots["0.2MP"], config)
+        functional_s, batch_s = costs["0.2MP"]["functional"], costs["0.2MP"]["launch"]
         print(
             "launching the device stage's transforms per image (meta device: Python and "
             f"dispatch):\n  torchvision resized_crop + flip {functional_s * 1e3:.3f} ms, "
