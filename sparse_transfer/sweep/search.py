@@ -240,11 +240,15 @@ class CellSearch(Searcher):
         key = self.live.get(trial_id)
         if key is None or M.EPOCH not in result:
             return False
-        if key not in self.early_stopping.pruned:
+        fresh = key not in self.early_stopping.pruned
+        # the ledger first: MLflow's records follow it, and a resume re-queues what the ledger
+        # holds, so a kill between the two never leaves MLflow an epoch the ledger lacks
+        stop = self.early_stopping.record(self.plans[key.cell], key, result)
+        if fresh:
             self.events.epoch(str(key), result)
             self.failures.reported(key, int(result[M.EPOCH]))
             self.budget.running(key, result)
-        return self.early_stopping.record(self.plans[key.cell], key, result)
+        return stop
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # `record`, called by the scheduler, sees every result
